@@ -1,0 +1,24 @@
+"""Encoders. Every encoder takes the same inputs and returns the same outputs, so task heads never ask which.
+
+    build_encoder(config, input_ids, input_mask, segment_ids, is_training, kernels, compute_dtype)
+        input_ids, segment_ids: int32 [B, T]; input_mask: int32 [B, T], 1 = real token, 0 = padding
+        (XLNet converts to its own convention inside).
+        Returns EncoderOutput(sequence_output [B, T, H] float32, pooled_output [B, H] float32):
+        pooled_output is the encoder's own summary of its CLS position (BERT/ALBERT: bert/pooler/dense over
+        the first token; XLNet: its sequence summary over the last token).
+
+Variable scopes are those of the published TF checkpoints, so ``--init_checkpoint`` loads with no mapping.
+"""
+import collections
+
+EncoderOutput = collections.namedtuple("EncoderOutput", ["sequence_output", "pooled_output"])
+
+
+def build_encoder(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32"):
+    if config.layout == "bert":
+        from tf_mrc.modeling import bert as module
+    elif config.layout == "albert":
+        from tf_mrc.modeling import albert as module
+    else:
+        from tf_mrc.modeling import xlnet as module
+    return module.encode(config, input_ids, input_mask, segment_ids, is_training, kernels, compute_dtype)

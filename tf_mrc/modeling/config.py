@@ -1,0 +1,107 @@
+"""Model configuration: one dataclass for every layout, read from the published JSON configs."""
+import dataclasses
+import json
+from typing import Optional
+
+LAYOUTS = ("bert", "albert", "xlnet")
+ALBERT_VARIANTS = ("google", "brightmart")
+
+
+class ConfigError(ValueError):
+    """A config file or preset that cannot describe a model; the message is one line for the user."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    layout: str = "bert"
+    vocab_size: int = 21128
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"            # the config's own word; see gelu_form()
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    # ALBERT: factorized embeddings (E != H) and cross-layer sharing.
+    embedding_size: Optional[int] = None
+    num_hidden_groups: int = 1
+    inner_group_num: int = 1
+    albert_variant: str = "google"      # google: bert/encoder/transformer/group_0/...; brightmart: albert_zh names
+    # XLNet.
+    d_head: Optional[int] = None
+    untie_r: bool = True
+    clamp_len: int = -1
+    # How the config's "gelu" is meant: google TF code and configs mean the tanh form; transformers means erf.
+    gelu_convention: str = "tf"
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ConfigError("layout must be one of %s, got %r" % ("|".join(LAYOUTS), self.layout))
+        if self.albert_variant not in ALBERT_VARIANTS:
+            raise ConfigError("albert_variant must be google|brightmart, got %r" % self.albert_variant)
+        if self.hidden_size % self.num_attention_heads and self.d_head is None:
+            raise ConfigError("hidden_size %d is not a multiple of num_attention_heads %d"
+                              % (self.hidden_size, self.num_attention_heads))
+        if self.layout == "albert" and self.embedding_size is None:
+            self.embedding_size = 128
+
+    @property
+    def head_size(self):
+        return self.d_head or self.hidden_size // self.num_attention_heads
+
+    def activation(self):
+        """(kind, gelu_form): kind is 'gelu' | 'relu' | 'tanh' | 'swish'; gelu_form is 'tanh' | 'erf' | None."""
+        act = self.hidden_act.lower()
+        if act in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh"):
+            return "gelu", "tanh"
+        if act in ("gelu_exact", "gelu_erf"):
+            return "gelu", "erf"
+        if act == "gelu":
+            return "gelu", ("tanh" if self.gelu_convention == "tf" else "erf")
+        if act in ("relu", "tanh", "swish"):
+            return act, None
+        raise ConfigError("unsupported hidden_act %r" % self.hidden_act)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json_file(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+
+
+_XLNET_KEYS = {"d_model": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads",
+               "d_inner": "intermediate_size", "ff_activation": "hidden_act", "n_token": "vocab_size",
+               "d_head": "d_head", "untie_r": "untie_r", "clamp_len": "clamp_len"}
+
+
+def config_from_json(path, layout=None, **overrides):
+    """Read a BERT, ALBERT or XLNet JSON config (their published key names) into a ModelConfig.
+
+    The layout comes from ``layout``, else from the file's keys (XLNet's d_model, ALBERT's embedding_size).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError("config file not found: %s" % path)
+    except json.JSONDecodeError as err:
+        raise ConfigError("config file %s is not valid JSON: %s" % (path, err))
+    if not isinstance(raw, dict):
+        raise ConfigError("config file %s: expected a JSON object" % path)
+    if layout is None:
+        layout = raw.get("layout") or ("xlnet" if "d_model" in raw else "albert" if "embedding_size" in raw else "bert")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    values = {"layout": layout}
+    for key, value in raw.items():
+        key = _XLNET_KEYS.get(key, key) if layout == "xlnet" else key
+        if key in fields:
+            values[key] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ModelConfig(**values)
+    except TypeError as err:
+        raise ConfigError("config file %s: %s" % (path, err))

@@ -1,0 +1,144 @@
+"""The Task interface: everything that differs between CMRC 2018, DRCD, CJRC, CHID and C3.
+
+A task turns its files into examples, examples into fixed-shape features (and a sidecar that maps features
+back to examples and characters), model outputs back into answers, and answers into its official metric.
+Training, caching, Horovod, export and the serving demo call only these methods, so one code path serves
+every task and every encoder.
+"""
+import dataclasses
+import json
+
+
+class DataError(ValueError):
+    """Bad task data. The message is one line naming the file, the record and the field."""
+
+    def __init__(self, path, record, field, problem):
+        super().__init__("%s: record %s: field %r: %s" % (path, record, field, problem))
+
+
+@dataclasses.dataclass
+class FeatureSettings:
+    """Everything featurization depends on; part of the feature-cache key."""
+    max_seq_length: int = 512
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 50
+    n_best_size: int = 20
+
+    def key(self):
+        return "s%d-d%d-q%d" % (self.max_seq_length, self.doc_stride, self.max_query_length)
+
+
+@dataclasses.dataclass
+class Featurized:
+    """Features as parallel lists: ``arrays[i]`` is a dict of fixed-shape int lists (model inputs and labels)
+    and ``sidecar[i]`` the JSON-able record that ties feature i back to its example (not fed to the model)."""
+    arrays: list
+    sidecar: list
+    stats: dict = dataclasses.field(default_factory=dict)   # e.g. {"truncated": n}, reported by the audit
+
+
+def load_json(path):
+    """Read a JSON file, turning the usual failures into one-line DataErrors."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(path, "-", "-", "file not found")
+    except json.JSONDecodeError as err:
+        raise DataError(path, "-", "-", "not valid JSON (%s)" % err)
+    except UnicodeDecodeError as err:
+        raise DataError(path, "-", "-", "not UTF-8 text (%s)" % err)
+
+
+def load_json_lines(path):
+    """Read JSON lines; blank lines are skipped, a bad line is a DataError naming its line number."""
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise DataError(path, "line %d" % number, "-", "not valid JSON (%s)" % err)
+    except FileNotFoundError:
+        raise DataError(path, "-", "-", "file not found")
+    return records
+
+
+class Task:
+    """One reading-comprehension task. Subclasses set the class attributes and implement the methods."""
+
+    name = ""
+    head = ""            # 'span' | 'span_class' | 'choice': which head the model_fn builds
+    metric_names = ()    # the keys of evaluate()'s result that the results table reports, headline first
+    default_max_seq_length = 512
+
+    def __init__(self, options=None):
+        """``options``: a dict of task-specific flags (e.g. chid_answers, c3_subsets, split_ratio)."""
+        self.options = dict(options or {})
+
+    # -- data ---------------------------------------------------------------------------------------
+    def read_examples(self, path, is_training):
+        """Parse a task file into examples. Bad records raise DataError; nothing is dropped silently."""
+        raise NotImplementedError
+
+    def featurize(self, examples, tokenizer, settings, is_training):
+        """Return Featurized for ``examples``. Training features carry labels; all carry an ``example_index``."""
+        raise NotImplementedError
+
+    def feature_shapes(self, settings):
+        """{name: shape} of every int32 array in Featurized.arrays (model inputs and labels)."""
+        raise NotImplementedError
+
+    # -- decoding and scoring -------------------------------------------------------------------------
+    def postprocess(self, examples, sidecar, outputs, settings):
+        """Turn per-feature model outputs (dicts of numpy arrays, in sidecar order) into answers.
+
+        Returns (predictions {question_id: answer}, nbest {question_id: [candidates]}).
+        """
+        raise NotImplementedError
+
+    def oracle_outputs(self, examples, featurized):
+        """Per-feature outputs a perfect model would produce, built from the labels (for the audit)."""
+        raise NotImplementedError
+
+    def evaluate(self, examples, predictions):
+        """The task's official metric on ``predictions`` ({question_id: answer}); missing ones score 0."""
+        raise NotImplementedError
+
+    def load_predictions(self, path):
+        """Read a predictions file in the formats ``tf_mrc.evaluate`` accepts: by default {id: answer}."""
+        predictions = load_json(path)
+        if not isinstance(predictions, dict):
+            raise DataError(path, "-", "-", "expected a JSON object {question_id: answer}")
+        return predictions
+
+    def write_predictions(self, out_dir, prefix, predictions, nbest):
+        """Write ``{prefix}predictions.json`` and ``{prefix}nbest_predictions.json`` (tasks may add formats)."""
+        import os
+        for name, obj in (("predictions.json", predictions), ("nbest_predictions.json", nbest)):
+            with open(os.path.join(out_dir, prefix + name), "w", encoding="utf-8") as f:
+                json.dump(obj, f, ensure_ascii=False, indent=1)
+
+
+_REGISTRY = {}
+
+
+def register(cls):
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_task(name, options=None):
+    """The task called ``name`` (its module is imported on first use)."""
+    import importlib
+    if name not in _REGISTRY:
+        try:
+            importlib.import_module("tf_mrc.tasks." + name)
+        except ImportError:
+            pass
+    if name not in _REGISTRY:
+        raise ValueError("unknown task %r; known: cmrc2018, drcd, cjrc, chid, c3" % name)
+    return _REGISTRY[name](options)
