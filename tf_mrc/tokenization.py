@@ -10,11 +10,13 @@ import difflib
 import hashlib
 import os
 
+from tf_mrc.errors import UserError
+
 PackedInput = collections.namedtuple(
     "PackedInput", ["input_ids", "input_mask", "segment_ids", "part_starts", "cls_index"])
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError):
     """A vocabulary or tokenizer model that cannot be used; the message is one line for the user."""
 
 

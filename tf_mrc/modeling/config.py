@@ -3,11 +3,13 @@ import dataclasses
 import json
 from typing import Optional
 
+from tf_mrc.errors import UserError
+
 LAYOUTS = ("bert", "albert", "xlnet")
 ALBERT_VARIANTS = ("google", "brightmart")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or preset that cannot describe a model; the message is one line for the user."""
 
 

@@ -8,8 +8,10 @@ every task and every encoder.
 import dataclasses
 import json
 
+from tf_mrc.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """Bad task data. The message is one line naming the file, the record and the field."""
 
     def __init__(self, path, record, field, problem):
@@ -74,6 +76,7 @@ class Task:
     head = ""            # 'span' | 'span_class' | 'choice': which head the model_fn builds
     metric_names = ()    # the keys of evaluate()'s result that the results table reports, headline first
     default_max_seq_length = 512
+    default_files = {}   # role ('train' | 'dev' | 'predict') -> file name inside --data_dir
 
     def __init__(self, options=None):
         """``options``: a dict of task-specific flags (e.g. chid_answers, c3_subsets, split_ratio)."""

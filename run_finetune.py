@@ -1,0 +1,81 @@
+"""Fine-tune a Chinese BERT-family encoder on a Chinese MRC task.
+
+    python run_finetune.py                      # the embedded default: tiny encoder, shipped passages
+    python run_finetune.py --task=cmrc2018 --model=roberta_wwm_ext_base --data_dir=DATA --output_dir=OUT \
+        --init_checkpoint=CKPT/bert_model.ckpt --vocab_file=CKPT/vocab.txt --do_train --do_eval --do_predict
+    horovodrun -np 4 python run_finetune.py --task=cmrc2018 ...   # the same job on four workers
+"""
+import sys
+import time
+
+from absl import app, flags
+
+from tf_mrc import presets
+from tf_mrc.errors import UserError, fail
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("task", "cmrc2018", ["cmrc2018", "drcd", "cjrc", "chid", "c3"], "Task.")
+flags.DEFINE_enum("model", "roberta_wwm_ext_base", list(presets.MODEL_NAMES), "Model preset.")
+flags.DEFINE_string("output_dir", None, "Checkpoints, predictions and results go here.")
+flags.DEFINE_string("data_dir", None, "Directory holding the task's files under their published names.")
+flags.DEFINE_string("train_file", None, "Training file (default: DATA_DIR/<task's train file>).")
+flags.DEFINE_string("dev_file", None, "Evaluation file (default: DATA_DIR/<task's dev file>).")
+flags.DEFINE_string("predict_file", None, "File to predict (default: the dev file).")
+flags.DEFINE_string("init_checkpoint", None, "Checkpoint to start from (published TF variable names).")
+flags.DEFINE_string("vocab_file", None, "WordPiece vocabulary of the checkpoint.")
+flags.DEFINE_string("spm_model", None, "SentencePiece model (XLNet).")
+flags.DEFINE_string("config_file", None, "The checkpoint's BERT/ALBERT/XLNet JSON config; overrides the preset.")
+flags.DEFINE_bool("do_train", False, "Train.")
+flags.DEFINE_bool("do_eval", False, "Predict the dev file and score it with the task's official metric.")
+flags.DEFINE_bool("do_predict", False, "Write predictions.json for the predict file.")
+flags.DEFINE_integer("seeds", 1, "Run this many seeds (seed, seed+1, ...) and write results.md (mean and max).")
+flags.DEFINE_integer("seed", 12345, "First random seed.")
+flags.DEFINE_bool("lower_case", True, "Lower-case input (the Chinese vocabularies are uncased).")
+flags.DEFINE_integer("max_seq_length", None, "Tokens per window (default: the task's, capped by the model's).")
+flags.DEFINE_integer("doc_stride", 128, "Stride between passage windows.")
+flags.DEFINE_integer("max_query_length", 64, "Question tokens kept.")
+flags.DEFINE_integer("max_answer_length", 50, "Longest answer in tokens.")
+flags.DEFINE_integer("n_best_size", 20, "Candidates kept per question.")
+flags.DEFINE_float("num_train_epochs", None, "Epochs (default: the preset's for this task).")
+flags.DEFINE_integer("train_batch_size", None, "Batch per worker (default: the preset's).")
+flags.DEFINE_integer("predict_batch_size", 32, "Batch for prediction.")
+flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: the preset's).")
+flags.DEFINE_float("warmup_proportion", None, "Share of steps with linear warmup (default: the preset's).")
+flags.DEFINE_integer("max_train_steps", None, "Stop after this many steps (overrides epochs).")
+flags.DEFINE_integer("save_checkpoints_steps", 1000, "Checkpoint interval; training resumes from the last one.")
+flags.DEFINE_integer("keep_checkpoint_max", 3, "Checkpoints kept.")
+flags.DEFINE_integer("log_every", 50, "Steps between progress lines.")
+flags.DEFINE_enum("kernels", "fused", ["fused", "reference", "blocksparse", "auto"], "GELU/softmax kernels.")
+flags.DEFINE_string("cache_dir", None, "Feature cache (default: OUTPUT_DIR/cache).")
+flags.DEFINE_bool("lr_scale_with_workers", False, "Multiply the learning rate by the number of Horovod workers.")
+flags.DEFINE_bool("fp16_allreduce", False, "Compress gradients to fp16 for the Horovod allreduce.")
+flags.DEFINE_string("opencc_config", "t2s", "OpenCC conversion for DRCD.")
+
+
+def spec_from_flags():
+    from tf_mrc.experiment import RunSpec
+    names = [f.name for f in __import__("dataclasses").fields(RunSpec) if f.name != "task_options"]
+    values = {name: getattr(FLAGS, name) for name in names if name in FLAGS and getattr(FLAGS, name) is not None}
+    if not FLAGS.output_dir:
+        raise UserError("--output_dir is required")
+    return RunSpec(task_options={"opencc_config": FLAGS.opencc_config}, **values)
+
+
+def main(argv):
+    from tf_mrc import experiment
+    started = time.time()
+    try:
+        if len(sys.argv) == 1:
+            spec = experiment.embedded_default()
+            print("[run] no arguments: the embedded default (tiny encoder on tf_mrc/resources/tiny/passages.json)")
+        else:
+            spec = spec_from_flags()
+        experiment.run(spec)
+    except UserError as err:
+        fail(err)
+    print("[run] done in %.0f s; outputs in %s (predictions.json, nbest_predictions.json, eval_results.json)"
+          % (time.time() - started, spec.output_dir))
+
+
+if __name__ == "__main__":
+    app.run(main)

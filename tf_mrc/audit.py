@@ -1,0 +1,64 @@
+"""Check a data file before a long GPU job: how it featurizes, and the score a perfect model would get.
+
+    python -m tf_mrc.audit --task=cmrc2018 --data FILE --vocab_file VOCAB [--max_seq_length 512 ...]
+
+The oracle pushes the gold labels through the real features, post-processing and metric: anything below
+~100 on clean data points at alignment, truncation or decoding losses, which the report counts
+(span tasks: ``too_long`` answers exceed --max_answer_length tokens; ``inexact`` answers start or end
+inside a word piece). The last line is JSON:
+{"examples": .., "features": .., "unaligned": .., "truncated": .., "oracle": {...}}
+"""
+import argparse
+import json
+
+from tf_mrc.errors import UserError, fail
+
+
+def audit(task, data_file, tokenizer, settings):
+    examples = task.read_examples(data_file, is_training=False)
+    featurized = task.featurize(examples, tokenizer, settings, is_training=False)
+    outputs = task.oracle_outputs(examples, featurized)
+    predictions, _ = task.postprocess(examples, featurized.sidecar, outputs, settings)
+    scores = task.evaluate(examples, predictions)
+    oracle = {name: round(scores[name], 3) if isinstance(scores.get(name), float) else scores.get(name)
+              for name in task.metric_names}
+    report = {"examples": len(examples), "features": len(featurized.arrays),
+              "unaligned": featurized.stats.get("unaligned", 0), "truncated": featurized.stats.get("truncated", 0),
+              "oracle": oracle}
+    extra = {k: v for k, v in featurized.stats.items() if k not in report and k != "examples"}
+    if extra:
+        report["other"] = extra
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--model", default="roberta_wwm_ext_base", help="preset: decides the tokenizer family")
+    parser.add_argument("--vocab_file")
+    parser.add_argument("--spm_model")
+    parser.add_argument("--no_lower_case", action="store_true")
+    parser.add_argument("--max_seq_length", type=int)
+    parser.add_argument("--doc_stride", type=int, default=128)
+    parser.add_argument("--max_query_length", type=int, default=64)
+    parser.add_argument("--max_answer_length", type=int, default=50)
+    parser.add_argument("--chid_answers")
+    args = parser.parse_args(argv)
+    from tf_mrc import presets
+    from tf_mrc.tasks import FeatureSettings, get_task
+    from tf_mrc.tokenization import load_tokenizer
+    try:
+        preset = presets.model_preset(args.model)
+        task = get_task(args.task, {"chid_answers": args.chid_answers} if args.chid_answers else {})
+        tokenizer = load_tokenizer(preset.config.layout, args.vocab_file, args.spm_model, not args.no_lower_case)
+        max_len = args.max_seq_length or min(preset.max_seq_length, task.default_max_seq_length)
+        settings = FeatureSettings(max_len, args.doc_stride, args.max_query_length, args.max_answer_length)
+        report = audit(task, args.data, tokenizer, settings)
+    except UserError as err:
+        fail(err)
+    print(json.dumps(report, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

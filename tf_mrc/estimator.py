@@ -1,0 +1,104 @@
+"""model_fn builder, the progress hook, and the Estimator around them.
+
+One model_fn serves every task and encoder: the encoder comes from the config's layout, the head from the
+task's kind. Multiple-choice features arrive as [B, C, T] and are flattened to [B*C, T] for the encoder.
+"""
+import time
+
+from tf_mrc.compat import estimator as tf_estimator
+from tf_mrc.compat import tf
+from tf_mrc.modeling import build_encoder
+from tf_mrc.modeling.heads import build_head
+
+INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
+
+
+class ProgressHook(tf.train.SessionRunHook):
+    """Logs loss, steps/s and an ETA every ``every`` steps (rank 0 only)."""
+
+    def __init__(self, loss, total_steps, every=50, log=print):
+        self._loss, self._total, self._every, self._log = loss, total_steps, every, log
+        self._step = None
+        self._start = None
+
+    def begin(self):
+        self._global_step = tf.train.get_or_create_global_step()
+
+    def before_run(self, run_context):
+        return tf.train.SessionRunArgs([self._loss, self._global_step])
+
+    def after_run(self, run_context, run_values):
+        loss, step = run_values.results
+        now = time.time()
+        if self._start is None:
+            self._start, self._first = now, step
+            return
+        if step % self._every == 0 or step >= self._total:
+            rate = (step - self._first) / max(now - self._start, 1e-9)
+            eta = (self._total - step) / rate if rate > 0 else float("inf")
+            self._log("[train] step %d/%d  loss %.4f  %.2f steps/s  ETA %s" % (
+                step, self._total, loss, rate, _format_seconds(eta)))
+
+
+def _format_seconds(seconds):
+    if seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learning_rate=3e-5, num_train_steps=1,
+                     num_warmup_steps=0, dist=None, num_choices=None, log=print, log_every=50,
+                     fp16_allreduce=False):
+    from tf_mrc import training
+    from tf_mrc.modeling.checkpoint import init_from_checkpoint
+
+    def model_fn(features, labels, mode, params):
+        is_training = mode == tf_estimator.ModeKeys.TRAIN
+        inputs = {name: features[name] for name in INPUT_NAMES}
+        if task.head == "choice":
+            seq_len = int(features["input_ids"].shape[-1])
+            inputs = {name: tf.reshape(value, [-1, seq_len]) for name, value in inputs.items()}
+        encoder_output = build_encoder(config, inputs["input_ids"], inputs["input_mask"], inputs["segment_ids"],
+                                       is_training, kernels=kernels)
+        with_loss = mode != tf_estimator.ModeKeys.PREDICT
+        outputs, loss = build_head(task.head, encoder_output, features, num_choices, config.initializer_range,
+                                   with_loss)
+        if is_training and init_checkpoint:
+            init_from_checkpoint(init_checkpoint, log=log)
+        if mode == tf_estimator.ModeKeys.PREDICT:
+            predictions = dict(outputs, example_index=features["example_index"])
+            return tf_estimator.EstimatorSpec(mode, predictions=predictions)
+        if mode == tf_estimator.ModeKeys.EVAL:
+            return tf_estimator.EstimatorSpec(mode, loss=loss,
+                                              eval_metric_ops={"eval_loss": tf.metrics.mean(loss)})
+        train_op, rate = training.create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, dist,
+                                                  fp16_allreduce=fp16_allreduce)
+        tf.summary.scalar("learning_rate", rate)
+        hooks = list(dist.training_hooks())
+        if dist.is_chief:
+            hooks.append(ProgressHook(loss, num_train_steps, every=log_every, log=log))
+        return tf_estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks)
+
+    return model_fn
+
+
+def make_estimator(model_fn, model_dir, dist, seed=None, save_checkpoints_steps=1000, keep_checkpoint_max=3,
+                   save_summary_steps=100):
+    """The Estimator; only rank 0 writes checkpoints and summaries (other ranks get a private model_dir)."""
+    import os
+    import tempfile
+    if not dist.is_chief:
+        model_dir = tempfile.mkdtemp(prefix="tf_mrc_rank%d_" % dist.rank)
+    run_config = tf_estimator.RunConfig(
+        model_dir=model_dir, tf_random_seed=seed, session_config=dist.session_config(),
+        save_checkpoints_steps=save_checkpoints_steps if dist.is_chief else None,
+        save_summary_steps=save_summary_steps if dist.is_chief else 0,
+        keep_checkpoint_max=keep_checkpoint_max, log_step_count_steps=None if not dist.is_chief else 1000)
+    os.makedirs(model_dir, exist_ok=True)
+    return tf_estimator.Estimator(model_fn=model_fn, config=run_config)
+
+
+def predict_outputs(estimator, input_fn, checkpoint_path=None):
+    """Every feature's outputs, as dicts of numpy arrays, in input order."""
+    return list(estimator.predict(input_fn, checkpoint_path=checkpoint_path, yield_single_examples=True))

@@ -1,0 +1,234 @@
+"""One fine-tuning experiment: resolve files, model and hyperparameters, then train / evaluate / predict.
+
+``run_finetune.py`` turns flags into a RunSpec; tests and tools build one directly. Every task, encoder and
+process count goes through the same ``run``.
+"""
+import dataclasses
+import json
+import math
+import os
+from typing import Optional
+
+from tf_mrc import distributed, presets
+from tf_mrc.errors import UserError
+from tf_mrc.modeling.config import config_from_json
+from tf_mrc.tasks import FeatureSettings, get_task
+from tf_mrc.tokenization import load_tokenizer
+
+RESOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
+
+
+@dataclasses.dataclass
+class RunSpec:
+    task: str = "cmrc2018"
+    model: str = "roberta_wwm_ext_base"
+    output_dir: str = "runs/out"
+    data_dir: Optional[str] = None
+    train_file: Optional[str] = None
+    dev_file: Optional[str] = None
+    predict_file: Optional[str] = None
+    init_checkpoint: Optional[str] = None
+    vocab_file: Optional[str] = None
+    spm_model: Optional[str] = None
+    config_file: Optional[str] = None
+    do_train: bool = False
+    do_eval: bool = False
+    do_predict: bool = False
+    seeds: int = 1
+    seed: int = 12345
+    lower_case: bool = True
+    max_seq_length: Optional[int] = None
+    doc_stride: int = 128
+    max_query_length: int = 64
+    max_answer_length: int = 50
+    n_best_size: int = 20
+    num_train_epochs: Optional[float] = None
+    train_batch_size: Optional[int] = None
+    predict_batch_size: int = 32
+    learning_rate: Optional[float] = None
+    warmup_proportion: Optional[float] = None
+    max_train_steps: Optional[int] = None
+    save_checkpoints_steps: int = 1000
+    keep_checkpoint_max: int = 3
+    log_every: int = 50
+    kernels: str = "fused"
+    cache_dir: Optional[str] = None
+    lr_scale_with_workers: bool = False
+    fp16_allreduce: bool = False
+    task_options: dict = dataclasses.field(default_factory=dict)
+
+
+def embedded_default(output_dir="runs/embedded_default"):
+    """The job ``python run_finetune.py`` runs with no arguments: the tiny encoder on the shipped passages."""
+    tiny = os.path.join(RESOURCES, "tiny")
+    passages = os.path.join(tiny, "passages.json")
+    return RunSpec(task="cmrc2018", model="tiny", output_dir=output_dir, train_file=passages, dev_file=passages,
+                   vocab_file=os.path.join(tiny, "vocab.txt"), do_train=True, do_eval=True, do_predict=True,
+                   max_seq_length=128, doc_stride=32, max_query_length=32, log_every=20)
+
+
+def _resolve(spec, explicit, role, task):
+    """An explicit file, else the task's conventional name inside --data_dir; checked to exist."""
+    path = explicit
+    if path is None and spec.data_dir:
+        path = os.path.join(spec.data_dir, task.default_files[role])
+    if path is None:
+        raise UserError("no %s file: pass --%s_file or --data_dir" % (role, role))
+    if not os.path.isfile(path):
+        raise UserError("%s file not found: %s" % (role, path))
+    return path
+
+
+def resolve_model(spec, log=print):
+    """(ModelConfig, tokenizer, default max_seq_length) from the preset, --config_file and the vocabulary."""
+    preset = presets.model_preset(spec.model)
+    config = preset.config
+    if spec.config_file:
+        config = config_from_json(spec.config_file, layout=preset.config.layout)
+        presets.check_config_matches_preset(preset, config, spec.config_file)
+    tokenizer = load_tokenizer(config.layout, spec.vocab_file, spec.spm_model, spec.lower_case)
+    if config.vocab_size == 0:  # the tiny preset takes its vocabulary size from the shipped vocab
+        config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise UserError("vocabulary %s has %d entries but the model expects vocab_size %d (wrong vocab for "
+                        "this checkpoint/config?)" % (spec.vocab_file or spec.spm_model, tokenizer.vocab_size,
+                                                       config.vocab_size))
+    if spec.init_checkpoint:
+        _check_checkpoint_vocab(spec.init_checkpoint, config)
+    return config, tokenizer, preset.max_seq_length
+
+
+def _check_checkpoint_vocab(init_checkpoint, config):
+    from tf_mrc.compat import tf
+    try:
+        shapes = dict(tf.train.list_variables(init_checkpoint))
+    except Exception as err:  # NotFoundError / DataLossError with multi-line messages
+        raise UserError("cannot read --init_checkpoint %s (%s)" % (init_checkpoint, type(err).__name__))
+    for name in ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table"):
+        if name in shapes and shapes[name][0] != config.vocab_size:
+            raise UserError("--init_checkpoint %s has %d word embeddings but the vocabulary/config has %d"
+                            % (init_checkpoint, shapes[name][0], config.vocab_size))
+
+
+def run(spec, log=print):
+    """Run ``spec`` for every seed; returns the per-seed metric dicts (rank 0) and writes results.md."""
+    dist = distributed.detect()
+    task = get_task(spec.task, spec.task_options)
+    config, tokenizer, preset_max_len = resolve_model(spec, log)
+    hparams = presets.hyperparameters(spec.model, spec.task)
+    for key in hparams:
+        if getattr(spec, key) is not None:
+            hparams[key] = getattr(spec, key)
+    max_len = spec.max_seq_length or min(preset_max_len, task.default_max_seq_length)
+    if max_len > config.max_position_embeddings and config.layout != "xlnet":
+        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
+                        % (max_len, config.max_position_embeddings))
+    settings = FeatureSettings(max_len, spec.doc_stride, spec.max_query_length, spec.max_answer_length,
+                               spec.n_best_size)
+    files = {}
+    if spec.do_train:
+        files["train"] = _resolve(spec, spec.train_file, "train", task)
+    if spec.do_eval:
+        files["dev"] = _resolve(spec, spec.dev_file, "dev", task)
+    if spec.do_predict:
+        files["predict"] = _resolve(spec, spec.predict_file or spec.dev_file, "dev" if not spec.predict_file
+                                    else "predict", task)
+    if not files:
+        raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    if dist.is_chief:
+        os.makedirs(spec.output_dir, exist_ok=True)
+        log("[run] task=%s model=%s layout=%s max_seq_length=%d workers=%d kernels=%s hparams=%s" % (
+            spec.task, spec.model, config.layout, max_len, dist.size, spec.kernels, json.dumps(hparams)))
+    cache_dir = spec.cache_dir or os.path.join(spec.output_dir, "cache")
+    caches = {}
+
+    def cache(role):
+        from tf_mrc.data import FeatureCache
+        if role not in caches:
+            caches[role] = FeatureCache(cache_dir, task, files[role], tokenizer, settings, role == "train", dist,
+                                        log=log)
+        return caches[role]
+
+    results = []
+    for seed_index in range(spec.seeds):
+        run_dir = spec.output_dir if spec.seeds == 1 else os.path.join(spec.output_dir, "seed_%d" % seed_index)
+        results.append(_run_one(spec, task, config, settings, hparams, cache, dist, run_dir,
+                                spec.seed + seed_index, log))
+    if spec.seeds > 1 and dist.is_chief and spec.do_eval:
+        _write_seed_summary(spec, task, results, log)
+    return results
+
+
+def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, log):
+    from tf_mrc.compat import tf
+    from tf_mrc.estimator import make_estimator, model_fn_builder
+    num_train_steps, warmup = 1, 0
+    learning_rate = hparams["learning_rate"] * (dist.size if spec.lr_scale_with_workers else 1)
+    if spec.do_train:
+        train = cache("train")
+        global_batch = hparams["train_batch_size"] * dist.size
+        num_train_steps = spec.max_train_steps or max(
+            1, int(math.ceil(train.num_features * hparams["num_train_epochs"] / global_batch)))
+        warmup = int(num_train_steps * hparams["warmup_proportion"])
+        if dist.is_chief:
+            log("[train] %d features, global batch %d (%d x %d workers), %d steps, %d warmup, lr %g%s" % (
+                train.num_features, global_batch, hparams["train_batch_size"], dist.size, num_train_steps,
+                warmup, learning_rate, " (scaled by workers)" if spec.lr_scale_with_workers else ""))
+    model_fn = model_fn_builder(task, config, kernels=spec.kernels, init_checkpoint=spec.init_checkpoint,
+                                learning_rate=learning_rate, num_train_steps=num_train_steps,
+                                num_warmup_steps=warmup, dist=dist, num_choices=getattr(task, "num_choices", None),
+                                log=log, log_every=spec.log_every, fp16_allreduce=spec.fp16_allreduce)
+    estimator = make_estimator(model_fn, run_dir, dist, seed=seed,
+                               save_checkpoints_steps=spec.save_checkpoints_steps,
+                               keep_checkpoint_max=spec.keep_checkpoint_max)
+    if spec.do_train:
+        estimator.train(cache("train").input_fn_builder(hparams["train_batch_size"], dist, seed),
+                        max_steps=num_train_steps)
+        dist.barrier("after-train")
+    checkpoint = None
+    if not spec.do_train and tf.train.latest_checkpoint(run_dir) is None:
+        if not spec.init_checkpoint:
+            raise UserError("no trained checkpoint in %s and no --init_checkpoint to evaluate" % run_dir)
+        checkpoint = spec.init_checkpoint
+    metrics = {}
+    predicted = {}
+    for role in ("dev", "predict"):
+        if (role == "dev" and not spec.do_eval) or (role == "predict" and not spec.do_predict):
+            continue
+        data = cache(role)
+        key = data.record_path
+        if key not in predicted:
+            predicted[key] = _predict_gathered(estimator, data, spec.predict_batch_size, dist, checkpoint)
+        if not dist.is_chief:
+            continue
+        predictions, nbest = task.postprocess(data.examples, data.sidecar, predicted[key], data.settings)
+        if role == "dev":
+            metrics = task.evaluate(data.examples, predictions)
+            task.write_predictions(run_dir, "dev_", predictions, nbest)
+            with open(os.path.join(run_dir, "eval_results.json"), "w") as f:
+                json.dump(metrics, f, indent=1)
+            log("[eval] %s" % json.dumps(metrics))
+        else:
+            task.write_predictions(run_dir, "", predictions, nbest)
+            log("[predict] %d answers -> %s" % (len(predictions), os.path.join(run_dir, "predictions.json")))
+    dist.barrier("after-predict")
+    return metrics
+
+
+def _predict_gathered(estimator, data, batch_size, dist, checkpoint):
+    """Every rank predicts its own slice of the features (feature i on rank i % size); the slices are
+    gathered and re-interleaved so every rank holds all outputs in feature order."""
+    from tf_mrc.estimator import predict_outputs
+    mine = predict_outputs(estimator, data.input_fn_builder(batch_size, dist), checkpoint)
+    slices = dist.allgather_objects(mine)
+    return [slices[i % dist.size][i // dist.size] for i in range(data.num_features)]
+
+
+def _write_seed_summary(spec, task, results, log):
+    from tf_mrc import metrics
+    aggregated = metrics.aggregate_seeds(results, task.metric_names)
+    with open(os.path.join(spec.output_dir, "results.md"), "w", encoding="utf-8") as f:
+        f.write(metrics.results_markdown(spec.task, spec.model, aggregated, task.metric_names))
+    with open(os.path.join(spec.output_dir, "eval_results.json"), "w") as f:
+        json.dump({"seeds": results, "aggregate": aggregated}, f, indent=1)
+    log("[seeds] %s" % json.dumps({k: v["mean"] for k, v in aggregated.items()}))

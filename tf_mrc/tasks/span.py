@@ -1,0 +1,285 @@
+"""The span-extraction family (CMRC 2018, DRCD, CJRC): read SQuAD-style JSON, slide windows, decode spans.
+
+Answers are always cut from the original passage by character offsets: tokens carry (start, end) offsets into
+the text the model read, and tasks that convert the text first (DRCD: traditional -> simplified) keep a map
+from every converted character back to the original ones.
+"""
+import collections
+import dataclasses
+from typing import List, Optional
+
+import numpy as np
+
+from tf_mrc.tasks.base import DataError, Featurized, Task, load_json
+
+ANSWER_CLASSES = ("span", "yes", "no", "unknown")
+
+
+@dataclasses.dataclass
+class SpanExample:
+    qid: str
+    question: str
+    context: str                          # the original passage; answers are cut from it
+    gold_texts: List[str]                 # every gold answer, as the metric sees them
+    answer_start: int = -1                # char offset of the first answer in ``context`` (-1: none / unaligned)
+    answer_text: str = ""
+    answer_type: str = "span"             # one of ANSWER_CLASSES
+    model_context: Optional[str] = None   # the text the model reads, when it differs from ``context``
+    model_question: Optional[str] = None
+    char_map: Optional[list] = None       # model_context char i comes from context[char_map[i][0]:char_map[i][1]]
+    domain: str = ""                      # CJRC's civil | criminal
+
+    @property
+    def model_text(self):
+        return self.context if self.model_context is None else self.model_context
+
+
+def align_answer(context, text, start):
+    """The offset of ``text`` in ``context`` nearest to ``start`` (published starts are sometimes off by a few
+    characters), or -1 when the text does not occur at all."""
+    if not text:
+        return -1
+    if 0 <= start and context[start:start + len(text)] == text:
+        return start
+    best, pos = -1, context.find(text)
+    while pos != -1:
+        if best == -1 or abs(pos - start) < abs(best - start):
+            best = pos
+        pos = context.find(text, pos + 1)
+    return best
+
+
+def read_squad_style(path, make_example):
+    """Walk ``data[].paragraphs[].qas[]``, validating the shape; ``make_example(record_id, article, paragraph,
+    qa, context)`` builds each example. Errors name the file, the question (or paragraph) and the field."""
+    dataset = load_json(path)
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+        raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style)")
+    examples = []
+    for a_index, article in enumerate(dataset["data"]):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise DataError(path, "data[%d]" % a_index, "paragraphs", "missing or not a list")
+        for p_index, paragraph in enumerate(paragraphs):
+            where = "data[%d].paragraphs[%d]" % (a_index, p_index)
+            context = paragraph.get("context") if isinstance(paragraph, dict) else None
+            if not isinstance(context, str):
+                raise DataError(path, where, "context", "missing or not a string")
+            if not context.strip():
+                raise DataError(path, where, "context", "empty passage")
+            qas = paragraph.get("qas")
+            if not isinstance(qas, list):
+                raise DataError(path, where, "qas", "missing or not a list")
+            for qa in qas:
+                if not isinstance(qa, dict):
+                    raise DataError(path, where, "qas", "question record is not an object")
+                qid = str(qa.get("id", "")).strip()
+                record = "question %s" % (qid or "(no id) in " + where)
+                if not qid:
+                    raise DataError(path, record, "id", "missing question id")
+                if not isinstance(qa.get("question"), str):  # empty questions occur in the published data
+                    raise DataError(path, record, "question", "missing or not a string")
+                answers = qa.get("answers", [])
+                if not isinstance(answers, list) or any(
+                        not isinstance(a, dict) or not isinstance(a.get("text"), str) for a in answers):
+                    raise DataError(path, record, "answers", "expected a list of {text, answer_start}")
+                for a in answers:
+                    if not isinstance(a.get("answer_start", -1), int):
+                        raise DataError(path, record, "answers.answer_start", "not an integer")
+                examples.append(make_example(record, article, paragraph, qa, context))
+    return examples
+
+
+def _is_max_context(windows, window_index, position):
+    """Whether ``position`` sees the most context (on its nearer side) in this window among all windows
+    containing it; google BERT's rule, so each token is scored in one window only."""
+    best_score, best_index = None, None
+    for index, (start, length) in enumerate(windows):
+        end = start + length - 1
+        if position < start or position > end:
+            continue
+        score = min(position - start, end - position) + 0.01 * length
+        if best_score is None or score > best_score:
+            best_score, best_index = score, index
+    return best_index == window_index
+
+
+def _token_spans(offsets, char_map):
+    """Token character spans in the ORIGINAL context, composing tokenizer offsets with the conversion map."""
+    if char_map is None:
+        return [(s, e) for s, e in offsets]
+    return [(char_map[s][0], char_map[max(e - 1, s)][1]) for s, e in offsets]
+
+
+class SpanTask(Task):
+    """Shared by every span task: subclasses implement ``read_examples`` (and CJRC the class head's decoding)."""
+
+    head = "span"
+    metric_names = ("f1", "em")
+
+    def feature_shapes(self, settings):
+        t = settings.max_seq_length
+        shapes = {"input_ids": [t], "input_mask": [t], "segment_ids": [t], "example_index": [],
+                  "start_position": [], "end_position": []}
+        if self.head == "span_class":
+            shapes.update({"answer_class": [], "class_weight": []})
+        return shapes
+
+    def featurize(self, examples, tokenizer, settings, is_training):
+        arrays, sidecar = [], []
+        stats = collections.Counter(examples=len(examples))
+        for example_index, example in enumerate(examples):
+            query_ids = tokenizer.encode(example.model_question or example.question)[0][:settings.max_query_length]
+            doc_ids, offsets = tokenizer.encode(example.model_text)
+            spans = _token_spans(offsets, example.char_map)
+            if not doc_ids:
+                stats["empty_passage"] += 1
+                continue
+            answer_tokens = self._answer_tokens(example, spans)
+            if answer_tokens:
+                first, last = answer_tokens
+                if last - first + 1 > settings.max_answer_length:
+                    stats["too_long"] += 1  # longer than decoding allows: lost at prediction time
+                if (spans[first][0], spans[last][1]) != (example.answer_start,
+                                                         example.answer_start + len(example.answer_text)):
+                    stats["inexact"] += 1   # a gold boundary falls inside a token: only whole tokens come out
+            if example.answer_type == "span" and example.answer_start < 0:
+                stats["unaligned"] += 1
+                if is_training:
+                    continue
+            max_doc = settings.max_seq_length - len(query_ids) - tokenizer.num_special_tokens(2)
+            if max_doc <= 0:
+                raise ValueError("max_seq_length %d leaves no room for the passage after a %d-token question"
+                                 % (settings.max_seq_length, len(query_ids)))
+            windows, start = [], 0
+            while True:
+                length = min(len(doc_ids) - start, max_doc)
+                windows.append((start, length))
+                if start + length >= len(doc_ids):
+                    break
+                start += min(length, settings.doc_stride)
+            answer_fits = False
+            for window_index, (start, length) in enumerate(windows):
+                packed = tokenizer.pack([query_ids, doc_ids[start:start + length]], [0, 1], settings.max_seq_length)
+                doc_offset = packed.part_starts[1]
+                start_pos = end_pos = packed.cls_index
+                if answer_tokens and start <= answer_tokens[0] and answer_tokens[1] < start + length:
+                    start_pos = answer_tokens[0] - start + doc_offset
+                    end_pos = answer_tokens[1] - start + doc_offset
+                    answer_fits = True
+                features = {"input_ids": packed.input_ids, "input_mask": packed.input_mask,
+                            "segment_ids": packed.segment_ids, "example_index": example_index,
+                            "start_position": start_pos, "end_position": end_pos}
+                if self.head == "span_class":
+                    features.update(self._class_labels(example, start_pos != packed.cls_index))
+                arrays.append(features)
+                sidecar.append({
+                    "example_index": example_index, "doc_offset": doc_offset, "cls_index": packed.cls_index,
+                    "spans": spans[start:start + length],
+                    "max_context": [int(_is_max_context(windows, window_index, start + i)) for i in range(length)]})
+            if answer_tokens and not answer_fits:
+                stats["truncated"] += 1
+        stats["features"] = len(arrays)
+        return Featurized(arrays, sidecar, dict(stats))
+
+    @staticmethod
+    def _answer_tokens(example, spans):
+        """(first, last) token index of the first gold span, or None when there is no usable span."""
+        if example.answer_type != "span" or example.answer_start < 0:
+            return None
+        begin, end = example.answer_start, example.answer_start + len(example.answer_text)
+        covering = [i for i, (s, e) in enumerate(spans) if e > begin and s < end]
+        return (covering[0], covering[-1]) if covering else None
+
+    def _class_labels(self, example, span_in_window):
+        """CJRC's class labels for one window. A span question whose answer lies outside this window says
+        nothing about the class, so its class loss is switched off there (weight 0) instead of teaching
+        the head 'unknown' for an answerable question."""
+        answer_class = ANSWER_CLASSES.index(example.answer_type)
+        weight = 0 if example.answer_type == "span" and not span_in_window else 1
+        return {"answer_class": answer_class, "class_weight": weight}
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def span_candidates(self, examples, sidecar, outputs, settings):
+        """Per example, the n-best spans over all its windows: end >= start, at most max_answer_length
+        tokens, inside the passage, start token scored in its max-context window; text cut from the passage."""
+        by_example = collections.defaultdict(list)
+        for record, output in zip(sidecar, outputs):
+            by_example[record["example_index"]].append((record, output))
+        candidates = {}
+        for example_index, example in enumerate(examples):
+            found = {}
+            for record, output in by_example.get(example_index, []):
+                starts, ends = np.asarray(output["start_logits"]), np.asarray(output["end_logits"])
+                first, count = record["doc_offset"], len(record["spans"])
+                top_starts = np.argsort(-starts[first:first + count])[:settings.n_best_size]
+                top_ends = np.argsort(-ends[first:first + count])[:settings.n_best_size]
+                for s in top_starts:
+                    if not record["max_context"][s]:
+                        continue
+                    for e in top_ends:
+                        if e < s or e - s + 1 > settings.max_answer_length:
+                            continue
+                        begin, end = record["spans"][s][0], record["spans"][e][1]
+                        text = example.context[begin:end]
+                        score = float(starts[first + s] + ends[first + e])
+                        if text not in found or found[text]["score"] < score:
+                            found[text] = {"text": text, "score": score, "start": begin,
+                                           "start_logit": float(starts[first + s]),
+                                           "end_logit": float(ends[first + e])}
+            ranked = sorted(found.values(), key=lambda c: -c["score"])[:settings.n_best_size]
+            if ranked:
+                scores = np.array([c["score"] for c in ranked])
+                probs = np.exp(scores - scores.max())
+                probs /= probs.sum()
+                for candidate, p in zip(ranked, probs):
+                    candidate["probability"] = float(p)
+            candidates[example.qid] = ranked
+        return candidates
+
+    def postprocess(self, examples, sidecar, outputs, settings):
+        nbest = self.span_candidates(examples, sidecar, outputs, settings)
+        predictions = {qid: (ranked[0]["text"] if ranked else "") for qid, ranked in nbest.items()}
+        return predictions, nbest
+
+    def oracle_outputs(self, examples, featurized):
+        """Logits a perfect model gives: +10 at the labelled start/end, -10 on every other token."""
+        outputs = []
+        for features in featurized.arrays:
+            length = len(features["input_ids"])
+            start, end = np.full(length, -10.0), np.full(length, -10.0)
+            start[features["start_position"]] = end[features["end_position"]] = 10.0
+            output = {"start_logits": start, "end_logits": end}
+            if self.head == "span_class":
+                output["class_logits"] = np.where(np.arange(len(ANSWER_CLASSES)) == features["answer_class"],
+                                                  10.0, -10.0)
+            outputs.append(output)
+        return outputs
+
+    def evaluate(self, examples, predictions):
+        from tf_mrc import metrics
+        f1 = em = 0.0
+        missing = 0
+        for example in examples:
+            if example.qid not in predictions:
+                missing += 1
+                continue
+            f1 += metrics.cmrc_f1(example.gold_texts, predictions[example.qid])
+            em += metrics.cmrc_em(example.gold_texts, predictions[example.qid])
+        total = max(len(examples), 1)
+        return {"f1": 100.0 * f1 / total, "em": 100.0 * em / total, "total": len(examples), "skipped": missing}
+
+
+def squad_example(qa, context, **extra):
+    """A SpanExample from one SQuAD-style question: gold texts kept verbatim for the metric, the first answer
+    aligned to the passage for training (its start searched near the published offset)."""
+    answers = qa.get("answers", [])
+    gold = [a["text"] for a in answers]
+    first = answers[0] if answers else {"text": "", "answer_start": -1}
+    text = first["text"].strip() or first["text"]
+    start = align_answer(context, text, first.get("answer_start", -1))
+    if start < 0 and text != first["text"]:
+        text = first["text"]
+        start = align_answer(context, text, first.get("answer_start", -1))
+    return SpanExample(qid=str(qa["id"]).strip(), question=qa["question"], context=context, gold_texts=gold,
+                       answer_start=start, answer_text=text, **extra)
