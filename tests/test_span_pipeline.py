@@ -26,8 +26,7 @@ def test_offsets_cover_the_original_characters(chinese_vocab):
     ids, offsets = tokenizer.encode("我爱Python编程，Héllo")
     pieces = [tokenizer.vocab[i] for i in ids]
     text = "我爱Python编程，Héllo"
-    assert [text[s:e] for s, e in offsets] == ["我", "爱", "Py", "thon", "编", "程", "，", "Héllo"][:len(pieces)] or \
-        all(text[s:e].lower().replace("é", "e").startswith(p.lstrip("#")) for (s, e), p in zip(offsets, pieces))
+    assert text[offsets[0][0]:offsets[0][1]] == "我" and text[offsets[-1][0]:offsets[-1][1]].startswith("H")
     for (s, e), piece in zip(offsets, pieces):
         assert text[s:e].lower().replace("é", "e") == piece.lstrip("#") or piece == "[UNK]"
 
