@@ -1,0 +1,172 @@
+"""Building blocks shared by the BERT and ALBERT layouts.
+
+Everything works on 2-D activations [B*T, width] (as google-research/bert does) and creates its variables with
+``tf.get_variable`` under the caller's variable scope, so the published checkpoints' names come from the scopes the
+layouts open. Variables are always float32; ``Settings.dtype`` is the compute dtype the activations are cast to,
+with LayerNorm and the attention softmax computed in float32 whatever it is.
+"""
+import collections
+import math
+
+from tf_mrc import ops
+from tf_mrc.compat import tf
+from tf_mrc.modeling import EncoderOutput
+
+LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's, which every published BERT/ALBERT checkpoint used
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+
+Settings = collections.namedtuple(
+    "Settings", ["dtype", "kernels", "initializer_range", "hidden_dropout", "attention_dropout", "activation"])
+
+# Variable scopes of one transformer block, relative to the block's own scope.
+BlockNames = collections.namedtuple(
+    "BlockNames", ["attention", "attention_output", "attention_norm", "intermediate", "output", "output_norm"])
+
+BERT_BLOCK = BlockNames(attention="attention/self", attention_output="attention/output/dense",
+                        attention_norm="attention/output/LayerNorm", intermediate="intermediate/dense",
+                        output="output/dense", output_norm="output/LayerNorm")
+
+
+def make_settings(config, is_training, kernels, compute_dtype):
+    """Collect what every layer needs; dropout rates are zero unless training."""
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError("compute_dtype must be one of %s, got %r" % ("|".join(COMPUTE_DTYPES), compute_dtype))
+    ops.resolve_backend(kernels)  # a bad --kernels value fails here, before any variable exists
+    return Settings(dtype=tf.as_dtype(compute_dtype), kernels=kernels,
+                    initializer_range=config.initializer_range,
+                    hidden_dropout=config.hidden_dropout_prob if is_training else 0.0,
+                    attention_dropout=config.attention_probs_dropout_prob if is_training else 0.0,
+                    activation=config.activation())
+
+
+def cast(x, dtype):
+    return x if x.dtype.base_dtype == dtype else tf.cast(x, dtype)
+
+
+def variable(name, shape, settings, initializer=None):
+    """A float32 variable in the current scope; weights default to BERT's truncated normal."""
+    if initializer is None:
+        initializer = tf.truncated_normal_initializer(stddev=settings.initializer_range)
+    return tf.get_variable(name, shape=shape, dtype=tf.float32, initializer=initializer)
+
+
+def weight(name, shape, settings, initializer=None):
+    """A float32 variable cast to the compute dtype, so fp16/bf16 compute keeps fp32 master weights."""
+    return cast(variable(name, shape, settings, initializer), settings.dtype)
+
+
+def dropout(x, rate):
+    if not rate:
+        return x
+    return tf.nn.dropout(x, rate=rate)
+
+
+def dense(x, units, settings, activation=None, use_bias=True):
+    """x [N, in] @ kernel [in, units] + bias, in the current variable scope (kernels stored 2-D, as published)."""
+    width = x.shape.as_list()[-1]
+    output = tf.matmul(x, weight("kernel", [width, units], settings))
+    if use_bias:
+        output = tf.nn.bias_add(output, weight("bias", [units], settings, tf.zeros_initializer()))
+    return activation(output) if activation is not None else output
+
+
+def layer_norm(x, settings):
+    """LayerNorm over the last axis in float32, the same moments/batch_normalization ops as contrib's layer_norm."""
+    width = x.shape.as_list()[-1]
+    beta = variable("beta", [width], settings, tf.zeros_initializer())
+    gamma = variable("gamma", [width], settings, tf.ones_initializer())
+    x32 = cast(x, tf.float32)
+    mean, variance = tf.nn.moments(x32, [x.shape.ndims - 1], keep_dims=True)
+    return cast(tf.nn.batch_normalization(x32, mean, variance, beta, gamma, LAYER_NORM_EPSILON), settings.dtype)
+
+
+def hidden_activation(settings):
+    """The FFN activation named by the config; GELU goes through the selected kernel backend."""
+    kind, gelu_form = settings.activation
+    if kind == "gelu":
+        return lambda x: ops.gelu(x, gelu_form, settings.kernels)
+    if kind == "relu":
+        return tf.nn.relu
+    if kind == "tanh":
+        return tf.tanh
+    return lambda x: x * tf.sigmoid(x)  # swish
+
+
+def shape_list(x):
+    """Static dimensions where known, dynamic scalars elsewhere (the batch is often unknown at export)."""
+    static = x.shape.as_list()
+    dynamic = tf.shape(x)
+    return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]
+
+
+def embeddings(input_ids, segment_ids, config, settings, embedding_size, projection_size=None):
+    """Word + token-type + position embeddings, LayerNorm, dropout -> [B*T, width], in scope ``embeddings``.
+
+    ``projection_size`` adds brightmart albert_zh's factorization: the [V, E] word vectors are multiplied by
+    ``word_embeddings_2`` [E, H] before the token-type and position embeddings (then at H) are added.
+    """
+    batch_size, seq_length = shape_list(input_ids)
+    if isinstance(seq_length, int) and seq_length > config.max_position_embeddings:
+        raise ValueError("sequence length %d exceeds the model's max_position_embeddings %d"
+                         % (seq_length, config.max_position_embeddings))
+    with tf.variable_scope("embeddings"):
+        words = variable("word_embeddings", [config.vocab_size, embedding_size], settings)
+        output = cast(tf.gather(words, tf.reshape(input_ids, [-1])), settings.dtype)
+        width = embedding_size
+        if projection_size is not None:
+            output = tf.matmul(output, weight("word_embeddings_2", [embedding_size, projection_size], settings))
+            width = projection_size
+        token_types = variable("token_type_embeddings", [config.type_vocab_size, width], settings)
+        output += cast(tf.gather(token_types, tf.reshape(segment_ids, [-1])), settings.dtype)
+        positions = variable("position_embeddings", [config.max_position_embeddings, width], settings)
+        positions = cast(tf.slice(positions, [0, 0], [seq_length, -1]), settings.dtype)
+        output = tf.reshape(output, [batch_size, seq_length, width]) + positions
+        with tf.variable_scope("LayerNorm"):
+            output = layer_norm(tf.reshape(output, [-1, width]), settings)
+        return dropout(output, settings.hidden_dropout)
+
+
+def attention_mask(input_mask):
+    """[B, T] 1/0 -> [B, 1, T] float32: every query position may attend to every real key position."""
+    return tf.expand_dims(tf.cast(input_mask, tf.float32), 1)
+
+
+def self_attention(x, mask, batch_size, seq_length, config, settings):
+    """Multi-head self-attention context [B*T, N*D] from query/key/value dense layers in the current scope."""
+    heads, head_size = config.num_attention_heads, config.head_size
+
+    def project(name):
+        with tf.variable_scope(name):
+            output = dense(x, heads * head_size, settings)
+        return tf.transpose(tf.reshape(output, [batch_size, seq_length, heads, head_size]), [0, 2, 1, 3])
+
+    query, key, value = project("query"), project("key"), project("value")
+    scores = tf.matmul(query, key, transpose_b=True)  # [B, N, T, T]
+    probs = ops.masked_softmax(cast(scores, tf.float32), mask, 1.0 / math.sqrt(float(head_size)), settings.kernels)
+    probs = dropout(cast(probs, settings.dtype), settings.attention_dropout)
+    context = tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])  # [B, T, N, D]
+    return tf.reshape(context, [-1, heads * head_size])
+
+
+def transformer_block(x, mask, batch_size, seq_length, config, settings, names):
+    """Post-LN block: x -> LN(x + attention) -> LN(. + FFN(.)); ``names`` place each variable group."""
+    with tf.variable_scope(names.attention):
+        context = self_attention(x, mask, batch_size, seq_length, config, settings)
+    with tf.variable_scope(names.attention_output):
+        attended = dropout(dense(context, config.hidden_size, settings), settings.hidden_dropout)
+    with tf.variable_scope(names.attention_norm):
+        attended = layer_norm(attended + x, settings)
+    with tf.variable_scope(names.intermediate):
+        intermediate = dense(attended, config.intermediate_size, settings, hidden_activation(settings))
+    with tf.variable_scope(names.output):
+        output = dropout(dense(intermediate, config.hidden_size, settings), settings.hidden_dropout)
+    with tf.variable_scope(names.output_norm):
+        return layer_norm(output + attended, settings)
+
+
+def encoder_output(hidden, batch_size, seq_length, config, settings):
+    """[B*T, H] -> EncoderOutput with BERT's pooler (tanh dense over the first token) in scope ``pooler/dense``."""
+    sequence = tf.reshape(hidden, [batch_size, seq_length, config.hidden_size])
+    with tf.variable_scope("pooler/dense"):
+        pooled = dense(sequence[:, 0, :], config.hidden_size, settings, tf.tanh)
+    return EncoderOutput(sequence_output=cast(sequence, tf.float32), pooled_output=cast(pooled, tf.float32))
