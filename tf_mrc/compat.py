@@ -13,6 +13,9 @@ tf = _tf.compat.v1
 TF_VERSION = tuple(int(p) for p in _tf.__version__.split(".")[:2])
 IS_TF1 = TF_VERSION[0] == 1
 
+# TF's deprecation notices and per-step INFO lines drown the progress log; TF_MRC_TF_LOGS=1 brings them back.
+if os.environ.get("TF_MRC_TF_LOGS") != "1":
+    tf.logging.set_verbosity(tf.logging.ERROR)
 if not IS_TF1:
     tf.disable_v2_behavior()
 
