@@ -9,6 +9,7 @@ import re
 from typing import List
 
 from tf_mrc.compat import tf
+from tf_mrc.errors import UserError
 
 # Checkpoint entries that are training state rather than model weights: never reported as unused.
 _TRAINING_STATE = re.compile(
@@ -18,7 +19,7 @@ _TRAINING_STATE = re.compile(
 PRETRAINING_HEAD_PREFIXES = ("cls/predictions/", "cls/seq_relationship/")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """The checkpoint cannot initialise this model; the message is one line for the user."""
 
 
