@@ -9,7 +9,7 @@ import collections
 import math
 
 from tf_mrc import ops
-from tf_mrc.compat import tf
+from tf_mrc.compat import IS_TF1, tf
 from tf_mrc.modeling import EncoderOutput
 
 LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's, which every published BERT/ALBERT checkpoint used
@@ -31,6 +31,9 @@ def make_settings(config, is_training, kernels, compute_dtype):
     """Collect what every layer needs; dropout rates are zero unless training."""
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError("compute_dtype must be one of %s, got %r" % ("|".join(COMPUTE_DTYPES), compute_dtype))
+    if compute_dtype == "bfloat16" and IS_TF1:
+        raise ValueError("compute_dtype=bfloat16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); "
+                         "use float16")
     ops.resolve_backend(kernels)  # a bad --kernels value fails here, before any variable exists
     return Settings(dtype=tf.as_dtype(compute_dtype), kernels=kernels,
                     initializer_range=config.initializer_range,
