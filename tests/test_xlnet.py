@@ -171,8 +171,8 @@ def test_float16_compute_close_to_float32():
     sequence, pooled, _, values = run_encoder(config)
     half_sequence, half_pooled, _, _ = run_encoder(config, weights=values, compute_dtype="float16")
     assert half_sequence.dtype == np.float32
-    assert np.abs(half_sequence - sequence).max() < 0.05
-    assert np.abs(half_pooled - pooled).max() < 0.05
+    assert np.abs(half_sequence - sequence).max() < 0.01
+    assert np.abs(half_pooled - pooled).max() < 0.01
 
 
 def test_dropout_only_when_training():
