@@ -30,7 +30,7 @@ flags.DEFINE_bool("do_eval", False, "Predict the dev file and score it with the 
 flags.DEFINE_bool("do_predict", False, "Write predictions.json for the predict file.")
 flags.DEFINE_integer("seeds", 1, "Run this many seeds (seed, seed+1, ...) and write results.md (mean and max).")
 flags.DEFINE_integer("seed", 12345, "First random seed.")
-flags.DEFINE_bool("lower_case", True, "Lower-case input (the Chinese vocabularies are uncased).")
+flags.DEFINE_bool("lower_case", None, "Lower-case input (default: the model's convention; BERT/ALBERT yes, XLNet no).")
 flags.DEFINE_integer("max_seq_length", None, "Tokens per window (default: the task's, capped by the model's).")
 flags.DEFINE_integer("doc_stride", 128, "Stride between passage windows.")
 flags.DEFINE_integer("max_query_length", 64, "Question tokens kept.")

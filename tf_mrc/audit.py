@@ -38,7 +38,7 @@ def main(argv=None):
     parser.add_argument("--model", default="roberta_wwm_ext_base", help="preset: decides the tokenizer family")
     parser.add_argument("--vocab_file")
     parser.add_argument("--spm_model")
-    parser.add_argument("--no_lower_case", action="store_true")
+    parser.add_argument("--lower_case", choices=["yes", "no"], help="default: the model's convention")
     parser.add_argument("--max_seq_length", type=int)
     parser.add_argument("--doc_stride", type=int, default=128)
     parser.add_argument("--max_query_length", type=int, default=64)
@@ -51,7 +51,8 @@ def main(argv=None):
     try:
         preset = presets.model_preset(args.model)
         task = get_task(args.task, {"chid_answers": args.chid_answers} if args.chid_answers else {})
-        tokenizer = load_tokenizer(preset.config.layout, args.vocab_file, args.spm_model, not args.no_lower_case)
+        tokenizer = load_tokenizer(preset.config.layout, args.vocab_file, args.spm_model,
+                                   None if args.lower_case is None else args.lower_case == "yes")
         max_len = args.max_seq_length or min(preset.max_seq_length, task.default_max_seq_length)
         settings = FeatureSettings(max_len, args.doc_stride, args.max_query_length, args.max_answer_length)
         report = audit(task, args.data, tokenizer, settings)

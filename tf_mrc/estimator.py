@@ -63,7 +63,7 @@ def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learni
                                        is_training, kernels=kernels)
         with_loss = mode != tf_estimator.ModeKeys.PREDICT
         outputs, loss = build_head(task.head, encoder_output, features, num_choices, config.initializer_range,
-                                   with_loss)
+                                   with_loss, dropout_rate=config.hidden_dropout_prob if is_training else 0.0)
         if is_training and init_checkpoint:
             init_from_checkpoint(init_checkpoint, log=log)
         if mode == tf_estimator.ModeKeys.PREDICT:

@@ -36,7 +36,7 @@ class RunSpec:
     do_predict: bool = False
     seeds: int = 1
     seed: int = 12345
-    lower_case: bool = True
+    lower_case: Optional[bool] = None     # None: the layout's convention (see load_tokenizer)
     max_seq_length: Optional[int] = None
     doc_stride: int = 128
     max_query_length: int = 64

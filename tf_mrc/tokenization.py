@@ -101,8 +101,11 @@ class WordPieceTokenizer(Tokenizer):
         return PackedInput(ids + [self.pad_id] * pad, mask, segments + [0] * pad, starts, 0)
 
 
-def load_tokenizer(layout, vocab_file=None, spm_model=None, lower_case=True):
-    """The tokenizer an encoder layout was pre-trained with."""
+def load_tokenizer(layout, vocab_file=None, spm_model=None, lower_case=None):
+    """The tokenizer an encoder layout was pre-trained with. ``lower_case`` None means the layout's own
+    convention: the Chinese BERT/ALBERT vocabularies are uncased, Chinese XLNet was trained cased."""
+    if lower_case is None:
+        lower_case = layout != "xlnet"
     if layout == "xlnet":
         from tf_mrc.modeling.xlnet import SentencePieceTokenizer
         if not spm_model:

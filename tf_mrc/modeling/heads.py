@@ -36,7 +36,7 @@ def span_logits(sequence_output, initializer_range):
     return logits[:, :, 0], logits[:, :, 1]
 
 
-def build_head(kind, encoder_output, features, num_choices, initializer_range, with_loss):
+def build_head(kind, encoder_output, features, num_choices, initializer_range, with_loss, dropout_rate=0.0):
     """Return (outputs: dict of per-example tensors, loss or None).
 
     span:        start_logits, end_logits [B, T]; loss = mean of start and end cross-entropy.
@@ -48,6 +48,9 @@ def build_head(kind, encoder_output, features, num_choices, initializer_range, w
     if kind not in HEAD_KINDS:
         raise ValueError("unknown head %r" % kind)
     outputs, loss = {}, None
+    pooled = encoder_output.pooled_output
+    if dropout_rate:  # google BERT's run_classifier drops out the pooled output before its classifier
+        pooled = tf.nn.dropout(pooled, rate=dropout_rate)
     if kind in ("span", "span_class"):
         start_logits, end_logits = span_logits(encoder_output.sequence_output, initializer_range)
         outputs.update(start_logits=start_logits, end_logits=end_logits)
@@ -55,13 +58,13 @@ def build_head(kind, encoder_output, features, num_choices, initializer_range, w
             loss = 0.5 * (_cross_entropy(start_logits, features["start_position"]) +
                           _cross_entropy(end_logits, features["end_position"]))
         if kind == "span_class":
-            class_logits = _output_layer(encoder_output.pooled_output, "cls/answer_class", NUM_ANSWER_CLASSES,
+            class_logits = _output_layer(pooled, "cls/answer_class", NUM_ANSWER_CLASSES,
                                          initializer_range)
             outputs["class_logits"] = class_logits
             if with_loss:
                 loss += _cross_entropy(class_logits, features["answer_class"], features["class_weight"])
     else:
-        scores = tf.reshape(_output_layer(encoder_output.pooled_output, "cls/multiple_choice", 1,
+        scores = tf.reshape(_output_layer(pooled, "cls/multiple_choice", 1,
                                           initializer_range), [-1, num_choices])
         mask = tf.cast(features["choice_mask"], scores.dtype)
         choice_logits = scores * mask + (1.0 - mask) * -1e9
