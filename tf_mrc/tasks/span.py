@@ -202,14 +202,15 @@ class SpanTask(Task):
     # -- decoding ---------------------------------------------------------------------------------
     def span_candidates(self, examples, sidecar, outputs, settings):
         """Per example, the n-best spans over all its windows: end >= start, at most max_answer_length
-        tokens, inside the passage, start token scored in its max-context window; text cut from the passage."""
+        tokens, inside the passage, start token scored in its max-context window; text cut from the passage.
+        Each candidate names its ``window`` (the index among the example's features, in sidecar order)."""
         by_example = collections.defaultdict(list)
         for record, output in zip(sidecar, outputs):
             by_example[record["example_index"]].append((record, output))
         candidates = {}
         for example_index, example in enumerate(examples):
             found = {}
-            for record, output in by_example.get(example_index, []):
+            for window, (record, output) in enumerate(by_example.get(example_index, [])):
                 starts, ends = np.asarray(output["start_logits"]), np.asarray(output["end_logits"])
                 first, count = record["doc_offset"], len(record["spans"])
                 top_starts = np.argsort(-starts[first:first + count])[:settings.n_best_size]
@@ -224,7 +225,7 @@ class SpanTask(Task):
                         text = example.context[begin:end]
                         score = float(starts[first + s] + ends[first + e])
                         if text not in found or found[text]["score"] < score:
-                            found[text] = {"text": text, "score": score, "start": begin,
+                            found[text] = {"text": text, "score": score, "start": begin, "window": window,
                                            "start_logit": float(starts[first + s]),
                                            "end_logit": float(ends[first + e])}
             ranked = sorted(found.values(), key=lambda c: -c["score"])[:settings.n_best_size]
