@@ -72,11 +72,11 @@ class C3Task(ChoiceTask):
         if not isinstance(documents, list):
             raise DataError(path, "-", "-", "expected a JSON list of [sentences, questions, id] documents")
         for number, document in enumerate(documents, 1):
-            where = "record %d" % number
+            where = str(number)
             if not isinstance(document, list) or len(document) != 3:
                 raise DataError(path, where, "-", "expected [context sentences, questions, id]")
             sentences, questions, doc_id = document
-            where = "record %d (id %s)" % (number, doc_id)
+            where = "%d (id %s)" % (number, doc_id)
             if not _is_text_list(sentences):
                 raise DataError(path, where, "context", "expected a list of sentences")
             if not isinstance(questions, list) or not questions:

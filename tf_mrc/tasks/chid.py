@@ -111,7 +111,7 @@ class ChidTask(ChoiceTask):
         first_kind, examples = None, []
         answers = None
         for number, record in enumerate(records, 1):
-            where = "record %d" % number
+            where = str(number)
             if not isinstance(record, dict):
                 raise DataError(path, where, "-", "expected a JSON object per line")
             content = record.get("content")
@@ -143,8 +143,8 @@ class ChidTask(ChoiceTask):
 
     def _fewclue_example(self, path, number, record, is_training):
         if "id" not in record:
-            raise DataError(path, "record %d" % number, "id", "missing")
-        where = "record %d (id %s)" % (number, record["id"])
+            raise DataError(path, str(number), "id", "missing")
+        where = "%d (id %s)" % (number, record["id"])
         candidates = self._candidates(path, where, record)
         blanks = BLANK.findall(record["content"])
         if len(blanks) != 1:
@@ -155,7 +155,7 @@ class ChidTask(ChoiceTask):
         if "answer" in record and not _is_index(label, len(candidates)):
             raise DataError(path, where, "answer", "expected a candidate index 0..%d, got %r"
                             % (len(candidates) - 1, label))
-        return ChidExample(str(record["id"]), candidates, label, record["content"], blanks[0], "record %d" % number)
+        return ChidExample(str(record["id"]), candidates, label, record["content"], blanks[0], str(number))
 
     def _answer_map(self, path):
         """The merged answer files: option chid_answers, else ``<name>_answer.json`` beside ``path`` if present."""
@@ -172,7 +172,7 @@ class ChidTask(ChoiceTask):
         return answers
 
     def _chid_examples(self, path, number, record, answers):
-        where = "record %d" % number
+        where = str(number)
         candidates = self._candidates(path, where, record)
         examples = []
         for p, passage in enumerate(record["content"]):

@@ -162,7 +162,7 @@ class ChoiceTask(Task):
         predictions = {}
         for number, line in enumerate(load_json_lines(path), 1):
             if not isinstance(line, dict) or "id" not in line or self.submission_key not in line:
-                raise DataError(path, "record %d" % number, self.submission_key,
+                raise DataError(path, str(number), self.submission_key,
                                 'expected one JSON object {id: answer} or lines {"id": .., "%s": ..}'
                                 % self.submission_key)
             predictions[str(line["id"])] = line[self.submission_key]
