@@ -57,7 +57,8 @@ def test_single_file_and_question_ids(tmp_path):
     path = write_json(tmp_path / "m-train.json", MIXED)
     assert [e.qid for e in get_task("c3").read_examples(path, True)] == ["m-1-1-0"]
     # CLUE's test files give each question an id and no answer.
-    test = [[["甲乙"], [{"question": "三", "choice": ["五", "六"], "id": 17}, {"question": "四", "choice": ["五", "六"], "id": 18}], "x"]]
+    test = [[["甲乙"], [{"question": "三", "choice": ["五", "六"], "id": 17},
+                        {"question": "四", "choice": ["五", "六"], "id": 18}], "x"]]
     examples = get_task("c3").read_examples(write_json(tmp_path / "test1.1.json", test), False)
     assert [(e.qid, e.label) for e in examples] == [("17", -1), ("18", -1)]
 
@@ -137,7 +138,8 @@ def test_featurization_by_hand(tmp_path, tokenizer):
     # Room enough: nothing cut, short sequences padded.
     roomy = task.featurize(examples, tokenizer, FeatureSettings(max_seq_length=16), False)
     assert roomy.stats["truncated"] == 0
-    assert roomy.arrays[1]["input_ids"][0] == [CLS] + ids("甲乙丙丁戊己") + [SEP] + ids("二") + [SEP] + ids("一") + [SEP] + [PAD] * 4
+    assert roomy.arrays[1]["input_ids"][0] == (
+        [CLS] + ids("甲乙丙丁戊己") + [SEP] + ids("二") + [SEP] + ids("一") + [SEP] + [PAD] * 4)
     assert roomy.arrays[1]["choice_mask"] == [1, 1, 1, 1]
 
 
@@ -165,7 +167,7 @@ def test_masked_choices_never_chosen_and_accuracy(tmp_path, tokenizer):
 
 
 def test_clue_submission_lines_score_by_index(tmp_path):
-    data = [[["甲乙"], [question(id=0, choice=["二", "三"], answer="三"), question(id=1, choice=["二", "三"], answer="二")], "x"]]
+    data = [[["甲乙"], [question(id=0, answer="三"), question(id=1, answer="二")], "x"]]
     task = get_task("c3")
     examples = task.read_examples(write_json(tmp_path / "test.json", data), False)
     (tmp_path / "c311_predict.json").write_text('{"id": 0, "label": 1}\n{"id": 1, "label": 1}\n')

@@ -2,7 +2,6 @@
 
 References: hand-written fixtures with hand-computed token ids and assignments, and FewCLUE's real splits."""
 import json
-import math
 
 import numpy as np
 import pytest
@@ -286,7 +285,8 @@ def test_real_fewclue_split(split, chinese_vocab):
         raw = [json.loads(line) for line in f if line.strip()]
     task = get_task("chid")
     examples = task.read_examples(str(path), True)
-    assert [(e.qid, e.label, e.choices) for e in examples] == [(str(r["id"]), r["answer"], r["candidates"]) for r in raw]
+    assert [(e.qid, e.label, e.choices) for e in examples] == [
+        (str(r["id"]), r["answer"], r["candidates"]) for r in raw]
     settings = FeatureSettings(max_seq_length=task.default_max_seq_length)
     featurized = task.featurize(examples, WordPieceTokenizer(chinese_vocab), settings, True)
     assert featurized.stats == {"examples": len(raw), "features": len(raw), "truncated": 0}
