@@ -33,6 +33,8 @@ class Tokenizer:
     """Interface: ``encode`` (ids + character offsets), ``pack`` (the encoder's input layout), ``vocab_size``."""
 
     fingerprint = ""
+    unk_id = None    # the unknown-token id
+    mask_id = None   # the masked-LM token ([MASK] / <mask>); cloze tasks (CHID) write blanks with it
 
     def encode(self, text):
         """Return (ids, offsets): one (start, end) character span of ``text`` per id."""
@@ -77,6 +79,7 @@ class WordPieceTokenizer(Tokenizer):
         index = {tok: i for i, tok in enumerate(self.vocab)}
         self.cls_id, self.sep_id, self.pad_id = index["[CLS]"], index["[SEP]"], index["[PAD]"]
         self.unk_id = index["[UNK]"]
+        self.mask_id = index.get("[MASK]", self.unk_id)
         self.fingerprint = "wp-%s-%d" % (file_fingerprint(vocab_file), int(lower_case))
 
     @property

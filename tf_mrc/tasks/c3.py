@@ -1,0 +1,118 @@
+"""C3: multiple-choice reading comprehension on dialogues (``d``) and mixed-genre texts (``m``).
+
+Files are JSON lists of documents ``[[context sentences], [{"question", "choice": [2..4], "answer"}], id]``.
+A path holding ``{subset}`` (``data/c3-{subset}-dev.json``) reads one file per subset of option ``c3_subsets``
+(default ``d,m``). Question ids are the question's own ``id`` where the file has one (CLUE's test files),
+else ``{subset}-{document id}-{question index}``: document ids repeat between the ``d`` and ``m`` files, so the
+subset, read from the file name (``c3-d-dev.json``, ``m-train.json``), keeps them apart.
+
+Each choice is one sequence ``[CLS] passage [SEP] question [SEP] choice [SEP]`` (segment ids 0, 1, 1); when it
+is too long, tokens come off the end of the longest part first. Predictions map the question id to the text of
+the chosen choice; ``load_predictions`` also takes CLUE's ``{"id", "label"}`` submission lines.
+"""
+import dataclasses
+import os
+import re
+
+from tf_mrc.tasks.base import DataError, load_json, register
+from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids, truncate_longest_first
+
+SUBSETS = ("d", "m")
+SUBSET_IN_NAME = re.compile(r"(?:^|[^a-z])([dm])-(?:train|dev|test)")
+
+
+@dataclasses.dataclass
+class C3Example(ChoiceExample):
+    passage: str = ""
+    question: str = ""
+
+
+def subset_of(path):
+    """'d' or 'm' from a C3 file name, '' when the name does not say (e.g. CLUE's mixed test1.1.json)."""
+    match = SUBSET_IN_NAME.search(os.path.basename(path))
+    return match.group(1) if match else ""
+
+
+def _is_text_list(value):
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+@register
+class C3Task(ChoiceTask):
+    name = "c3"
+    default_max_seq_length = 512
+    num_choices = 4
+    submission_key = "label"
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        subsets = [s.strip() for s in (self.options.get("c3_subsets") or "d,m").split(",") if s.strip()]
+        if not subsets or any(s not in SUBSETS for s in subsets):
+            raise ValueError("c3_subsets must be a comma-separated choice of d,m; got %r"
+                             % self.options.get("c3_subsets"))
+        self.subsets = subsets
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def read_examples(self, path, is_training):
+        if "{subset}" in path:
+            files = [(path.replace("{subset}", subset), subset) for subset in self.subsets]
+        else:
+            files = [(path, subset_of(path))]
+        examples, seen = [], set()
+        for file_path, subset in files:
+            for example, where in self._read_file(file_path, subset, is_training):
+                if example.qid in seen:
+                    raise DataError(file_path, where, "id", "question id %s occurs twice" % example.qid)
+                seen.add(example.qid)
+                examples.append(example)
+        return examples
+
+    def _read_file(self, path, subset, is_training):
+        documents = load_json(path)
+        if not isinstance(documents, list):
+            raise DataError(path, "-", "-", "expected a JSON list of [sentences, questions, id] documents")
+        for number, document in enumerate(documents, 1):
+            where = str(number)
+            if not isinstance(document, list) or len(document) != 3:
+                raise DataError(path, where, "-", "expected [context sentences, questions, id]")
+            sentences, questions, doc_id = document
+            where = "%d (id %s)" % (number, doc_id)
+            if not _is_text_list(sentences):
+                raise DataError(path, where, "context", "expected a list of sentences")
+            if not isinstance(questions, list) or not questions:
+                raise DataError(path, where, "questions", "expected a non-empty list of questions")
+            passage = "\n".join(sentences)
+            for index, question in enumerate(questions):
+                field = "questions[%d]" % index
+                if not isinstance(question, dict) or not isinstance(question.get("question"), str):
+                    raise DataError(path, where, field + ".question", "expected the question text")
+                choices = question.get("choice")
+                if not _is_text_list(choices) or not 2 <= len(choices) <= self.num_choices:
+                    raise DataError(path, where, field + ".choice", "expected 2 to %d choice strings"
+                                    % self.num_choices)
+                answer = question.get("answer") or ""
+                if answer and answer not in choices:
+                    raise DataError(path, where, field + ".answer", "%r is not among the choices %s"
+                                    % (answer, choices))
+                if not answer and is_training:
+                    raise DataError(path, where, field + ".answer", "missing: training needs the answer")
+                if "id" in question:
+                    qid = str(question["id"])
+                else:
+                    qid = "-".join(part for part in (subset, str(doc_id), str(index)) if part)
+                label = choices.index(answer) if answer else -1
+                yield C3Example(qid, choices, label, passage, question["question"]), where
+
+    # -- features ---------------------------------------------------------------------------------------
+    def pack_choices(self, example, tokenizer, settings):
+        passage = encoded_ids(tokenizer, example.passage)
+        question = encoded_ids(tokenizer, example.question)
+        budget = settings.max_seq_length - tokenizer.num_special_tokens(3)
+        packed, cut = [], False
+        for choice in example.choices:
+            parts = [passage, question, encoded_ids(tokenizer, choice)]
+            lengths = truncate_longest_first([len(part) for part in parts], budget)
+            cut = cut or lengths[0] < len(passage)
+            packed.append(tokenizer.pack([list(part[:n]) for part, n in zip(parts, lengths)], (0, 1, 1),
+                                         settings.max_seq_length))
+        return packed, cut

@@ -1,0 +1,260 @@
+"""CHID: Chinese idiom cloze. Each blank of a passage picks one idiom of its line's candidate list.
+
+Two published formats, told apart by the type of ``content``:
+  * ChID / CLUE: JSON lines ``{"content": [passage, ...], "candidates": [10 idioms]}``, blanks ``#idiomNNNNNN#``
+    (several per passage, all passages of a line sharing the candidates); the answers live in a separate JSON
+    map ``{"#idiomNNNNNN#": candidate index}`` (option ``chid_answers``, comma-separated files are merged since
+    blank ids are unique across splits; by default ``<name>_answer.json`` beside the data file, the CLUE layout;
+    test files have none).
+  * FewCLUE: JSON lines ``{"id", "candidates": [7 idioms], "content": "...#idiom#...", "answer"}``, one blank.
+
+Every blank is one example, every candidate one sequence ``[CLS] candidate [SEP] window [SEP]``. The window is
+``max_seq_length`` tokens of the passage centred on the blank (shifted inwards at the passage's ends) and is
+the same for every candidate (sized for the longest one), so only the candidate differs between sequences.
+The blank itself becomes four mask tokens -- an idiom-sized gap, the signal masked-LM pre-training taught the
+encoder for "characters missing here" -- and the passage's other blanks four unknown tokens, so the target
+stands apart from them. (The reference project marked the blank with a single ``[unused1]`` and the other
+blanks with ``[MASK]`` x4; its vocabulary-specific marker has no counterpart in SentencePiece vocabularies.)
+
+Decoding (option ``chid_decoding``): blanks of one line share the candidates and each idiom fills one blank,
+so by default the blanks of a line are assigned jointly, maximising the summed log-probability
+(``optimal``, the Hungarian algorithm); ``greedy`` takes the most probable (blank, idiom) pair first, as the
+reference did; ``independent`` takes each blank's own argmax.
+
+Predictions map the blank id (``#idiomNNNNNN#``, or the FewCLUE ``id``) to the candidate index: the CLUE
+submission format; FewCLUE runs also get ``chidf_predict.json``, FewCLUE's ``{"id", "answer"}`` lines.
+"""
+import collections
+import dataclasses
+import json
+import os
+import re
+
+import numpy as np
+
+from tf_mrc.tasks.base import DataError, load_json, load_json_lines, register
+from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids
+from tf_mrc.tokenization import TokenizerError
+
+BLANK = re.compile(r"#idiom\d*#")
+BLANK_LENGTH = 4     # tokens a blank becomes: the length of a (four-character) idiom
+DECODINGS = ("optimal", "greedy", "independent")
+
+
+@dataclasses.dataclass
+class ChidExample(ChoiceExample):
+    passage: str = ""    # the passage with all its blanks as in the file
+    blank: str = ""      # this example's blank, e.g. "#idiom000123#"
+    group: str = ""      # the line: its blanks share the candidates and are decoded together
+
+
+def _is_index(value, count):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count
+
+
+def centred_window(total, blank_start, budget):
+    """First position of the ``budget``-token window with the blank in its middle, shifted inwards at the ends."""
+    start = blank_start - (budget - BLANK_LENGTH) // 2
+    return max(0, min(start, total - budget))
+
+
+def assign_independent(logp):
+    return [int(k) for k in np.argmax(logp, axis=1)]
+
+
+def assign_greedy(logp):
+    """Most probable (blank, candidate) pair first, each candidate once; blanks left over once the candidates
+    run out take their own argmax."""
+    chosen = assign_independent(logp)
+    taken_rows, taken_columns = set(), set()
+    for flat in np.argsort(-logp, axis=None, kind="stable"):
+        row, column = divmod(int(flat), logp.shape[1])
+        if row not in taken_rows and column not in taken_columns:
+            chosen[row] = column
+            taken_rows.add(row)
+            taken_columns.add(column)
+    return chosen
+
+
+def assign_optimal(logp):
+    """The one-candidate-per-blank assignment with the highest summed log-probability; blanks left over when
+    there are more blanks than candidates take their own argmax."""
+    from scipy.optimize import linear_sum_assignment
+    chosen = assign_independent(logp)
+    rows, columns = linear_sum_assignment(-logp)
+    for row, column in zip(rows, columns):
+        chosen[int(row)] = int(column)
+    return chosen
+
+
+ASSIGNERS = {"optimal": assign_optimal, "greedy": assign_greedy, "independent": assign_independent}
+
+
+@register
+class ChidTask(ChoiceTask):
+    name = "chid"
+    default_max_seq_length = 64
+    num_choices = 10
+    submission_key = "answer"
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.decoding = self.options.get("chid_decoding") or "optimal"
+        if self.decoding not in DECODINGS:
+            raise ValueError("chid_decoding must be one of %s, got %r" % ("/".join(DECODINGS), self.decoding))
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def read_examples(self, path, is_training):
+        records = load_json_lines(path)
+        if not records:
+            raise DataError(path, "-", "-", "no records")
+        first_kind, examples = None, []
+        answers = None
+        for number, record in enumerate(records, 1):
+            where = str(number)
+            if not isinstance(record, dict):
+                raise DataError(path, where, "-", "expected a JSON object per line")
+            content = record.get("content")
+            kind = "FewCLUE" if isinstance(content, str) else "ChID" if isinstance(content, list) else None
+            if kind is None:
+                raise DataError(path, where, "content", "expected a passage (FewCLUE) or a list of passages "
+                                "(ChID/CLUE), got %s" % type(content).__name__)
+            if first_kind is None:
+                first_kind = kind
+            elif kind != first_kind:
+                raise DataError(path, where, "content", "a %s record in a %s file" % (kind, first_kind))
+            if kind == "FewCLUE":
+                examples.append(self._fewclue_example(path, number, record, is_training))
+            else:
+                if answers is None:
+                    answers = self._answer_map(path)
+                examples.extend(self._chid_examples(path, number, record, answers))
+        self._check_ids(path, examples)
+        if first_kind == "ChID":
+            self._check_answered(path, examples, is_training)
+        return examples
+
+    def _candidates(self, path, where, record):
+        candidates = record.get("candidates")
+        if (not isinstance(candidates, list) or not 2 <= len(candidates) <= self.num_choices
+                or not all(isinstance(c, str) and c for c in candidates)):
+            raise DataError(path, where, "candidates", "expected a list of 2 to %d idioms" % self.num_choices)
+        return candidates
+
+    def _fewclue_example(self, path, number, record, is_training):
+        if "id" not in record:
+            raise DataError(path, str(number), "id", "missing")
+        where = "%d (id %s)" % (number, record["id"])
+        candidates = self._candidates(path, where, record)
+        blanks = BLANK.findall(record["content"])
+        if len(blanks) != 1:
+            raise DataError(path, where, "content", "expected one #idiom# blank, found %d" % len(blanks))
+        label = record.get("answer", -1)
+        if "answer" not in record and is_training:
+            raise DataError(path, where, "answer", "missing: training needs the answer")
+        if "answer" in record and not _is_index(label, len(candidates)):
+            raise DataError(path, where, "answer", "expected a candidate index 0..%d, got %r"
+                            % (len(candidates) - 1, label))
+        return ChidExample(str(record["id"]), candidates, label, record["content"], blanks[0], str(number))
+
+    def _answer_map(self, path):
+        """The merged answer files: option chid_answers, else ``<name>_answer.json`` beside ``path`` if present."""
+        files = [f.strip() for f in (self.options.get("chid_answers") or "").split(",") if f.strip()]
+        if not files:
+            beside = os.path.splitext(path)[0] + "_answer.json"
+            files = [beside] if os.path.isfile(beside) else []
+        answers = {}
+        for answer_path in files:
+            loaded = load_json(answer_path)
+            if not isinstance(loaded, dict):
+                raise DataError(answer_path, "-", "-", 'expected a JSON object {"#idiomNNNNNN#": candidate index}')
+            answers.update((blank, (answer_path, index)) for blank, index in loaded.items())
+        return answers
+
+    def _chid_examples(self, path, number, record, answers):
+        where = str(number)
+        candidates = self._candidates(path, where, record)
+        examples = []
+        for p, passage in enumerate(record["content"]):
+            if not isinstance(passage, str):
+                raise DataError(path, where, "content[%d]" % p, "expected a passage string")
+            for blank in BLANK.findall(passage):
+                if blank == "#idiom#":
+                    raise DataError(path, where, "content[%d]" % p, "blank #idiom# without its number "
+                                    "(the ChID format numbers blanks #idiomNNNNNN#)")
+                label = -1
+                if blank in answers:
+                    answer_path, label = answers[blank]
+                    if not _is_index(label, len(candidates)):
+                        raise DataError(answer_path, blank, "-", "expected a candidate index 0..%d, got %r"
+                                        % (len(candidates) - 1, label))
+                examples.append(ChidExample(blank, candidates, label, passage, blank, where))
+        if not examples:
+            raise DataError(path, where, "content", "no #idiomNNNNNN# blank")
+        return examples
+
+    @staticmethod
+    def _check_ids(path, examples):
+        seen = set()
+        for example in examples:
+            if example.qid in seen:
+                raise DataError(path, example.group, "id", "%s occurs twice" % example.qid)
+            seen.add(example.qid)
+
+    def _check_answered(self, path, examples, is_training):
+        """A file's blanks are all answered or (a test file) none; training needs them all."""
+        unanswered = [example for example in examples if example.label < 0]
+        if unanswered and (is_training or len(unanswered) < len(examples)):
+            raise DataError(path, unanswered[0].group, unanswered[0].qid,
+                            "no answer in %s" % (self.options.get("chid_answers")
+                                                  or "--chid_answers (nor in %s_answer.json beside the file)"
+                                                  % os.path.splitext(os.path.basename(path))[0]))
+
+    # -- features ---------------------------------------------------------------------------------------
+    def pack_choices(self, example, tokenizer, settings):
+        if tokenizer.mask_id is None or tokenizer.unk_id is None:
+            raise TokenizerError("CHID needs a tokenizer with mask and unknown tokens for its blanks")
+        context, blank_start, position = [], None, 0
+        for match in BLANK.finditer(example.passage):
+            context.extend(encoded_ids(tokenizer, example.passage[position:match.start()]))
+            if match.group() == example.blank and blank_start is None:
+                blank_start = len(context)
+                context.extend([tokenizer.mask_id] * BLANK_LENGTH)
+            else:
+                context.extend([tokenizer.unk_id] * BLANK_LENGTH)
+            position = match.end()
+        context.extend(encoded_ids(tokenizer, example.passage[position:]))
+
+        candidates = [encoded_ids(tokenizer, candidate) for candidate in example.choices]
+        budget = (settings.max_seq_length - tokenizer.num_special_tokens(2)
+                  - max(len(candidate) for candidate in candidates))
+        if budget < BLANK_LENGTH:
+            raise ValueError("chid: max_seq_length %d leaves %d passage tokens beside the candidates of %s, "
+                             "fewer than the blank's %d" % (settings.max_seq_length, budget, example.qid, BLANK_LENGTH))
+        start = centred_window(len(context), blank_start, budget)
+        window = context[start:start + budget]
+        lost_blank = not start <= blank_start <= start + len(window) - BLANK_LENGTH
+        packed = [tokenizer.pack([list(candidate), window], (0, 1), settings.max_seq_length)
+                  for candidate in candidates]
+        return packed, lost_blank
+
+    # -- decoding ---------------------------------------------------------------------------------------
+    def answer(self, example, index):
+        return index
+
+    def decode(self, examples, scores):
+        groups = collections.OrderedDict()
+        for index in scores:
+            groups.setdefault(examples[index].group, []).append(index)
+        chosen = {}
+        for indices in groups.values():
+            logp = np.stack([scores[index] for index in indices])
+            chosen.update(zip(indices, ASSIGNERS[self.decoding](logp)))
+        return chosen
+
+    def write_predictions(self, out_dir, prefix, predictions, nbest):
+        super().write_predictions(out_dir, prefix, predictions, nbest)
+        if predictions and not all(BLANK.fullmatch(qid) for qid in predictions):
+            with open(os.path.join(out_dir, prefix + "chidf_predict.json"), "w", encoding="utf-8") as f:
+                for qid, index in predictions.items():
+                    f.write(json.dumps({"id": int(qid) if qid.isdigit() else qid, "answer": index}) + "\n")
