@@ -5,6 +5,7 @@
         --init_checkpoint=CKPT/bert_model.ckpt --vocab_file=CKPT/vocab.txt --do_train --do_eval --do_predict
     horovodrun -np 4 python run_finetune.py --task=cmrc2018 ...   # the same job on four workers
 """
+import dataclasses
 import sys
 import time
 
@@ -49,16 +50,27 @@ flags.DEFINE_enum("kernels", "fused", ["fused", "reference", "blocksparse", "aut
 flags.DEFINE_string("cache_dir", None, "Feature cache (default: OUTPUT_DIR/cache).")
 flags.DEFINE_bool("lr_scale_with_workers", False, "Multiply the learning rate by the number of Horovod workers.")
 flags.DEFINE_bool("fp16_allreduce", False, "Compress gradients to fp16 for the Horovod allreduce.")
-flags.DEFINE_string("opencc_config", "t2s", "OpenCC conversion for DRCD.")
+# Task options (each task reads the ones it knows; all of them key the feature cache).
+flags.DEFINE_string("opencc_config", "t2s", "drcd: OpenCC conversion applied before tokenization.")
+flags.DEFINE_float("split_ratio", None, "cjrc: split the training file by passage (train part = ratio, dev part = "
+                   "the rest, fixed seed); pass the same file as --train_file and --dev_file.")
+flags.DEFINE_enum("metric", None, ["official", "cmrc"], "cjrc: the official CJRC metric or the CMRC definition.")
+flags.DEFINE_string("chid_answers", None, "chid (original ChID/CLUE format): the answer map file(s), comma-separated.")
+flags.DEFINE_enum("chid_decoding", None, ["optimal", "greedy", "independent"],
+                  "chid: assign candidates to the blanks of a passage jointly (optimal, greedy) or blank by blank.")
+flags.DEFINE_string("c3_subsets", None, "c3: which subsets a data directory run reads: d, m or d,m.")
+
+TASK_OPTIONS = ("opencc_config", "split_ratio", "metric", "chid_answers", "chid_decoding", "c3_subsets")
 
 
 def spec_from_flags():
     from tf_mrc.experiment import RunSpec
-    names = [f.name for f in __import__("dataclasses").fields(RunSpec) if f.name != "task_options"]
+    names = [f.name for f in dataclasses.fields(RunSpec) if f.name != "task_options"]
     values = {name: getattr(FLAGS, name) for name in names if name in FLAGS and getattr(FLAGS, name) is not None}
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required")
-    return RunSpec(task_options={"opencc_config": FLAGS.opencc_config}, **values)
+    options = {name: getattr(FLAGS, name) for name in TASK_OPTIONS if getattr(FLAGS, name) is not None}
+    return RunSpec(task_options=options, **values)
 
 
 def main(argv):
