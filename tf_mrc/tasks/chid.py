@@ -32,6 +32,7 @@ import re
 
 import numpy as np
 
+from tf_mrc.errors import UserError
 from tf_mrc.tasks.base import DataError, load_json, load_json_lines, register
 from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids
 from tf_mrc.tokenization import TokenizerError
@@ -79,12 +80,50 @@ def assign_greedy(logp):
 def assign_optimal(logp):
     """The one-candidate-per-blank assignment with the highest summed log-probability; blanks left over when
     there are more blanks than candidates take their own argmax."""
-    from scipy.optimize import linear_sum_assignment
     chosen = assign_independent(logp)
-    rows, columns = linear_sum_assignment(-logp)
-    for row, column in zip(rows, columns):
-        chosen[int(row)] = int(column)
+    if logp.shape[0] <= logp.shape[1]:
+        pairs = enumerate(_hungarian(-logp))
+    else:  # more blanks than candidates: give each candidate its best blank instead
+        pairs = ((row, column) for column, row in enumerate(_hungarian(-logp.T)))
+    for row, column in pairs:
+        chosen[row] = column
     return chosen
+
+
+def _hungarian(cost):
+    """Column of each row in the minimum-cost assignment of an n x m matrix, n <= m (the Hungarian algorithm
+    with potentials, O(n^2 m)). Pure Python: the legacy stack has no SciPy, and a ChID line is at most 10 x 10."""
+    rows, columns = cost.shape
+    u, v = [0.0] * (rows + 1), [0.0] * (columns + 1)
+    owner = [0] * (columns + 1)     # owner[j]: 1-based row holding column j; column 0 is the free slot
+    for row in range(1, rows + 1):
+        owner[0], free = row, 0
+        reduced, previous, done = [float("inf")] * (columns + 1), [0] * (columns + 1), [False] * (columns + 1)
+        while owner[free]:
+            done[free] = True
+            current, delta, nearest = owner[free], float("inf"), 0
+            for j in range(1, columns + 1):
+                if not done[j]:
+                    value = cost[current - 1, j - 1] - u[current] - v[j]
+                    if value < reduced[j]:
+                        reduced[j], previous[j] = value, free
+                    if reduced[j] < delta:
+                        delta, nearest = reduced[j], j
+            for j in range(columns + 1):
+                if done[j]:
+                    u[owner[j]] += delta
+                    v[j] -= delta
+                else:
+                    reduced[j] -= delta
+            free = nearest
+        while free:     # walk the augmenting path back, shifting columns to their new rows
+            owner[free] = owner[previous[free]]
+            free = previous[free]
+    assignment = [0] * rows
+    for j in range(1, columns + 1):
+        if owner[j]:
+            assignment[owner[j] - 1] = j - 1
+    return assignment
 
 
 ASSIGNERS = {"optimal": assign_optimal, "greedy": assign_greedy, "independent": assign_independent}
@@ -94,6 +133,7 @@ ASSIGNERS = {"optimal": assign_optimal, "greedy": assign_greedy, "independent": 
 class ChidTask(ChoiceTask):
     name = "chid"
     default_max_seq_length = 64
+    default_files = {"train": "train.json", "dev": "dev.json", "predict": "test1.1.json"}   # CLUE's names
     num_choices = 10
     submission_key = "answer"
 
@@ -101,7 +141,7 @@ class ChidTask(ChoiceTask):
         super().__init__(options)
         self.decoding = self.options.get("chid_decoding") or "optimal"
         if self.decoding not in DECODINGS:
-            raise ValueError("chid_decoding must be one of %s, got %r" % ("/".join(DECODINGS), self.decoding))
+            raise UserError("chid_decoding must be one of %s, got %r" % ("/".join(DECODINGS), self.decoding))
 
     # -- reading ----------------------------------------------------------------------------------------
     def read_examples(self, path, is_training):
@@ -229,7 +269,7 @@ class ChidTask(ChoiceTask):
         budget = (settings.max_seq_length - tokenizer.num_special_tokens(2)
                   - max(len(candidate) for candidate in candidates))
         if budget < BLANK_LENGTH:
-            raise ValueError("chid: max_seq_length %d leaves %d passage tokens beside the candidates of %s, "
+            raise UserError("chid: max_seq_length %d leaves %d passage tokens beside the candidates of %s, "
                              "fewer than the blank's %d" % (settings.max_seq_length, budget, example.qid, BLANK_LENGTH))
         start = centred_window(len(context), blank_start, budget)
         window = context[start:start + budget]
