@@ -62,6 +62,11 @@ def test_subset_files():
     assert subset_files("/d-dev/test1.1.json", ["d", "m"]) == [("/d-dev/test1.1.json", "")]
 
 
+def test_source_files_are_every_subset_read():
+    assert get_task("c3").source_files("/x/c3-d-dev.json") == ["/x/c3-d-dev.json", "/x/c3-m-dev.json"]
+    assert get_task("c3", {"c3_subsets": "m"}).source_files("/x/c3-d-dev.json") == ["/x/c3-m-dev.json"]
+
+
 def test_missing_subset_file_names_the_option(tmp_path):
     write_json(tmp_path / "c3-d-dev.json", DIALOGUE)
     with pytest.raises(DataError, match=r"c3-m-dev\.json: record -: field '-': file not found \(c3-d-dev\.json "

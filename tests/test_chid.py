@@ -81,6 +81,17 @@ def test_partly_answered_original_file_is_an_error(tmp_path):
         get_task("chid", {"chid_answers": str(tmp_path / "a.json")}).read_examples(data, False)
 
 
+def test_feature_cache_key_follows_the_answer_file(tmp_path, tokenizer):
+    from tf_mrc.data import cache_key
+    data = write_lines(tmp_path / "dev.json", [ORIGINAL_LINE])
+    (tmp_path / "dev_answer.json").write_text(json.dumps(ORIGINAL_ANSWERS))
+    task, settings = get_task("chid"), FeatureSettings(max_seq_length=16)
+    assert task.source_files(data) == [data, str(tmp_path / "dev_answer.json")]
+    before = cache_key(task, data, tokenizer, settings, True)
+    (tmp_path / "dev_answer.json").write_text(json.dumps(dict(ORIGINAL_ANSWERS, **{"#idiom000001#": 1})))
+    assert cache_key(task, data, tokenizer, settings, True) != before
+
+
 def test_answer_files_are_merged(tmp_path):
     data = write_lines(tmp_path / "dev.json", [ORIGINAL_LINE])
     (tmp_path / "a.json").write_text(json.dumps({"#idiom000001#": 0}))

@@ -61,6 +61,9 @@ class C3Task(ChoiceTask):
         self.subsets = subsets
 
     # -- reading ----------------------------------------------------------------------------------------
+    def source_files(self, path):
+        return [file_path for file_path, _ in subset_files(path, self.subsets)]
+
     def read_examples(self, path, is_training):
         examples, seen = [], set()
         for file_path, subset in subset_files(path, self.subsets):

@@ -197,14 +197,21 @@ class ChidTask(ChoiceTask):
                             % (len(candidates) - 1, label))
         return ChidExample(str(record["id"]), candidates, label, record["content"], blanks[0], str(number))
 
-    def _answer_map(self, path):
-        """The merged answer files: option chid_answers, else ``<name>_answer.json`` beside ``path`` if present."""
+    def _answer_files(self, path):
+        """Option chid_answers, else ``<name>_answer.json`` beside ``path`` if present."""
         files = [f.strip() for f in (self.options.get("chid_answers") or "").split(",") if f.strip()]
         if not files:
             beside = os.path.splitext(path)[0] + "_answer.json"
             files = [beside] if os.path.isfile(beside) else []
+        return files
+
+    def source_files(self, path):
+        return [path] + self._answer_files(path)
+
+    def _answer_map(self, path):
+        """The answer files merged: {blank: (answer file, candidate index)}."""
         answers = {}
-        for answer_path in files:
+        for answer_path in self._answer_files(path):
             loaded = load_json(answer_path)
             if not isinstance(loaded, dict):
                 raise DataError(answer_path, "-", "-", 'expected a JSON object {"#idiomNNNNNN#": candidate index}')
