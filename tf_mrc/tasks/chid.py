@@ -20,7 +20,8 @@ Decoding (option ``chid_decoding``): blanks of one line share the candidates and
 so by default the blanks of a line are assigned jointly, maximising the summed log-probability
 (``optimal``, the Hungarian algorithm); ``greedy`` takes the most probable (blank, idiom) pair first, as the
 reference did; ``independent`` takes each blank's own argmax. On simulated scores (bench/chid_decoding.py)
-optimal ties greedy at 2-4 blanks per line and beats it by 0.7 to 4.5 points at 6-10.
+optimal ties greedy at 2-4 blanks per line and beats it at 6-10 (0.1-0.7 points at 6, 0.6-4.5 at 10, the
+more the weaker the model).
 
 Predictions map the blank id (``#idiomNNNNNN#``, or the FewCLUE ``id``) to the candidate index: the CLUE
 submission format; FewCLUE runs also get ``chidf_predict.json``, FewCLUE's ``{"id", "answer"}`` lines.
