@@ -29,6 +29,17 @@ def _compute_dtype(dtype):
     return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
 
 
+def _after(gradient, saved):
+    """``saved``, readable only once ``gradient`` exists.
+
+    Without this, backward ops that depend on forward tensors alone (the GELU derivative, scale * p, an fp32
+    copy of fp16 probabilities) may be run by the executor as soon as the forward pass produces their
+    inputs, and their full-size results then stay alive until backprop: the memory we set out to save.
+    """
+    with tf.control_dependencies([gradient]):
+        return tf.identity(saved)
+
+
 def _gelu_tanh(x):
     return 0.5 * x * (1.0 + tf.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x * x * x)))
 
@@ -70,7 +81,8 @@ def gelu(x, form):
     @tf.custom_gradient
     def lean_gelu(x):
         def backward(dy):
-            return tf.cast(tf.cast(dy, compute) * derivative_fn(tf.cast(x, compute)), x.dtype)
+            x_now = _after(dy, x)
+            return tf.cast(tf.cast(dy, compute) * derivative_fn(tf.cast(x_now, compute)), x.dtype)
 
         return tf.cast(value_fn(tf.cast(x, compute)), x.dtype), backward
 
@@ -89,9 +101,10 @@ def masked_softmax(scores, mask, scale):
             probs = tf.cast(tf.nn.softmax(tf.cast(scores, compute) * scale + bias), scores.dtype)
 
             def backward(dprobs):
-                p = tf.cast(probs, compute)
+                p = tf.cast(_after(dprobs, probs), compute)
                 dp = tf.cast(dprobs, compute)
-                return tf.cast(scale * p * (dp - tf.reduce_sum(dp * p, axis=-1, keepdims=True)), scores.dtype)
+                dlogits = p * (dp - tf.reduce_sum(dp * p, axis=-1, keepdims=True))
+                return tf.cast(dlogits * scale, scores.dtype)
 
             return probs, backward
 

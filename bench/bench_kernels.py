@@ -1,0 +1,179 @@
+"""Memory and time of one forward+backward pass of GELU and the attention softmax, reference vs fused.
+
+    python bench/bench_kernels.py [--repeats 5] [--dtypes float32,float16]
+
+Cases: softmax over [B=8, N=12, T=512, T] scores with a [B, 1, T] padding mask (scale 1/8), and GELU over
+[8*512, 3072] (tanh form, google BERT's). Inputs and the upstream gradient are variables, so they exist
+before the step and are not counted; each step computes the op and its gradient (tf.gradients with that
+upstream gradient) and fetches a scalar sum of the input gradient.
+
+Memory, three figures:
+  saved   bytes of the forward tensors the backward ops read, from the graph (gradient ops traced back to
+          the forward graph; shape-only reads ignored). In a deep network this is what each layer keeps
+          alive until backprop, the figure that decides the batch that fits.
+  peak    most tensor bytes live at once during the step, from TF's allocation log:
+          RunOptions(trace_level=FULL_TRACE) fills RunMetadata.step_stats with every op's
+          allocation_records (time, +bytes on allocation, -bytes on release); summed in time order they give
+          the bytes live at each instant. Works on TF 1.13 and 2.15, CPU and GPU.
+  alloc   the same peak from the CPU allocator: tf.config.experimental.get_memory_info('CPU:0')['peak']
+          after reset_memory_stats, minus the bytes in use before the step (variables). It works in graph
+          mode on TF 2.15 CPU; TF 1.13 has no such call ('-').
+Ops run one at a time (inter_op_parallelism_threads=1), so both peaks follow one sequential order.
+Time: median wall time of --repeats untraced steps, after one warm-up. Single timings on this 2-core CPU
+swing 10-40 % between runs; compare the ratios, which come from one run.
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+from tf_mrc import ops  # noqa: E402
+from tf_mrc.compat import tf  # noqa: E402
+
+BACKENDS = ("reference", "fused")
+SHAPE_ONLY_OPS = ("Shape", "ShapeN", "Rank", "Size")
+MB = 1024.0 * 1024.0
+
+
+def forward_tensors_read_by_backward(grads, forward_ops, upstream):
+    """Forward tensors that the ops computing ``grads`` read: not constants, not the upstream gradient
+    itself, not through shape-only ops."""
+    read, seen, stack = set(), set(), [g.op for g in grads]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        for tensor in op.inputs:
+            if tensor.op in forward_ops:
+                if op.type not in SHAPE_ONLY_OPS and tensor.op.type != "Const" and tensor is not upstream:
+                    read.add(tensor)
+            else:
+                stack.append(tensor.op)
+    return read
+
+
+def tensor_bytes(tensor):
+    return tensor.shape.num_elements() * tensor.dtype.size
+
+
+def step_peak_bytes(run_metadata):
+    """Most bytes live at once during a traced step, from the allocation records in its step_stats."""
+    events = []
+    for device in run_metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            for memory in node.memory:
+                events.extend((r.alloc_micros, r.alloc_bytes) for r in memory.allocation_records)
+    live = peak = 0
+    for _, delta in sorted(events, key=lambda e: (e[0], e[1])):  # releases before allocations at one instant
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
+def allocator_peak_bytes(session, fetch):
+    """Peak bytes the CPU allocator reached during one step above what was in use before it; None on TF 1.x."""
+    experimental = getattr(getattr(tf, "config", None), "experimental", None)
+    if experimental is None or not hasattr(experimental, "get_memory_info"):
+        return None
+    experimental.reset_memory_stats("CPU:0")
+    before = experimental.get_memory_info("CPU:0")["current"]
+    session.run(fetch)
+    return experimental.get_memory_info("CPU:0")["peak"] - before
+
+
+def build_case(case, backend, dtype, layers, rng):
+    """The op applied ``layers`` times in a chain, each output feeding the next, on variable inputs with a
+    variable upstream gradient. Returns (fetch, forward ops, gradient tensors, upstream)."""
+    def variable(name, value):
+        return tf.get_variable(name, initializer=tf.constant(value.astype(dtype.as_numpy_dtype)))
+
+    if case == "softmax":
+        batch, heads, length = 8, 12, 512
+        scores = variable("scores", rng.randn(batch, heads, length, length))
+        upstream = variable("upstream", rng.randn(batch, heads, length, length))
+        lengths = rng.randint(length // 2, length + 1, size=batch)
+        mask = tf.constant((np.arange(length)[None, None, :] < lengths[:, None, None]).astype(np.float32))
+        inputs = output = scores
+        for _ in range(layers):
+            output = ops.masked_softmax(output, mask, 0.125, kernels=backend)
+    else:
+        x = variable("x", 2.0 * rng.randn(8 * 512, 3072))
+        upstream = variable("upstream", rng.randn(8 * 512, 3072))
+        inputs = output = x
+        for _ in range(layers):
+            output = ops.gelu(output, "tanh", kernels=backend)
+    forward_ops = set(tf.get_default_graph().get_operations())
+    upstream = upstream.value()
+    grads = tf.gradients(output, [inputs], grad_ys=upstream)
+    return tf.reduce_sum(tf.cast(grads[0], tf.float32)), forward_ops, grads, upstream
+
+
+def measure(case, backend, dtype, layers, repeats):
+    graph = tf.Graph()
+    with graph.as_default():
+        fetch, forward_ops, grads, upstream = build_case(case, backend, dtype, layers, np.random.RandomState(0))
+        saved = sum(tensor_bytes(t) for t in forward_tensors_read_by_backward(grads, forward_ops, upstream))
+        config = tf.ConfigProto(inter_op_parallelism_threads=1)
+        with tf.Session(graph=graph, config=config) as session:
+            session.run(tf.global_variables_initializer())
+            session.run(fetch)  # warm-up: kernels, grappler
+            run_metadata = tf.RunMetadata()
+            session.run(fetch, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
+                        run_metadata=run_metadata)
+            peak = step_peak_bytes(run_metadata)
+            alloc = allocator_peak_bytes(session, fetch)
+            times = []
+            for _ in range(repeats):
+                start = time.time()
+                session.run(fetch)
+                times.append(time.time() - start)
+    return {"saved": saved, "peak": peak, "alloc": alloc, "time": float(np.median(times))}
+
+
+def megabytes(value):
+    return "-" if value is None else "%.0f" % (value / MB)
+
+
+def ratio(fused, reference):
+    return "-" if fused is None or not reference else "%.2f" % (float(fused) / reference)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtypes", default="float32,float16")
+    parser.add_argument("--layers", type=int, default=2,
+                        help="apply each op this many times in a chain, so what one layer keeps for backprop "
+                             "is still alive while the next runs, as in an encoder")
+    args = parser.parse_args()
+    print("forward+backward of %d chained layer(s); TF %s; MB = 2**20 bytes" % (args.layers, tf.VERSION))
+    cases = (("softmax", "softmax [8,12,512,512]"), ("gelu", "gelu tanh [4096,3072]"))
+    header = "%-24s %-8s %-10s %9s %9s %9s %9s" % ("case", "dtype", "backend", "saved MB", "peak MB",
+                                                 "alloc MB", "time ms")
+    print(header)
+    print("-" * len(header))
+    for case, label in cases:
+        for dtype_name in args.dtypes.split(","):
+            dtype = tf.as_dtype(dtype_name)
+            results = {backend: measure(case, backend, dtype, args.layers, args.repeats) for backend in BACKENDS}
+            for backend in BACKENDS:
+                r = results[backend]
+                print("%-24s %-8s %-10s %9s %9s %9s %9.0f" % (label, dtype_name, backend, megabytes(r["saved"]),
+                                                              megabytes(r["peak"]), megabytes(r["alloc"]),
+                                                              1000 * r["time"]))
+            fused, reference = results["fused"], results["reference"]
+            print("%-24s %-8s %-10s %9s %9s %9s %9s" % (label, dtype_name, "fused/ref",
+                                                        ratio(fused["saved"], reference["saved"]),
+                                                        ratio(fused["peak"], reference["peak"]),
+                                                        ratio(fused["alloc"], reference["alloc"]),
+                                                        ratio(fused["time"], reference["time"])))
+        print()
+
+
+if __name__ == "__main__":
+    main()
