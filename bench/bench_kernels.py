@@ -3,9 +3,10 @@
     python bench/bench_kernels.py [--repeats 5] [--dtypes float32,float16]
 
 Cases: softmax over [B=8, N=12, T=512, T] scores with a [B, 1, T] padding mask (scale 1/8), and GELU over
-[8*512, 3072] (tanh form, google BERT's). Inputs and the upstream gradient are variables, so they exist
-before the step and are not counted; each step computes the op and its gradient (tf.gradients with that
-upstream gradient) and fetches a scalar sum of the input gradient.
+[8*512, 3072] (tanh form, google BERT's), each applied --layers times in a chain. Inputs and the upstream
+gradient are variables, so they exist before the step and are not counted; the upstream gradient is
+released only after the forward pass, as in a network. Each step computes the ops and their gradient
+(tf.gradients with that upstream gradient) and fetches a scalar sum of the input gradient.
 
 Memory, three figures:
   saved   bytes of the forward tensors the backward ops read, from the graph (gradient ops traced back to
@@ -19,8 +20,8 @@ Memory, three figures:
           after reset_memory_stats, minus the bytes in use before the step (variables). It works in graph
           mode on TF 2.15 CPU; TF 1.13 has no such call ('-').
 Ops run one at a time (inter_op_parallelism_threads=1), so both peaks follow one sequential order.
-Time: median wall time of --repeats untraced steps, after one warm-up. Single timings on this 2-core CPU
-swing 10-40 % between runs; compare the ratios, which come from one run.
+Time: median wall time of --repeats untraced steps after one warm-up, reference and fused steps alternating.
+Single timings on this 2-core CPU swing 10-40 % between runs; compare the ratios, which come from one run.
 """
 import argparse
 import os
@@ -86,53 +87,62 @@ def allocator_peak_bytes(session, fetch):
     return experimental.get_memory_info("CPU:0")["peak"] - before
 
 
-def build_case(case, backend, dtype, layers, rng):
+def build_case(case, backend, dtype, layers):
     """The op applied ``layers`` times in a chain, each output feeding the next, on variable inputs with a
     variable upstream gradient. Returns (fetch, forward ops, gradient tensors, upstream)."""
-    def variable(name, value):
-        return tf.get_variable(name, initializer=tf.constant(value.astype(dtype.as_numpy_dtype)))
+    def variable(name, shape, stddev=1.0):
+        initializer = tf.random_normal_initializer(stddev=stddev, seed=len(name))
+        return tf.get_variable(name, shape, dtype=dtype, initializer=initializer).value()
 
     if case == "softmax":
         batch, heads, length = 8, 12, 512
-        scores = variable("scores", rng.randn(batch, heads, length, length))
-        upstream = variable("upstream", rng.randn(batch, heads, length, length))
-        lengths = rng.randint(length // 2, length + 1, size=batch)
+        inputs = output = variable("scores", [batch, heads, length, length], stddev=4.0)
+        upstream = variable("upstream", [batch, heads, length, length])
+        lengths = np.random.RandomState(0).randint(length // 2, length + 1, size=batch)
         mask = tf.constant((np.arange(length)[None, None, :] < lengths[:, None, None]).astype(np.float32))
-        inputs = output = scores
         for _ in range(layers):
             output = ops.masked_softmax(output, mask, 0.125, kernels=backend)
     else:
-        x = variable("x", 2.0 * rng.randn(8 * 512, 3072))
-        upstream = variable("upstream", rng.randn(8 * 512, 3072))
-        inputs = output = x
+        inputs = output = variable("x", [8 * 512, 3072], stddev=2.0)
+        upstream = variable("upstream", [8 * 512, 3072])
         for _ in range(layers):
             output = ops.gelu(output, "tanh", kernels=backend)
+    with tf.control_dependencies([output]):  # as in a network, the gradient arrives after the forward pass
+        upstream = tf.identity(upstream)
     forward_ops = set(tf.get_default_graph().get_operations())
-    upstream = upstream.value()
     grads = tf.gradients(output, [inputs], grad_ys=upstream)
-    return tf.reduce_sum(tf.cast(grads[0], tf.float32)), forward_ops, grads, upstream
+    return tf.reduce_sum(grads[0]), forward_ops, grads, upstream
 
 
-def measure(case, backend, dtype, layers, repeats):
-    graph = tf.Graph()
-    with graph.as_default():
-        fetch, forward_ops, grads, upstream = build_case(case, backend, dtype, layers, np.random.RandomState(0))
-        saved = sum(tensor_bytes(t) for t in forward_tensors_read_by_backward(grads, forward_ops, upstream))
-        config = tf.ConfigProto(inter_op_parallelism_threads=1)
-        with tf.Session(graph=graph, config=config) as session:
+def measure(case, dtype, layers, repeats):
+    """{backend: {saved, peak, alloc, time}}; the backends' timed steps alternate, so that load from other
+    processes falls on both alike."""
+    sessions, results = {}, {}
+    config = tf.ConfigProto(inter_op_parallelism_threads=1)
+    for backend in BACKENDS:
+        graph = tf.Graph()
+        with graph.as_default():
+            fetch, forward_ops, grads, upstream = build_case(case, backend, dtype, layers)
+            saved = sum(tensor_bytes(t) for t in forward_tensors_read_by_backward(grads, forward_ops, upstream))
+            session = tf.Session(graph=graph, config=config)
             session.run(tf.global_variables_initializer())
             session.run(fetch)  # warm-up: kernels, grappler
             run_metadata = tf.RunMetadata()
             session.run(fetch, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
                         run_metadata=run_metadata)
-            peak = step_peak_bytes(run_metadata)
-            alloc = allocator_peak_bytes(session, fetch)
-            times = []
-            for _ in range(repeats):
-                start = time.time()
-                session.run(fetch)
-                times.append(time.time() - start)
-    return {"saved": saved, "peak": peak, "alloc": alloc, "time": float(np.median(times))}
+            results[backend] = {"saved": saved, "peak": step_peak_bytes(run_metadata),
+                                "alloc": allocator_peak_bytes(session, fetch), "times": []}
+            sessions[backend] = (session, fetch)
+    for _ in range(repeats):
+        for backend in BACKENDS:
+            session, fetch = sessions[backend]
+            start = time.time()
+            session.run(fetch)
+            results[backend]["times"].append(time.time() - start)
+    for backend in BACKENDS:
+        sessions[backend][0].close()
+        results[backend]["time"] = float(np.median(results[backend]["times"]))
+    return results
 
 
 def megabytes(value):
@@ -160,7 +170,7 @@ def main():
     for case, label in cases:
         for dtype_name in args.dtypes.split(","):
             dtype = tf.as_dtype(dtype_name)
-            results = {backend: measure(case, backend, dtype, args.layers, args.repeats) for backend in BACKENDS}
+            results = measure(case, dtype, args.layers, args.repeats)
             for backend in BACKENDS:
                 r = results[backend]
                 print("%-24s %-8s %-10s %9s %9s %9s %9.0f" % (label, dtype_name, backend, megabytes(r["saved"]),

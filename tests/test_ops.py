@@ -9,12 +9,14 @@ sigmoid GELU's gradient); the fused backend is held separately to fp32-computed 
 import importlib.util
 import math
 import pathlib
+import sys
+import types
 
 import numpy as np
 import pytest
 from scipy.special import erf
 
-from tf_mrc import ops
+from tf_mrc import compat, ops
 from tf_mrc.compat import IS_TF1, blocksparse_available, tf
 from tf_mrc.ops import fused, reference
 
@@ -321,6 +323,51 @@ def test_blocksparse_here_raises_one_line_error():
             attempt()
         message = str(error.value)
         assert "\n" not in message and "--kernels=blocksparse" in message and "--kernels=fused" in message
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocksparse_mapping_with_a_stand_in_for_the_kernels(monkeypatch, dtype):
+    """The kernels need a GPU, so here a stand-in with blocksparse's documented semantics (fast_gelu is
+    swish(x, alpha=1.702) = x * sigmoid(1.702 x); softmax(x, scale) is softmax(x * scale), per
+    transformer.py's masked_softmax_test) checks our glue: which GELU forms reach fast_gelu, and that adding
+    the mask bias before the kernel's scale gives BERT's masked softmax and gradient."""
+    calls = []
+
+    def fast_gelu(x):
+        calls.append("fast_gelu")
+        return x * tf.sigmoid(1.702 * x)
+
+    def softmax(x, scale):
+        calls.append("softmax")
+        assert isinstance(scale, float)
+        return tf.nn.softmax(x * scale)
+
+    stand_in = types.SimpleNamespace(fast_gelu=fast_gelu, softmax=softmax)
+    monkeypatch.setattr(compat, "blocksparse_ops", lambda: stand_in)
+    sys.modules.pop("tf_mrc.ops.blocksparse_backend", None)
+    try:
+        backend = importlib.import_module("tf_mrc.ops.blocksparse_backend")
+        x, upstream = gelu_inputs(dtype)
+        for form in FORMS:
+            del calls[:]
+            y = run(lambda: backend.gelu(tf.constant(x), form))
+            assert calls == (["fast_gelu"] if form == "sigmoid" else [])
+            assert_close(y, numpy_gelu(x.astype(np.float64), form)[0], TOLERANCE[dtype][0])
+        for mask_kind in ("key", "full"):
+            scores, mask, upstream = softmax_inputs(dtype, mask_kind)
+
+            def build():
+                scores_t = tf.constant(scores)
+                p = backend.masked_softmax(scores_t, tf.constant(mask), np.float32(0.125))
+                return p, tf.gradients(p, scores_t, grad_ys=tf.constant(upstream))[0]
+
+            p, dscores = run(build)
+            expected_p, expected_dscores = numpy_masked_softmax(scores.astype(np.float64), mask, 0.125,
+                                                                upstream.astype(np.float64))
+            assert_close(p, expected_p, TOLERANCE[dtype][0])
+            assert_close(dscores, expected_dscores, TOLERANCE[dtype][1])
+    finally:
+        sys.modules.pop("tf_mrc.ops.blocksparse_backend", None)
 
 
 def test_invalid_names_raise_value_error():
