@@ -1,6 +1,6 @@
 """Memory and time of one forward+backward pass of GELU and the attention softmax, reference vs fused.
 
-    python bench/bench_kernels.py [--repeats 5] [--dtypes float32,float16]
+    python bench/bench_kernels.py [--layers 2] [--repeats 5] [--dtypes float32,float16]
 
 Cases: softmax over [B=8, N=12, T=512, T] scores with a [B, 1, T] padding mask (scale 1/8), and GELU over
 [8*512, 3072] (tanh form, google BERT's), each applied --layers times in a chain. Inputs and the upstream
@@ -15,10 +15,11 @@ Memory, three figures:
   peak    most tensor bytes live at once during the step, from TF's allocation log:
           RunOptions(trace_level=FULL_TRACE) fills RunMetadata.step_stats with every op's
           allocation_records (time, +bytes on allocation, -bytes on release); summed in time order they give
-          the bytes live at each instant. Works on TF 1.13 and 2.15, CPU and GPU.
-  alloc   the same peak from the CPU allocator: tf.config.experimental.get_memory_info('CPU:0')['peak']
-          after reset_memory_stats, minus the bytes in use before the step (variables). It works in graph
-          mode on TF 2.15 CPU; TF 1.13 has no such call ('-').
+          the bytes live at each instant. Checked on CPU with TF 1.13 and 2.15.
+  alloc   the peak seen by the process's CPU allocator: tf.config.experimental.get_memory_info('CPU:0')
+          ['peak'] after reset_memory_stats, minus the bytes in use before the step (variables). It works in
+          graph mode on TF 2.15 CPU and also counts TF's own buffers, so it runs a little higher; TF 1.13 has
+          no such call ('-').
 Ops run one at a time (inter_op_parallelism_threads=1), so both peaks follow one sequential order.
 Time: median wall time of --repeats untraced steps after one warm-up, reference and fused steps alternating.
 Single timings on this 2-core CPU swing 10-40 % between runs; compare the ratios, which come from one run.
@@ -41,21 +42,21 @@ MB = 1024.0 * 1024.0
 
 
 def forward_tensors_read_by_backward(grads, forward_ops, upstream):
-    """Forward tensors that the ops computing ``grads`` read: not constants, not the upstream gradient
-    itself, not through shape-only ops."""
-    read, seen, stack = set(), set(), [g.op for g in grads]
+    """(tensors, readers): the forward tensors that the ops computing ``grads`` read, and those ops.
+    Constants, the upstream gradient itself and reads by shape-only ops do not count."""
+    read, readers, seen, stack = set(), [], set(), [g.op for g in grads]
     while stack:
         op = stack.pop()
         if op in seen:
             continue
         seen.add(op)
         for tensor in op.inputs:
-            if tensor.op in forward_ops:
-                if op.type not in SHAPE_ONLY_OPS and tensor.op.type != "Const" and tensor is not upstream:
-                    read.add(tensor)
-            else:
+            if tensor.op not in forward_ops:
                 stack.append(tensor.op)
-    return read
+            elif op.type not in SHAPE_ONLY_OPS and tensor.op.type != "Const" and tensor is not upstream:
+                read.add(tensor)
+                readers.append(op)
+    return read, readers
 
 
 def tensor_bytes(tensor):
@@ -123,7 +124,8 @@ def measure(case, dtype, layers, repeats):
         graph = tf.Graph()
         with graph.as_default():
             fetch, forward_ops, grads, upstream = build_case(case, backend, dtype, layers)
-            saved = sum(tensor_bytes(t) for t in forward_tensors_read_by_backward(grads, forward_ops, upstream))
+            kept, _ = forward_tensors_read_by_backward(grads, forward_ops, upstream)
+            saved = sum(tensor_bytes(t) for t in kept)
             session = tf.Session(graph=graph, config=config)
             session.run(tf.global_variables_initializer())
             session.run(fetch)  # warm-up: kernels, grappler

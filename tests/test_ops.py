@@ -210,25 +210,22 @@ def test_fused_half_precision_gelu_is_computed_in_fp32(form):
         assert fused_ulps.max() <= 0.51
 
 
+def load_bench():
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_kernels", str(path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load_bench()  # its graph analysis and peak measure are the ones under test here
+
+
 def gradient_reads(output, inputs, upstream):
-    """Forward tensors read by the ops that compute d(output)/d(inputs): not constants, not ``upstream``,
-    not through shape-only ops; plus the backward ops that read them."""
+    """Forward tensors read by the ops computing d(output)/d(inputs) (the bench's "saved"), and those ops."""
     forward_ops = set(output.graph.get_operations())
     grads = tf.gradients(output, inputs, grad_ys=upstream)
-    reads, readers, seen, stack = set(), [], set(), [g.op for g in grads]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        for tensor in op.inputs:
-            if tensor.op not in forward_ops:
-                stack.append(tensor.op)
-            elif op.type not in ("Shape", "ShapeN", "Rank", "Size") and tensor.op.type != "Const" \
-                    and tensor is not upstream:
-                reads.add(tensor)
-                readers.append(op)
-    return reads, readers
+    return bench.forward_tensors_read_by_backward(grads, forward_ops, upstream)
 
 
 def depends_on(op, tensor):
@@ -276,18 +273,9 @@ def test_fused_softmax_backward_keeps_only_its_output(dtype):
         assert all(depends_on(op, upstream) for op in readers)
 
 
-def load_bench():
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_kernels", str(path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_fused_gelu_lowers_the_measured_step_peak():
     """Two chained tanh GELUs on [256, 1024] fp32 (1 MiB a tensor), forward + backward, peak from TF's
     allocation records (the bench's measure): autodiff keeps four tensors a layer, fused one."""
-    bench = load_bench()
     peaks = {}
     for kernels in ("reference", "fused"):
         graph = tf.Graph()
