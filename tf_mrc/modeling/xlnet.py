@@ -31,14 +31,15 @@ LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's, which XLNet used
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 
 _Settings = collections.namedtuple("_Settings", ["dtype", "kernels", "initializer", "dropout", "dropatt",
-                                                 "activation"])
+                                                 "activation", "dropatt_placement"])
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Encoder
 # ----------------------------------------------------------------------------------------------------------
 
-def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32"):
+def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32",
+           attention_dropout_placement="probs", recompute=False):
     """XLNet content stream over [B, T] inputs -> EncoderOutput (see tf_mrc.modeling).
 
     input_mask follows our convention (1 = real token); XLNet's own (float, 1 = padding) is derived inside.
@@ -47,12 +48,17 @@ def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fus
     """
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError("compute_dtype must be one of %s, got %r" % ("|".join(COMPUTE_DTYPES), compute_dtype))
+    if recompute and is_training:
+        raise ValueError("--recompute supports the bert and albert layouts, not xlnet")
+    if attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
+        raise ValueError("attention_dropout_placement must be one of %s, got %r"
+                         % ("|".join(ops.ATTENTION_DROPOUT_SITES), attention_dropout_placement))
     ops.resolve_backend(kernels)  # a bad --kernels value fails here, before any variable exists
     settings = _Settings(dtype=tf.as_dtype(compute_dtype), kernels=kernels,
                          initializer=tf.random_normal_initializer(stddev=config.initializer_range),
                          dropout=config.hidden_dropout_prob if is_training else 0.0,
                          dropatt=config.attention_probs_dropout_prob if is_training else 0.0,
-                         activation=_activation(config, kernels))
+                         activation=_activation(config, kernels), dropatt_placement=attention_dropout_placement)
     with tf.variable_scope("model"):
         with tf.variable_scope("transformer"):
             hidden = _transformer(config, settings, input_ids, input_mask, segment_ids)
@@ -128,8 +134,9 @@ def _relative_attention(hidden, positions, attend, different_segment, r_w_bias, 
     # XLNet masks with -1e30, masked_softmax with -10000: in fp32 both give exactly 0 after exp (every row has
     # at least its own position), and -10000 also survives fp16.
     probs = ops.masked_softmax(scores, attend, 1.0 / math.sqrt(float(d_head)), settings.kernels)
-    probs = _dropout(_cast(probs, settings.dtype), settings.dropatt)
-    attended = tf.einsum("bnij,bjnd->bind", probs, value)
+    probs = ops.attention_dropout(_cast(probs, settings.dtype), settings.dropatt, "probs", settings.dropatt_placement)
+    attended = ops.attention_dropout(tf.einsum("bnij,bjnd->bind", probs, value), settings.dropatt, "context",
+                                     settings.dropatt_placement)
     output = _dropout(tf.einsum("bind,hnd->bih", attended, kernel("o")), settings.dropout)
     with tf.variable_scope("LayerNorm"):
         return _layer_norm(output + hidden, settings)
