@@ -91,8 +91,8 @@ def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learni
             loss_scale_growth_interval=loss_scale_growth_interval)
         tf.summary.scalar("learning_rate", rate)
         if loss_scale is not None:
-            tf.summary.scalar("loss_scale", loss_scale.scale)
-            tf.summary.scalar("skipped_steps", loss_scale.skipped_steps)
+            tf.summary.scalar("fp16/loss_scale", loss_scale.scale)
+            tf.summary.scalar("fp16/skipped_steps", loss_scale.skipped_steps)
         hooks = list(dist.training_hooks())
         if dist.is_chief:
             hooks.append(ProgressHook(loss, num_train_steps, every=log_every, log=log, loss_scale=loss_scale))

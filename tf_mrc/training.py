@@ -43,6 +43,14 @@ def learning_rate_schedule(base_rate, num_train_steps, num_warmup_steps, global_
     return rate
 
 
+def clip_by_global_norm(grads, clip_norm):
+    """(grads scaled to global norm <= clip_norm, the norm): tf.clip_by_global_norm's arithmetic without its
+    TF 1.x check_numerics, which would abort a step that fp16 loss scaling is meant to skip."""
+    norm = tf.global_norm(grads)
+    scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
+    return [None if g is None else g * scale for g in grads], norm
+
+
 def _param_name(var):
     return re.sub(r":\d+$", "", var.name)
 
@@ -114,9 +122,7 @@ class LossScale:
 
     def unscale(self, grads):
         inverse = 1.0 / self.scale
-        return [None if g is None else
-                tf.IndexedSlices(g.values * inverse, g.indices, g.dense_shape) if isinstance(g, tf.IndexedSlices)
-                else g * inverse for g in grads]
+        return [None if g is None else g * inverse for g in grads]
 
     def update(self, finite):
         """The op that moves the state after a step whose gradients were ``finite`` (a bool scalar)."""
@@ -139,14 +145,12 @@ class GradientAccumulator:
         self.micro_step = _state_variable("micro_step", tf.int64, 0)
 
     def add(self, grads):
-        """Add one micro-batch's gradients; returns a bool scalar, true when that completed the sums."""
-        added = [total.assign_add(tf.convert_to_tensor(g)) for total, g in zip(self.sums, grads) if g is not None]
-        with tf.control_dependencies(added):
-            return tf.greater_equal(self.micro_step.assign_add(1), self.steps)
-
-    def means(self, grads):
-        """The mean gradients, readable once ``add`` has run (None where ``grads`` has None)."""
-        return [None if g is None else total / float(self.steps) for total, g in zip(self.sums, grads)]
+        """Add one micro-batch's gradients. Returns (complete, sums): a bool scalar, true when this micro-batch
+        completed the sums, and the sums as the additions' outputs (None where ``grads`` has None). Read the sums
+        through these, not through the variables, whose cached reads may run before the additions."""
+        sums = [None if g is None else total.assign_add(g) for total, g in zip(self.sums, grads)]
+        with tf.control_dependencies([total for total in sums if total is not None]):
+            return tf.greater_equal(self.micro_step.assign_add(1), self.steps), sums
 
     def reset(self):
         return tf.group(*[total.assign(tf.zeros_like(total)) for total in self.sums] +
@@ -169,11 +173,15 @@ def create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, dist
     loss_scale = LossScale(growth_interval=loss_scale_growth_interval) if precision == "fp16" else None
     scaled_loss = loss_scale.scale_loss(loss) if loss_scale else loss
     grads = [g for g, _ in optimizer.compute_gradients(scaled_loss, variables)]  # allreduced here
+    # Embedding gradients come as IndexedSlices with a row per token; AdamW needs them dense anyway, and dense
+    # they get their true norm (clip_by_global_norm would count a repeated token's rows apart), the same norm a
+    # sum over micro-batches has.
+    grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
     if loss_scale:
         grads = loss_scale.unscale(grads)
 
     def optimizer_step(grads):
-        clipped, norm = tf.clip_by_global_norm(grads, clip_norm=clip_norm)
+        clipped, norm = clip_by_global_norm(grads, clip_norm)
 
         def apply():
             return optimizer.apply_gradients(list(zip(clipped, variables)))
@@ -192,9 +200,11 @@ def create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, dist
     if grad_accum_steps == 1:
         return optimizer_step(grads), rate, loss_scale
     accumulator = GradientAccumulator(variables, grad_accum_steps)
+    complete, sums = accumulator.add(grads)
 
-    def boundary():
-        with tf.control_dependencies([optimizer_step(accumulator.means(grads))]):
+    def boundary():  # the means are computed in here, so only on every K-th micro-batch
+        means = [None if total is None else total / float(grad_accum_steps) for total in sums]
+        with tf.control_dependencies([optimizer_step(means)]):
             return accumulator.reset()
 
-    return tf.group(tf.cond(accumulator.add(grads), boundary, tf.no_op)), rate, loss_scale
+    return tf.group(tf.cond(complete, boundary, tf.no_op)), rate, loss_scale
