@@ -134,7 +134,40 @@ class TFStep:
         self.session.run(self.train_op, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
                          run_metadata=metadata)
         self.step_peak = None if self.xla else step_peak_bytes(metadata)
+        self.breakdown = None if self.xla else peak_breakdown(metadata)
         self.alloc_peak = allocator_peak_bytes(self.session, self.train_op)
+
+
+PARTS = (("attention/self", "attention (QKV, scores, probs)"), ("attention/output", "attention output + LN"),
+         ("intermediate", "FFN in + GELU"), ("output", "FFN out + LN"), ("embeddings", "embeddings"))
+
+
+def peak_breakdown(run_metadata):
+    """Bytes live at the step's peak, by (phase, part of the network): each allocation record is charged to
+    the op that allocated it until it is released."""
+    import collections
+    events = []
+    for device in run_metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            for memory in node.memory:
+                events.extend((r.alloc_micros, r.alloc_bytes, node.node_name) for r in memory.allocation_records)
+    events.sort(key=lambda e: (e[0], e[1]))
+    live, peak, by_node, at_peak = 0, 0, collections.Counter(), {}
+    for _, delta, name in events:
+        live += delta
+        by_node[name] += delta
+        if live > peak:
+            peak, at_peak = live, dict(by_node)
+    totals = collections.Counter()
+    for name, size in at_peak.items():
+        if "AdamWeightDecay" in name or "adam_" in name or "clip" in name or "global_norm" in name or \
+                "/accum_grad" in name:
+            phase = "optimizer"
+        else:
+            phase = "backward" if name.startswith("gradients") else "forward"
+        part = next((label for key, label in PARTS if "/%s/" % key in name or name.endswith("/" + key)), "other")
+        totals["%s: %s" % (phase, part) if phase != "optimizer" else phase] += size
+    return totals
 
 
 def saved_bytes(loss):
@@ -239,6 +272,7 @@ def main():
     parser.add_argument("--settings", default="reference,fused,context,recompute")
     parser.add_argument("--torch", action="store_true", help="also time transformers' PyTorch model")
     parser.add_argument("--run_fp16", action="store_true", help="run the _fp16 settings too (minutes per step)")
+    parser.add_argument("--breakdown", action="store_true", help="print what is live at each step peak")
     args = parser.parse_args()
     names = args.settings.split(",")
     for name in names:
@@ -298,6 +332,11 @@ def main():
             ratio(step.step_peak, reference.step_peak), megabytes(step.alloc_peak),
             ratio(step.alloc_peak, reference.alloc_peak), megabytes(step.state_bytes), megabytes(total(step)),
             ratio(total(step), total(reference))))
+    if args.breakdown:
+        for step in steps:
+            if step.breakdown:
+                print("live at the step peak of %s (MB): %s" % (step.name, ", ".join(
+                    "%s %.0f" % (key, value / MB) for key, value in step.breakdown.most_common() if value > MB)))
     if not args.repeats:
         return
     torch_time = float(np.median(torch_step.times)) if torch_step else None

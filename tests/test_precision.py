@@ -3,6 +3,7 @@
 References: AdamW's first step recomputed in NumPy (loss scaling), the same update with a doubled batch (grad
 accumulation), plain autodiff of the same block (recompute), the fp32 model on the fp16-trained checkpoint.
 """
+import dataclasses
 import importlib.util
 import pathlib
 import re
@@ -274,10 +275,14 @@ def test_recompute_gives_autodiff_gradients_with_dropout():
         np.testing.assert_allclose(grads[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_recompute_encoder_gradients_equal_and_keep_only_block_inputs():
+@pytest.mark.parametrize("layout", ["bert", "albert/google", "albert/brightmart"])
+def test_recompute_encoder_gradients_equal_and_keep_only_block_inputs(layout):
     """The whole encoder with --recompute: same gradients as without (dropout off), and the backward pass reads
-    from the forward pass little more than each block's input."""
+    from the forward pass little more than each block's input. ALBERT runs its shared block's variables
+    through several recomputed blocks."""
     config = tiny_config()
+    if layout != "bert":
+        config = dataclasses.replace(config, layout="albert", embedding_size=8, albert_variant=layout.split("/")[1])
     batch = span_batches(1)[0]
     grads, saved = {}, {}
     initial = None

@@ -46,9 +46,10 @@ def learning_rate_schedule(base_rate, num_train_steps, num_warmup_steps, global_
 def clip_by_global_norm(grads, clip_norm):
     """(grads scaled to global norm <= clip_norm, the norm): tf.clip_by_global_norm's arithmetic without its
     TF 1.x check_numerics, which would abort a step that fp16 loss scaling is meant to skip."""
-    norm = tf.global_norm(grads)
-    scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
-    return [None if g is None else g * scale for g in grads], norm
+    with tf.name_scope("clip_by_global_norm"):
+        norm = tf.global_norm(grads)
+        scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
+        return [None if g is None else g * scale for g in grads], norm
 
 
 def _param_name(var):
@@ -73,6 +74,10 @@ class AdamWeightDecay(tf.train.Optimizer):
         self.exclude_from_weight_decay = exclude_from_weight_decay
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        with tf.name_scope(self.get_name()):
+            return self._adamw_updates(grads_and_vars, global_step, name)
+
+    def _adamw_updates(self, grads_and_vars, global_step, name):
         assignments = []
         for grad, var in grads_and_vars:
             if grad is None or var is None:

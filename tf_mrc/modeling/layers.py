@@ -226,7 +226,9 @@ def recomputed(fn, x):
     def checkpointed(x):
         def backward(dy, variables=None):
             with tf.control_dependencies([dy]):  # recompute only when the gradient arrives, not during forward
-                x_again = tf.identity(x)
+                # stop_gradient: the variables' gradients must come from this block only, not also through x
+                # from earlier blocks that share them (ALBERT)
+                x_again = tf.stop_gradient(x)
                 with tf.variable_scope(scope, reuse=True):
                     y = fn(x_again)
                 grads = tf.gradients(y, [x_again] + list(variables or []), grad_ys=dy)
