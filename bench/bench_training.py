@@ -172,7 +172,9 @@ def peak_breakdown(run_metadata):
 
 def saved_bytes(loss):
     """Bytes of the forward tensors read by the ops of tf.gradients(loss, trainable variables), not counting
-    variables, their reads and constants. Builds the gradient ops only to analyse them (they never run)."""
+    variables, their reads and constants; Identity and IdentityN (tf.custom_gradient's outputs) forward their
+    input's buffer, so a tensor read through them is counted once. Builds the gradient ops only to analyse
+    them (they never run)."""
     from bench_kernels import forward_tensors_read_by_backward, tensor_bytes
     from tf_mrc.compat import tf
     graph = tf.get_default_graph()
@@ -186,7 +188,13 @@ def saved_bytes(loss):
         return (op.type in ("VariableV2", "VarHandleOp", "ReadVariableOp", "Const") or
                 (op.type == "Identity" and op.inputs[0].op.type == "VariableV2"))
 
-    return sum(tensor_bytes(t) for t in kept if not is_weight(t) and t.shape.is_fully_defined())
+    def buffer(tensor):
+        while tensor.op.type in ("Identity", "IdentityN") and tensor.op.inputs[0].op.type != "VariableV2":
+            tensor = tensor.op.inputs[tensor.value_index if tensor.op.type == "IdentityN" else 0]
+        return tensor
+
+    buffers = {buffer(t) for t in kept if not is_weight(t)}
+    return sum(tensor_bytes(t) for t in buffers if not is_weight(t) and t.shape.is_fully_defined())
 
 
 class TorchStep:
