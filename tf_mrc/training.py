@@ -86,11 +86,16 @@ class AdamWeightDecay(tf.train.Optimizer):
             m, v = self._moments(param_name, var)
             if isinstance(grad, tf.IndexedSlices):
                 grad = tf.convert_to_tensor(grad)
-            next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
-            next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
+            # Read the slots and the weight only once the gradient exists: beta_1 * m, beta_2 * v and
+            # decay * w need no gradient, so the executor would compute them when the step starts and keep
+            # these three parameter-sized temporaries alive through the whole forward and backward pass.
+            with tf.control_dependencies([grad]):
+                m_now, v_now, var_now = tf.identity(m), tf.identity(v), tf.identity(var)
+            next_m = self.beta_1 * m_now + (1.0 - self.beta_1) * grad
+            next_v = self.beta_2 * v_now + (1.0 - self.beta_2) * tf.square(grad)
             update = next_m / (tf.sqrt(next_v) + self.epsilon)
             if self.weight_decay_rate and not any(re.search(p, param_name) for p in self.exclude_from_weight_decay):
-                update += self.weight_decay_rate * var
+                update += self.weight_decay_rate * var_now
             assignments.extend([var.assign_sub(self.learning_rate * update), m.assign(next_m), v.assign(next_v)])
         with tf.control_dependencies(assignments):
             if global_step is None:

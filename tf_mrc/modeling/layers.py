@@ -157,7 +157,9 @@ def self_attention(x, mask, batch_size, seq_length, config, settings):
 
     query, key, value = project("query"), project("key"), project("value")
     scores = tf.matmul(query, key, transpose_b=True)  # [B, N, T, T]
-    probs = ops.masked_softmax(cast(scores, tf.float32), mask, 1.0 / math.sqrt(float(head_size)), settings.kernels)
+    if settings.kernels == "reference":  # the other backends compute fp16/bf16 in fp32 inside and keep for
+        scores = cast(scores, tf.float32)  # backprop only their output, in the compute dtype (half the bytes)
+    probs = ops.masked_softmax(scores, mask, 1.0 / math.sqrt(float(head_size)), settings.kernels)
     probs = attention_dropout(cast(probs, settings.dtype), "probs", settings)
     context = tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])  # [B, T, N, D]
     return attention_dropout(tf.reshape(context, [-1, heads * head_size]), "context", settings)
