@@ -157,9 +157,9 @@ def test_precision_flags_reject_bad_values():
 
 @pytest.fixture(scope="module")
 def fp16_run(tmp_path_factory):
-    """The embedded default trained in fp16 for 3 epochs (11 steps: fp16 matmuls run ~50x slower than fp32 on CPU)."""
+    """The embedded default trained in fp16 for 2 epochs (8 steps: fp16 matmuls run ~50x slower than fp32 on CPU)."""
     spec = experiment.embedded_default(str(tmp_path_factory.mktemp("fp16") / "out"))
-    spec.precision, spec.num_train_epochs, spec.do_predict, spec.log_every = "fp16", 3.0, False, 1000
+    spec.precision, spec.num_train_epochs, spec.do_predict, spec.log_every = "fp16", 2.0, False, 1000
     logged = []
     scores = experiment.run(spec, log=logged.append)[0]
     return spec, scores, logged
@@ -168,7 +168,7 @@ def fp16_run(tmp_path_factory):
 def test_fp16_training_converges(fp16_run):
     spec, scores, logged = fp16_run
     assert any("precision=fp16" in line for line in logged)
-    # the untrained model answers ~0 F1 (test_end_to_end); fp32 reaches ~53 after these 3 epochs
+    # the untrained model answers ~0 F1 (test_end_to_end); fp32 reaches ~55 after these 2 epochs
     assert scores["f1"] > 30.0, scores
     assert scores["total"] == 29
 
@@ -192,9 +192,9 @@ def test_fp16_checkpoint_predicts_the_same_in_fp32(fp16_run):
         logits[precision] = np.stack([np.stack([o["start_logits"], o["end_logits"]]) for o in outputs])
     assert logits["fp32"].shape == (29, 2, spec.max_seq_length)
     difference = np.abs(logits["fp16"] - logits["fp32"])
-    # fp16 activations carry ~3 significant digits through 2 layers: measured max 0.03 on logits of size ~10
-    assert difference.max() < 0.1, difference.max()
-    assert np.mean(np.argmax(logits["fp16"], -1) == np.argmax(logits["fp32"], -1)) > 0.95
+    # fp16 activations carry ~3 significant digits through 2 layers: measured max 0.0008 on logits up to 1.5
+    assert difference.max() < 0.01, difference.max()
+    assert np.mean(np.argmax(logits["fp16"], -1) == np.argmax(logits["fp32"], -1)) > 0.98
 
 
 # ---------------------------------------------------------------------------------------------------------------
