@@ -84,15 +84,15 @@ def resolve_model(spec, log=print):
     preset = presets.model_preset(spec.model)
     config = preset.config
     if spec.config_file:
-        config = config_from_json(spec.config_file, layout=preset.config.layout)
+        config = config_from_json(spec.config_file, layout=preset.config.layout, base=preset.config)
         presets.check_config_matches_preset(preset, config, spec.config_file)
     tokenizer = load_tokenizer(config.layout, spec.vocab_file, spec.spm_model, spec.lower_case)
-    if config.vocab_size == 0:  # the tiny preset takes its vocabulary size from the shipped vocab
+    if config.vocab_size == 0:  # the tiny presets take their vocabulary size from the tokenizer
         config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size)
     if tokenizer.vocab_size != config.vocab_size:
         raise UserError("vocabulary %s has %d entries but the model expects vocab_size %d (wrong vocab for "
-                        "this checkpoint/config?)" % (spec.vocab_file or spec.spm_model, tokenizer.vocab_size,
-                                                       config.vocab_size))
+                        "this checkpoint/config?)" % (spec.spm_model if config.layout == "xlnet" else spec.vocab_file,
+                                                       tokenizer.vocab_size, config.vocab_size))
     if spec.init_checkpoint:
         _check_checkpoint_vocab(spec.init_checkpoint, config)
     return config, tokenizer, preset.max_seq_length

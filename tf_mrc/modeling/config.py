@@ -80,10 +80,12 @@ _XLNET_KEYS = {"d_model": "hidden_size", "n_layer": "num_hidden_layers", "n_head
                "d_head": "d_head", "untie_r": "untie_r", "clamp_len": "clamp_len"}
 
 
-def config_from_json(path, layout=None, **overrides):
+def config_from_json(path, layout=None, base=None, **overrides):
     """Read a BERT, ALBERT or XLNet JSON config (their published key names) into a ModelConfig.
 
     The layout comes from ``layout``, else from the file's keys (XLNet's d_model, ALBERT's embedding_size).
+    Fields the file does not set keep ``base``'s values (a preset's: e.g. brightmart's albert_variant, the
+    dropout of XLNet, whose config files hold none), else the ModelConfig defaults.
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -97,7 +99,8 @@ def config_from_json(path, layout=None, **overrides):
     if layout is None:
         layout = raw.get("layout") or ("xlnet" if "d_model" in raw else "albert" if "embedding_size" in raw else "bert")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    values = {"layout": layout}
+    values = dataclasses.asdict(base) if base is not None else {}
+    values["layout"] = layout
     for key, value in raw.items():
         key = _XLNET_KEYS.get(key, key) if layout == "xlnet" else key
         if key in fields:

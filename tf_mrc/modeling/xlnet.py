@@ -219,6 +219,9 @@ class SentencePieceTokenizer(Tokenizer):
             raise TokenizerError("SentencePiece model %s lacks <cls>/<sep>/<pad>: not an XLNet vocabulary"
                                  % spm_model)
         self.cls_id, self.sep_id, self.pad_id = special
+        # <mask> is in every XLNet vocabulary (id 6) though pre-training never fed it (the permutation LM
+        # masks through the query stream); CHID's blanks use it as a marker that fine-tuning learns.
+        self.unk_id, self.mask_id = self._sp.unk_id(), self._sp.PieceToId("<mask>")
         self.fingerprint = "spm-%s-%d" % (file_fingerprint(spm_model), int(lower_case))
 
     @property

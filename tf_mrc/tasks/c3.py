@@ -6,8 +6,9 @@ A path holding ``{subset}`` (``data/c3-{subset}-dev.json``) reads one file per s
 else ``{subset}-{document id}-{question index}``: document ids repeat between the ``d`` and ``m`` files, so the
 subset, read from the file name (``c3-d-dev.json``, ``m-train.json``), keeps them apart.
 
-Each choice is one sequence ``[CLS] passage [SEP] question [SEP] choice [SEP]`` (segment ids 0, 1, 1); when it
-is too long, tokens come off the end of the longest part first. Predictions map the question id to the text of
+Each choice is one sequence of the parts (passage, question, choice) with segment ids 0, 1, 1, packed the
+encoder's way (BERT: ``[CLS] passage [SEP] question [SEP] choice [SEP]``; XLNet: ``passage <sep> question <sep>
+choice <sep> <cls>``); when it is too long, tokens come off the end of the longest part first. Predictions map the question id to the text of
 the chosen choice; ``load_predictions`` also takes CLUE's ``{"id", "label"}`` submission lines.
 """
 import dataclasses
