@@ -19,3 +19,20 @@ def shared_file(relative):
 @pytest.fixture
 def chinese_vocab():
     return str(shared_file("vocab/chinese_bert_vocab.txt"))
+
+
+def train_xlnet_spm(folder, sentences, vocab_size, model_type="bpe", **options):
+    """Train a SentencePiece model on ``sentences`` with XLNet's spm_train symbols (zihangdai/xlnet README:
+    control <cls> <sep> <pad> <mask> <eod>, user-defined <eop> and a few punctuation marks), so <unk> <s> </s>
+    <cls> <sep> <pad> <mask> <eod> <eop> land on ids 0..8 as XLNet's data_utils.special_symbols expects of
+    every XLNet vocabulary. Returns the .model path (a test-time artifact, never committed)."""
+    sentencepiece = pytest.importorskip("sentencepiece")
+    folder = pathlib.Path(folder)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.Train(
+        input=str(corpus), model_prefix=str(folder / "spiece"), vocab_size=vocab_size, model_type=model_type,
+        character_coverage=1.0, control_symbols=["<cls>", "<sep>", "<pad>", "<mask>", "<eod>"],
+        user_defined_symbols=["<eop>", ".", "(", ")", '"', "-", u"\u2013", u"\u00a3", u"\u20ac"],
+        hard_vocab_limit=False, minloglevel=2, **options)
+    return str(folder / "spiece.model")
