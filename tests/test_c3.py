@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import shared_file
+from tf_mrc.errors import UserError
 from tf_mrc.tasks import DataError, FeatureSettings, get_task
+from tf_mrc.tasks.c3 import subset_files
 from tf_mrc.tasks.choice import truncate_longest_first
 from tf_mrc.tokenization import WordPieceTokenizer
 
@@ -44,18 +46,37 @@ MIXED = [[["甲乙"], [{"question": "三", "choice": ["五", "六", "四"], "ans
 def test_reads_both_subsets_with_ids_kept_apart(tmp_path):
     write_json(tmp_path / "c3-d-dev.json", DIALOGUE)
     write_json(tmp_path / "c3-m-dev.json", MIXED)
-    examples = get_task("c3").read_examples(str(tmp_path / "c3-{subset}-dev.json"), False)
+    examples = get_task("c3").read_examples(str(tmp_path / "c3-m-dev.json"), False)   # d and m by default
     assert [(e.qid, e.label, e.question, e.choices) for e in examples] == [
         ("d-1-1-0", 1, "一二", ["三", "四五六"]), ("d-1-1-1", 0, "二", ["一", "二", "三", "四"]),
         ("m-1-1-0", 1, "三", ["五", "六", "四"])]
     assert examples[0].passage == "甲乙丙\n丁戊己"
-    only_m = get_task("c3", {"c3_subsets": "m"}).read_examples(str(tmp_path / "c3-{subset}-dev.json"), True)
+    only_m = get_task("c3", {"c3_subsets": "m"}).read_examples(str(tmp_path / "c3-d-dev.json"), True)
     assert [e.qid for e in only_m] == ["m-1-1-0"]
+
+
+def test_subset_files():
+    assert subset_files("/x/c3-d-dev.json", ["d", "m"]) == [("/x/c3-d-dev.json", "d"), ("/x/c3-m-dev.json", "m")]
+    assert subset_files("/x/m-train.json", ["d"]) == [("/x/d-train.json", "d")]           # CLUE's names
+    assert subset_files("/x/c3-m-train.sample.json", ["m"]) == [("/x/c3-m-train.sample.json", "m")]
+    assert subset_files("/d-dev/test1.1.json", ["d", "m"]) == [("/d-dev/test1.1.json", "")]
+
+
+def test_source_files_are_every_subset_read():
+    assert get_task("c3").source_files("/x/c3-d-dev.json") == ["/x/c3-d-dev.json", "/x/c3-m-dev.json"]
+    assert get_task("c3", {"c3_subsets": "m"}).source_files("/x/c3-d-dev.json") == ["/x/c3-m-dev.json"]
+
+
+def test_missing_subset_file_names_the_option(tmp_path):
+    write_json(tmp_path / "c3-d-dev.json", DIALOGUE)
+    with pytest.raises(DataError, match=r"c3-m-dev\.json: record -: field '-': file not found \(c3-d-dev\.json "
+                                        r"stands for the files of c3_subsets=d,m\)"):
+        get_task("c3").read_examples(str(tmp_path / "c3-d-dev.json"), False)
 
 
 def test_single_file_and_question_ids(tmp_path):
     path = write_json(tmp_path / "m-train.json", MIXED)
-    assert [e.qid for e in get_task("c3").read_examples(path, True)] == ["m-1-1-0"]
+    assert [e.qid for e in get_task("c3", {"c3_subsets": "m"}).read_examples(path, True)] == ["m-1-1-0"]
     # CLUE's test files give each question an id and no answer.
     test = [[["甲乙"], [{"question": "三", "choice": ["五", "六"], "id": 17},
                         {"question": "四", "choice": ["五", "六"], "id": 18}], "x"]]
@@ -64,7 +85,7 @@ def test_single_file_and_question_ids(tmp_path):
 
 
 def test_bad_subset_option():
-    with pytest.raises(ValueError, match="c3_subsets"):
+    with pytest.raises(UserError, match="c3_subsets"):
         get_task("c3", {"c3_subsets": "d,x"})
 
 
@@ -85,14 +106,14 @@ def question(**fields):
     ([[["甲"], [question(id=1)], "7"], [["乙"], [question(id=1)], "8"]], "2 (id 8)", "id"),
 ])
 def test_malformed_records_name_file_record_and_field(tmp_path, data, record, field):
-    path = write_json(tmp_path / "c3-d-train.json", data)
+    path = write_json(tmp_path / "bad.json", data)
     with pytest.raises(DataError) as err:
         get_task("c3").read_examples(path, True)
     assert str(err.value).startswith("%s: record %s: field %r: " % (path, record, field))
 
 
 def test_answer_not_among_choices_names_it(tmp_path):
-    path = write_json(tmp_path / "c3-d-dev.json", [[["甲"], [question(answer="四")], "7"]])
+    path = write_json(tmp_path / "bad.json", [[["甲"], [question(answer="四")], "7"]])
     with pytest.raises(DataError, match=r"'四' is not among the choices \['二', '三'\]"):
         get_task("c3").read_examples(path, False)
 
@@ -118,7 +139,7 @@ def test_truncate_longest_first_matches_the_token_by_token_loop():
 
 
 def test_featurization_by_hand(tmp_path, tokenizer):
-    task = get_task("c3")
+    task = get_task("c3", {"c3_subsets": "d"})
     examples = task.read_examples(write_json(tmp_path / "c3-d-dev.json", DIALOGUE), False)
     featurized = task.featurize(examples[:1], tokenizer, FeatureSettings(max_seq_length=12), False)
     arrays = featurized.arrays[0]
@@ -148,7 +169,7 @@ def test_masked_choices_never_chosen_and_accuracy(tmp_path, tokenizer):
     task = get_task("c3")
     write_json(tmp_path / "c3-d-dev.json", DIALOGUE)
     write_json(tmp_path / "c3-m-dev.json", MIXED)
-    examples = task.read_examples(str(tmp_path / "c3-{subset}-dev.json"), False)
+    examples = task.read_examples(str(tmp_path / "c3-d-dev.json"), False)
     featurized = task.featurize(examples, tokenizer, FeatureSettings(max_seq_length=16), False)
     outputs = [{"choice_logits": np.array([0.0, 1.0, 9.0, 9.0])},    # 2 real choices: padded ones ignored
                {"choice_logits": np.array([0.0, 2.0, 1.0, 0.5])},
@@ -186,8 +207,8 @@ def test_evaluate_needs_answers(tmp_path):
 
 # -- real samples --------------------------------------------------------------------------------------------
 def test_real_dev_sets_read_with_every_answer_among_its_choices():
-    task = get_task("c3")
     for subset in ("d", "m"):
+        task = get_task("c3", {"c3_subsets": subset})
         path = shared_file("c3/c3-%s-dev.json" % subset)
         with open(path, encoding="utf-8") as f:
             raw = [(doc[2], q) for doc in json.load(f) for q in doc[1]]
@@ -196,13 +217,13 @@ def test_real_dev_sets_read_with_every_answer_among_its_choices():
         for example, (doc_id, q) in zip(examples, raw):
             assert example.qid.startswith("%s-%s-" % (subset, doc_id))
             assert example.choices[example.label] == q["answer"]
-    both = task.read_examples(str(shared_file("c3/c3-d-dev.json")).replace("c3-d-", "c3-{subset}-"), False)
+    both = get_task("c3").read_examples(str(shared_file("c3/c3-d-dev.json")), False)
     assert len({e.qid for e in both}) == len(both) == 1825 + 1991
 
 
 def test_real_train_sample_oracle_and_truncation(chinese_vocab):
     path = shared_file("c3/c3-m-train.sample.json")
-    task = get_task("c3")
+    task = get_task("c3", {"c3_subsets": "m"})
     tokenizer = WordPieceTokenizer(chinese_vocab)
     examples = task.read_examples(str(path), True)
     settings = FeatureSettings(max_seq_length=task.default_max_seq_length)

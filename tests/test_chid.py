@@ -1,12 +1,14 @@
 """CHID: both file formats, the blank-centred featurization, joint decoding and accuracy.
 
 References: hand-written fixtures with hand-computed token ids and assignments, and FewCLUE's real splits."""
+import itertools
 import json
 
 import numpy as np
 import pytest
 
 from conftest import shared_file
+from tf_mrc.errors import UserError
 from tf_mrc.tasks import DataError, FeatureSettings, get_task
 from tf_mrc.tasks.chid import assign_greedy, assign_independent, assign_optimal, centred_window
 from tf_mrc.tokenization import WordPieceTokenizer
@@ -79,6 +81,17 @@ def test_partly_answered_original_file_is_an_error(tmp_path):
         get_task("chid", {"chid_answers": str(tmp_path / "a.json")}).read_examples(data, False)
 
 
+def test_feature_cache_key_follows_the_answer_file(tmp_path, tokenizer):
+    from tf_mrc.data import cache_key
+    data = write_lines(tmp_path / "dev.json", [ORIGINAL_LINE])
+    (tmp_path / "dev_answer.json").write_text(json.dumps(ORIGINAL_ANSWERS))
+    task, settings = get_task("chid"), FeatureSettings(max_seq_length=16)
+    assert task.source_files(data) == [data, str(tmp_path / "dev_answer.json")]
+    before = cache_key(task, data, tokenizer, settings, True)
+    (tmp_path / "dev_answer.json").write_text(json.dumps(dict(ORIGINAL_ANSWERS, **{"#idiom000001#": 1})))
+    assert cache_key(task, data, tokenizer, settings, True) != before
+
+
 def test_answer_files_are_merged(tmp_path):
     data = write_lines(tmp_path / "dev.json", [ORIGINAL_LINE])
     (tmp_path / "a.json").write_text(json.dumps({"#idiom000001#": 0}))
@@ -128,7 +141,7 @@ def test_out_of_range_answer_in_answer_file(tmp_path):
 
 
 def test_unknown_decoding_is_rejected():
-    with pytest.raises(ValueError, match="chid_decoding"):
+    with pytest.raises(UserError, match="chid_decoding"):
         get_task("chid", {"chid_decoding": "beam"})
 
 
@@ -220,6 +233,36 @@ def test_more_blanks_than_candidates_fall_back_to_argmax():
     logp = np.log(np.array([[.9, .1], [.8, .2], [.3, .7]]))
     assert assign_greedy(logp) == [0, 0, 1]      # rows 0 and 2 assigned; row 1 left over takes its argmax
     assert assign_optimal(logp) == [0, 0, 1]     # .9*.7 beats every other pair; row 1 left over
+
+
+def test_optimal_assignment_matches_brute_force():
+    rng = np.random.RandomState(0)
+    for rows, columns in [(1, 1), (1, 4), (3, 3), (4, 7), (6, 6), (5, 2), (7, 3)]:
+        for _ in range(20):
+            logp = np.log(rng.dirichlet(np.ones(columns), size=rows))
+            chosen = assign_optimal(logp)
+            if rows <= columns:
+                assert len(set(chosen)) == rows
+                best = max(itertools.permutations(range(columns), rows),
+                           key=lambda cols: sum(logp[r, c] for r, c in enumerate(cols)))
+                assert chosen == list(best)
+            else:
+                # Each candidate goes to one blank (the best such matching); the other blanks take their argmax.
+                best = max(itertools.permutations(range(rows), columns),
+                           key=lambda rs: sum(logp[r, c] for c, r in enumerate(rs)))
+                expected = list(np.argmax(logp, axis=1))
+                for column, row in enumerate(best):
+                    expected[row] = column
+                assert chosen == expected
+
+
+def test_optimal_assignment_matches_scipy_on_full_lines():
+    optimize = pytest.importorskip("scipy.optimize")
+    rng = np.random.RandomState(1)
+    for _ in range(200):
+        logp = np.log(rng.dirichlet(np.ones(10), size=10))
+        rows, columns = optimize.linear_sum_assignment(-logp)
+        assert assign_optimal(logp) == [int(c) for c in columns[np.argsort(rows)]]
 
 
 @pytest.mark.parametrize("decoding, accuracy", [("optimal", 100.0), ("greedy", 100.0 / 3), ("independent", 200.0 / 3)])

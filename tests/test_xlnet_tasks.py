@@ -167,7 +167,7 @@ def test_drcd_spans_stay_in_the_original_characters(tokenizer, tmp_path):
 
 def test_c3_packs_three_parts_the_xlnet_way(tokenizer, tmp_path):
     task = get_task("c3")
-    examples = task.read_examples(_c3_file(tmp_path / "c3-d-dev.json"), is_training=False)
+    examples = task.read_examples(_c3_file(tmp_path / "c3.json"), is_training=False)
     settings = FeatureSettings(max_seq_length=48)
     featurized = task.featurize(examples[:3], tokenizer, settings, is_training=False)
     for example, arrays in zip(examples, featurized.arrays):

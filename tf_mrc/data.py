@@ -25,7 +25,8 @@ def _file_digest(path):
 
 def cache_key(task, data_file, tokenizer, settings, is_training):
     options = json.dumps(task.options, sort_keys=True, default=str)
-    parts = [task.name, _file_digest(data_file), tokenizer.fingerprint, settings.key(),
+    sources = "+".join(_file_digest(path) for path in task.source_files(data_file))
+    parts = [task.name, sources, tokenizer.fingerprint, settings.key(),
              "train" if is_training else "eval", hashlib.sha1(options.encode()).hexdigest()[:6], str(CACHE_FORMAT)]
     return "-".join(parts)
 

@@ -3,16 +3,21 @@
 Backends (``--kernels``):
   reference   plain TF ops; autodiff keeps every intermediate.
   fused       tf.custom_gradient versions whose backward pass keeps only what it needs
-              (GELU keeps its input and recomputes; softmax keeps its output). Default.
-  blocksparse OpenAI blocksparse kernels (TF 1.13 + CUDA 10 only).
+              (GELU keeps its input and recomputes; softmax keeps its output); fp16/bf16 computed in fp32.
+              Default.
+  blocksparse OpenAI blocksparse GPU kernels (TF 1.13 + CUDA 10 only): softmax and the sigmoid GELU;
+              the tanh and erf GELU forms run fused (see blocksparse_backend).
   auto        blocksparse when it imports, else fused.
 
-The encoders call only ``gelu`` and ``masked_softmax``; which backend runs is a graph-construction choice.
+The encoders call only ``gelu``, ``masked_softmax`` and ``attention_dropout``; which backend runs is a
+graph-construction choice.
 """
-from tf_mrc.ops import reference
+from tf_mrc.compat import tf
+from tf_mrc.ops import fused, reference
 
 BACKENDS = ("reference", "fused", "blocksparse", "auto")
 GELU_FORMS = ("tanh", "erf", "sigmoid")
+ATTENTION_DROPOUT_SITES = ("probs", "context")
 
 
 def resolve_backend(kernels):
@@ -21,10 +26,6 @@ def resolve_backend(kernels):
         raise ValueError("--kernels must be one of %s, got %r" % ("|".join(BACKENDS), kernels))
     if kernels == "reference":
         return reference
-    try:
-        from tf_mrc.ops import fused
-    except ImportError:  # the fused backend lands with the kernels work; until then reference stands in
-        fused = reference
     if kernels == "fused":
         return fused
     from tf_mrc.compat import blocksparse_available
@@ -54,3 +55,24 @@ def masked_softmax(scores, mask, scale, kernels="fused"):
     Returns probabilities in the dtype of ``scores``.
     """
     return resolve_backend(kernels).masked_softmax(scores, mask, scale)
+
+
+def attention_dropout(x, rate, site, placement="probs"):
+    """Dropout at one site of the attention block; a no-op unless ``site`` is where ``placement`` puts it.
+
+    The encoder calls this twice per layer with the same ``placement`` (default 'probs'):
+      site='probs'    on the [B, N, Tq, Tk] probabilities, before they multiply V: google BERT's place, the
+                      semantics every published checkpoint was trained with;
+      site='context'  on the merged [B, Tq, H] context after the heads are concatenated: the reference
+                      project moved it there because the dropout keep-mask kept for backprop is then H / (N * Tk)
+                      the size (1/8 at T = 512, H = 768, N = 12). A different regulariser, hence opt-in.
+    ``rate``: drop probability, a Python number (0 when not training) or a scalar tensor.
+    """
+    if site not in ATTENTION_DROPOUT_SITES:
+        raise ValueError("attention dropout site must be one of %s, got %r" % ("|".join(ATTENTION_DROPOUT_SITES), site))
+    if placement not in ATTENTION_DROPOUT_SITES:
+        raise ValueError("attention dropout placement must be one of %s, got %r"
+                         % ("|".join(ATTENTION_DROPOUT_SITES), placement))
+    if site != placement or (isinstance(rate, (int, float)) and rate == 0):
+        return x
+    return tf.nn.dropout(x, rate=rate)

@@ -3,6 +3,8 @@ import math
 
 from tf_mrc.compat import tf
 
+MASK_BIAS = -10000.0  # google BERT's additive mask value
+
 
 def gelu(x, form):
     if form == "tanh":
@@ -12,9 +14,14 @@ def gelu(x, form):
     return x * tf.sigmoid(1.702 * x)
 
 
-def masked_softmax(scores, mask, scale):
-    mask = tf.cast(mask, scores.dtype)
+def mask_bias(mask, dtype):
+    """(1 - mask) * -10000 in ``dtype``; a [B, Tq|1, Tk] mask becomes [B, 1, Tq|1, Tk] to broadcast over heads."""
+    mask = tf.cast(mask, dtype)
     if mask.shape.ndims == 3:
-        mask = tf.expand_dims(mask, 1)  # [B, 1, Tq|1, Tk] broadcasts over heads
-    logits = scores * tf.cast(scale, scores.dtype) + (1.0 - mask) * tf.cast(-10000.0, scores.dtype)
+        mask = tf.expand_dims(mask, 1)
+    return (1.0 - mask) * tf.cast(MASK_BIAS, dtype)
+
+
+def masked_softmax(scores, mask, scale):
+    logits = scores * tf.cast(scale, scores.dtype) + mask_bias(mask, scores.dtype)
     return tf.nn.softmax(logits)

@@ -87,6 +87,10 @@ class Task:
         """Parse a task file into examples. Bad records raise DataError; nothing is dropped silently."""
         raise NotImplementedError
 
+    def source_files(self, path):
+        """Every file ``read_examples(path)`` reads (answer maps, sibling subsets): feature caches hash them all."""
+        return [path]
+
     def featurize(self, examples, tokenizer, settings, is_training):
         """Return Featurized for ``examples``. Training features carry labels; all carry an ``example_index``."""
         raise NotImplementedError

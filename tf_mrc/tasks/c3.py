@@ -1,25 +1,28 @@
 """C3: multiple-choice reading comprehension on dialogues (``d``) and mixed-genre texts (``m``).
 
 Files are JSON lists of documents ``[[context sentences], [{"question", "choice": [2..4], "answer"}], id]``.
-A path holding ``{subset}`` (``data/c3-{subset}-dev.json``) reads one file per subset of option ``c3_subsets``
-(default ``d,m``). Question ids are the question's own ``id`` where the file has one (CLUE's test files),
-else ``{subset}-{document id}-{question index}``: document ids repeat between the ``d`` and ``m`` files, so the
-subset, read from the file name (``c3-d-dev.json``, ``m-train.json``), keeps them apart.
+A path whose name gives its subset (``c3-d-dev.json``, CLUE's ``m-train.json``) stands for that split of every
+subset in option ``c3_subsets`` (default ``d,m``): ``c3-d-dev.json`` reads ``c3-d-dev.json`` and
+``c3-m-dev.json``; other names (CLUE's mixed ``test1.1.json``) are read alone. Question ids are the question's
+own ``id`` where the file has one (CLUE's test files), else ``{subset}-{document id}-{question index}``:
+document ids repeat between the ``d`` and ``m`` files, so the subset keeps them apart.
 
 Each choice is one sequence of the parts (passage, question, choice) with segment ids 0, 1, 1, packed the
 encoder's way (BERT: ``[CLS] passage [SEP] question [SEP] choice [SEP]``; XLNet: ``passage <sep> question <sep>
-choice <sep> <cls>``); when it is too long, tokens come off the end of the longest part first. Predictions map the question id to the text of
-the chosen choice; ``load_predictions`` also takes CLUE's ``{"id", "label"}`` submission lines.
+choice <sep> <cls>``); when it is too long, tokens come off the end of the longest part first. Predictions
+map the question id to the text of the chosen choice; ``load_predictions`` also takes CLUE's ``{"id", "label"}``
+submission lines.
 """
 import dataclasses
 import os
 import re
 
+from tf_mrc.errors import UserError
 from tf_mrc.tasks.base import DataError, load_json, register
 from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids, truncate_longest_first
 
 SUBSETS = ("d", "m")
-SUBSET_IN_NAME = re.compile(r"(?:^|[^a-z])([dm])-(?:train|dev|test)")
+SUBSET_IN_NAME = re.compile(r"(^|[^a-z])([dm])(-(?:train|dev|test))")
 
 
 @dataclasses.dataclass
@@ -28,10 +31,15 @@ class C3Example(ChoiceExample):
     question: str = ""
 
 
-def subset_of(path):
-    """'d' or 'm' from a C3 file name, '' when the name does not say (e.g. CLUE's mixed test1.1.json)."""
-    match = SUBSET_IN_NAME.search(os.path.basename(path))
-    return match.group(1) if match else ""
+def subset_files(path, subsets):
+    """[(file, subset)] that ``path`` stands for: its split of each of ``subsets`` when its name gives a subset,
+    else [(path, '')]."""
+    directory, name = os.path.split(path)
+    match = SUBSET_IN_NAME.search(name)
+    if not match:
+        return [(path, "")]
+    return [(os.path.join(directory, name[:match.start(2)] + subset + name[match.end(2):]), subset)
+            for subset in subsets]
 
 
 def _is_text_list(value):
@@ -42,6 +50,7 @@ def _is_text_list(value):
 class C3Task(ChoiceTask):
     name = "c3"
     default_max_seq_length = 512
+    default_files = {"train": "c3-d-train.json", "dev": "c3-d-dev.json", "predict": "c3-d-test.json"}
     num_choices = 4
     submission_key = "label"
 
@@ -49,18 +58,20 @@ class C3Task(ChoiceTask):
         super().__init__(options)
         subsets = [s.strip() for s in (self.options.get("c3_subsets") or "d,m").split(",") if s.strip()]
         if not subsets or any(s not in SUBSETS for s in subsets):
-            raise ValueError("c3_subsets must be a comma-separated choice of d,m; got %r"
+            raise UserError("c3_subsets must be a comma-separated choice of d,m; got %r"
                              % self.options.get("c3_subsets"))
         self.subsets = subsets
 
     # -- reading ----------------------------------------------------------------------------------------
+    def source_files(self, path):
+        return [file_path for file_path, _ in subset_files(path, self.subsets)]
+
     def read_examples(self, path, is_training):
-        if "{subset}" in path:
-            files = [(path.replace("{subset}", subset), subset) for subset in self.subsets]
-        else:
-            files = [(path, subset_of(path))]
         examples, seen = [], set()
-        for file_path, subset in files:
+        for file_path, subset in subset_files(path, self.subsets):
+            if not os.path.isfile(file_path):
+                raise DataError(file_path, "-", "-", "file not found (%s stands for the files of c3_subsets=%s)"
+                                % (os.path.basename(path), ",".join(self.subsets)))
             for example, where in self._read_file(file_path, subset, is_training):
                 if example.qid in seen:
                     raise DataError(file_path, where, "id", "question id %s occurs twice" % example.qid)

@@ -12,6 +12,7 @@ import functools
 import numpy as np
 
 from tf_mrc import metrics
+from tf_mrc.errors import UserError
 from tf_mrc.tasks.base import DataError, Featurized, Task, load_json, load_json_lines
 
 
@@ -34,7 +35,7 @@ def truncate_longest_first(lengths, budget):
     level instead of token by token."""
     lengths = list(lengths)
     if budget < 0:
-        raise ValueError("no room for the parts: budget %d" % budget)
+        raise UserError("max_seq_length leaves no room for the parts (%d positions)" % budget)
     excess = sum(lengths) - budget
     while excess > 0:
         top = max(lengths)
@@ -93,7 +94,7 @@ class ChoiceTask(Task):
         arrays, sidecar, truncated = [], [], 0
         for index, example in enumerate(examples):
             if is_training and example.label < 0:
-                raise ValueError("%s: question %s has no answer to train on" % (self.name, example.qid))
+                raise UserError("%s: question %s has no answer to train on" % (self.name, example.qid))
             packed, cut = self.pack_choices(example, tokenizer, settings)
             truncated += int(cut)
             rows = packed + [packed[0]] * (self.num_choices - len(packed))
@@ -146,7 +147,7 @@ class ChoiceTask(Task):
     def evaluate(self, examples, predictions):
         gold = {example.qid: example.label for example in examples if example.label >= 0}
         if not gold:
-            raise ValueError("%s: these examples carry no answers to score against" % self.name)
+            raise UserError("%s: these examples carry no answers to score against" % self.name)
         chosen = {example.qid: choice_index(example, predictions[example.qid])
                   for example in examples if example.qid in predictions}
         return metrics.accuracy(gold, chosen)
