@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 
+import numpy as np
+
 from tf_mrc.errors import UserError, fail
 from export.mapping import ConversionError, heads_in, tf_config_dict, torch_to_tf
 
@@ -95,6 +97,7 @@ def write_tf_checkpoint(values, prefix):
     with tf.Graph().as_default():
         variables, feeds = {}, {}
         for name, value in sorted(values.items()):
+            value = np.asarray(value)
             placeholder = tf.placeholder(tf.as_dtype(value.dtype), value.shape)
             variables[name] = tf.Variable(placeholder, name=name.replace("/", "__"), trainable=False)
             feeds[placeholder] = value
@@ -111,7 +114,9 @@ def convert(pytorch_path, config_path, output, layout=None, albert_variant=None,
         albert_variant = "brightmart"
     config = read_config(config_path, layout, albert_variant)
     values, more_notes = torch_to_tf(state, config)
-    write_tf_checkpoint(values, output)
+    # A step counter of 0, as a checkpoint written by training has: Estimator restores it when predicting
+    # straight from this checkpoint (run_finetune.py --do_predict --init_checkpoint without --do_train).
+    write_tf_checkpoint(dict(values, global_step=np.int64(0)), output)
     config_out = config_out or output + ".config.json"
     with open(config_out, "w", encoding="utf-8") as f:
         json.dump(tf_config_dict(config), f, indent=2, sort_keys=True)

@@ -17,12 +17,15 @@ The graph's interface (tensor names are these names + ":0"; int32 inputs, batch 
 ``model.pb.json`` beside the graph records this interface, the task, layout, window settings, lower_case and the
 vocabulary (copied beside the graph). The graph is built with the reference kernels whatever ``--kernels``
 trained the model, so it holds no custom op and loads on any TensorFlow; export fails if one slips in.
+(One more placeholder, ``layer_norm_epsilon``, has a default and is never fed: see shield_layer_norm_epsilon.)
 """
 import argparse
 import dataclasses
 import json
 import os
 import shutil
+
+import numpy as np
 
 from tf_mrc.errors import UserError, fail
 from export.mapping import ConversionError
@@ -31,6 +34,7 @@ FORMAT = "tf_mrc-frozen-graph-1"
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 SIDECAR_SUFFIX = ".json"
 RUN_CONFIG = "run_config.json"
+EPSILON_NODE = "layer_norm_epsilon"  # see shield_layer_norm_epsilon: not an input, never fed
 
 
 @dataclasses.dataclass
@@ -106,6 +110,33 @@ def custom_op_types(graph_def):
     return sorted({node.op for node in graph_def.node if node.op not in core})
 
 
+def shield_layer_norm_epsilon(graph_def, output_names):
+    """Feed every LayerNorm's epsilon from one PlaceholderWithDefault instead of a constant.
+
+    TF 2.x with oneDNN (on by default on CPUs with AVX-512) rewrites the moments/batch_normalization LayerNorm
+    into _MklLayerNorm when gamma, beta and epsilon are all constants - as freezing makes them - and that fused
+    op ignores the graph's epsilon (it uses 1e-3, not 1e-12): logits move by ~1e-2. A non-constant epsilon keeps
+    the pattern from matching, and the graph computes the same function on every TensorFlow."""
+    from tf_mrc.compat import tf
+    from tf_mrc.modeling.config import LAYER_NORM_EPSILON
+    constants = {node.name: node for node in graph_def.node if node.op == "Const"}
+    shielded = 0
+    for node in graph_def.node:
+        if node.op not in ("Add", "AddV2") or not node.name.endswith("batchnorm/add"):
+            continue
+        for index, name in enumerate(node.input):
+            value = tf.make_ndarray(constants[name].attr["value"].tensor) if name in constants else None
+            if value is not None and value.shape == () and value == np.float32(LAYER_NORM_EPSILON):
+                node.input[index] = EPSILON_NODE
+                shielded += 1
+    if not shielded:
+        return graph_def
+    with tf.Graph().as_default() as graph:
+        tf.placeholder_with_default(np.float32(LAYER_NORM_EPSILON), [], name=EPSILON_NODE)
+    graph_def.node.extend(graph.as_graph_def().node)
+    return tf.graph_util.extract_sub_graph(graph_def, output_names)
+
+
 def freeze(spec, head, num_choices=None):
     """(frozen GraphDef, input names, output names) for ``spec``'s checkpoint."""
     from tf_mrc.compat import tf
@@ -136,6 +167,7 @@ def freeze(spec, head, num_choices=None):
         with tf.Session(graph=graph) as sess:
             saver.restore(sess, spec.checkpoint)
             frozen = tf.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), output_names)
+    frozen = shield_layer_norm_epsilon(frozen, output_names)
     custom = custom_op_types(frozen)
     if custom:
         raise ConversionError("the exported graph holds op types a plain TensorFlow lacks: %s" % ", ".join(custom))
