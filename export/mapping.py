@@ -212,8 +212,9 @@ def torch_to_tf(state, config):
         values[tf_name], sources[tf_name] = np.ascontiguousarray(value, dtype=np.float32), name
     layout = "%s (%s)" % (config.layout, variant_of(config)) if config.layout == "albert" else config.layout
     if unmapped:
-        raise ConversionError("%d PyTorch tensors have no place in this %d-layer %s model: %s" % (
-            len(unmapped), config.num_hidden_layers, layout, _listing(unmapped)))
+        raise ConversionError("%d PyTorch tensors have no place in this %d-layer %s model (check --layout, "
+                              "--albert_variant and the config): %s" % (
+                                  len(unmapped), config.num_hidden_layers, layout, _listing(unmapped)))
     if misshaped:
         raise ConversionError("%d PyTorch tensors have the wrong shape for the config: %s" % (
             len(misshaped), _listing(misshaped, 4)))

@@ -51,7 +51,7 @@ def main(argv=None):
             result = model.answer([{"passage": args.passage, "question": args.question}])[0]
             print("%s\n    -> %s   (score %s, probability %s)\nlatency: %.1f ms (%d windows)" % (
                 args.question, result["answer"], _rounded(result["score"]), _rounded(result["probability"]),
-                result["latency_ms"], result["features"]))
+                result["latency_ms"], result["windows"]))
             return 0
         path = args.file or SAMPLES
         examples = model.task.read_examples(path, is_training=False)

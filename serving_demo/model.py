@@ -1,4 +1,5 @@
 """A frozen graph plus its sidecar, answering span questions with the task's own featurize and postprocess."""
+import collections
 import json
 import os
 import tempfile
@@ -64,7 +65,8 @@ class FrozenModel:
         return outputs
 
     def predict_examples(self, examples):
-        """(predictions {qid: answer}, nbest {qid: [candidates]}, timings in ms and the feature count)."""
+        """(predictions {qid: answer}, nbest {qid: [candidates]}, timings in ms with the feature count and the
+        windows of each example)."""
         started = time.perf_counter()
         featurized = self.task.featurize(examples, self.tokenizer, self.settings, is_training=False)
         featurized_at = time.perf_counter()
@@ -72,8 +74,10 @@ class FrozenModel:
         ran_at = time.perf_counter()
         predictions, nbest = self.task.postprocess(examples, featurized.sidecar, outputs, self.settings)
         done = time.perf_counter()
+        windows = collections.Counter(record["example_index"] for record in featurized.sidecar)
         timings = {"featurize_ms": 1e3 * (featurized_at - started), "model_ms": 1e3 * (ran_at - featurized_at),
-                   "postprocess_ms": 1e3 * (done - ran_at), "features": len(featurized.arrays)}
+                   "postprocess_ms": 1e3 * (done - ran_at), "features": len(featurized.arrays),
+                   "windows": [windows[i] for i in range(len(examples))]}
         return predictions, nbest, timings
 
     def predict_file(self, path):
@@ -86,7 +90,8 @@ class FrozenModel:
         The items go through the task's own reader (as a one-article file in its format), so DRCD's conversion
         and every check of ``--predict_file`` apply."""
         dataset = {"version": "serving_demo", "data": [{"title": "request", "paragraphs": [
-            {"context": item["passage"], "qas": [{"id": "q%d" % index, "question": item["question"], "answers": []}]}
+            {"context": item["passage"],
+             "qas": [{"id": "q%d" % index, "question": item["question"], "answers": []}]}
             for index, item in enumerate(items)]}]}
         handle, path = tempfile.mkstemp(prefix="serving_demo_", suffix=".json")
         try:
@@ -98,10 +103,11 @@ class FrozenModel:
         finally:
             os.remove(path)
         results = []
-        for qa, item in zip((p["qas"][0] for p in dataset["data"][0]["paragraphs"]), items):
+        paragraphs = dataset["data"][0]["paragraphs"]
+        for index, (qa, item) in enumerate(zip((p["qas"][0] for p in paragraphs), items)):
             best = (nbest.get(qa["id"]) or [{}])[0]
-            results.append({"id": item.get("id", qa["id"]), "question": item["question"], "answer": predictions.get(qa["id"], ""),
-                            "score": best.get("score"), "probability": best.get("probability"),
-                            "start": best.get("start"), "latency_ms": round(latency, 2),
-                            "features": timings["features"]})
+            results.append({"id": item.get("id", qa["id"]), "question": item["question"],
+                            "answer": predictions.get(qa["id"], ""), "score": best.get("score"),
+                            "probability": best.get("probability"), "start": best.get("start"),
+                            "latency_ms": round(latency, 2), "windows": timings["windows"][index]})
         return results

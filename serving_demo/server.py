@@ -29,7 +29,7 @@ async function ask() {
   const result = await response.json();
   document.getElementById("out").textContent = response.ok
     ? result.answer + "\\n(score " + result.score + ", probability " + result.probability + ", " +
-      result.latency_ms + " ms, " + result.features + " window(s))"
+      result.latency_ms + " ms, " + result.windows + " window(s))"
     : "error: " + result.error;
 }
 </script></body></html>

@@ -512,7 +512,7 @@ def test_demo_http(tiny):
         status, body = _request(url, {"passage": paragraph["context"], "question": qa["question"]})
         assert status == 200
         answer = json.loads(body)
-        assert answer["answer"] == tiny["predictions"][qa["id"]] and answer["features"] >= 2
+        assert answer["answer"] == tiny["predictions"][qa["id"]] and answer["windows"] >= 2
         assert answer["score"] is not None and answer["latency_ms"] > 0
         asked = [{"passage": paragraph["context"], "question": q["question"], "id": q["id"]} for q in paragraph["qas"]]
         status, body = _request(url, asked)
