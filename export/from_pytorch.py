@@ -22,13 +22,22 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
+def require_torch():
+    """The torch module, or a one-line error: only the PyTorch side of the conversion needs it."""
+    try:
+        import torch
+    except ImportError:
+        raise UserError("reading or writing PyTorch weights needs torch (pip install torch safetensors)")
+    return torch
+
+
 def _first_line(err):
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
 
 def _load_one(path):
-    import torch
+    torch = require_torch()
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -48,7 +57,7 @@ def _load_one(path):
 
 def load_torch_state(path):
     """({name: ndarray}, notes) from a weights file, a sharded index or a directory holding one."""
-    import torch
+    torch = require_torch()
     if os.path.isdir(path):
         found = [name for name in WEIGHT_FILES if os.path.isfile(os.path.join(path, name))]
         if not found:

@@ -15,6 +15,7 @@ import os
 import shutil
 
 from tf_mrc.errors import UserError, fail
+from export.from_pytorch import require_torch
 from export.mapping import ConversionError, hf_config_dict, tf_to_torch
 
 
@@ -32,7 +33,7 @@ def read_tf_checkpoint(checkpoint):
 
 def write_torch_state(state, directory, use_safetensors=False):
     """Save {name: ndarray} as DIR/pytorch_model.bin (torch.save) or DIR/model.safetensors; returns the path."""
-    import torch
+    torch = require_torch()
     tensors = {name: torch.from_numpy(value) for name, value in state.items()}
     if use_safetensors:
         from safetensors.torch import save_file
