@@ -194,7 +194,7 @@ def torch_to_tf(state, config):
         if canonical in TORCH_BUFFERS:
             continue
         if canonical.startswith(TORCH_PRETRAINING_PREFIXES):
-            pretraining.append(name)
+            pretraining.append(canonical)
             continue
         found = table.to_tf(canonical)
         if found is None or found[0] not in expected:
@@ -229,7 +229,7 @@ def torch_to_tf(state, config):
             len(missing), layout, _listing(missing)))
     if pretraining:
         notes.append("skipped %d pretraining-head tensors (%s)" % (
-            len(pretraining), ", ".join(sorted({n.split(".")[0] + "." + n.split(".")[1] for n in pretraining}))))
+            len(pretraining), ", ".join(sorted({".".join(n.split(".")[:2]) for n in pretraining}))))
     return values, notes
 
 
