@@ -139,6 +139,7 @@ def run(spec, log=print):
         os.makedirs(spec.output_dir, exist_ok=True)
         log("[run] task=%s model=%s layout=%s max_seq_length=%d workers=%d kernels=%s hparams=%s" % (
             spec.task, spec.model, config.layout, max_len, dist.size, spec.kernels, json.dumps(hparams)))
+        _write_run_config(spec, config, settings)
     cache_dir = spec.cache_dir or os.path.join(spec.output_dir, "cache")
     caches = {}
 
@@ -157,6 +158,17 @@ def run(spec, log=print):
     if spec.seeds > 1 and dist.is_chief and spec.do_eval:
         _write_seed_summary(spec, task, results, log)
     return results
+
+
+def _write_run_config(spec, config, settings):
+    """OUT/run_config.json: what a later export needs to rebuild the model and its features without flags."""
+    record = {"task": spec.task, "task_options": spec.task_options, "model": spec.model,
+              "model_config": config.to_dict(), "feature_settings": dataclasses.asdict(settings),
+              "vocab_file": os.path.abspath(spec.vocab_file) if spec.vocab_file else None,
+              "spm_model": os.path.abspath(spec.spm_model) if spec.spm_model else None,
+              "lower_case": spec.lower_case, "kernels": spec.kernels, "seeds": spec.seeds}
+    with open(os.path.join(spec.output_dir, "run_config.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, ensure_ascii=False)
 
 
 def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, log):

@@ -19,6 +19,11 @@ _TRAINING_STATE = re.compile(
 PRETRAINING_HEAD_PREFIXES = ("cls/predictions/", "cls/seq_relationship/")
 
 
+def is_training_state(name):
+    """Whether checkpoint entry ``name`` is optimizer or step state rather than a model weight."""
+    return bool(_TRAINING_STATE.search(name))
+
+
 class CheckpointError(UserError):
     """The checkpoint cannot initialise this model; the message is one line for the user."""
 
@@ -80,7 +85,7 @@ def init_from_checkpoint(init_checkpoint, log=print, variables=None):
 
     unused, heads = [], []
     for name in sorted(stored):
-        if name in assignment_map or _TRAINING_STATE.search(name):
+        if name in assignment_map or is_training_state(name):
             continue
         (heads if name.startswith(PRETRAINING_HEAD_PREFIXES) else unused).append(name)
 

@@ -12,8 +12,8 @@ import math
 from tf_mrc import ops
 from tf_mrc.compat import IS_TF1, tf
 from tf_mrc.modeling import EncoderOutput
+from tf_mrc.modeling.config import LAYER_NORM_EPSILON
 
-LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's, which every published BERT/ALBERT checkpoint used
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 
 Settings = collections.namedtuple(
