@@ -5,12 +5,15 @@
 MODE check: exercise every collective of tf_mrc.distributed and write OUT_DIR/rank<R>.json with what
 this rank saw; rank 1 reaches the second barrier only after LATE_SECONDS (set it longer than the gloo
 timeout: a slow rank is not a failure). MODE raise / kill: rank 1 fails after a first barrier (raises inside fail_fast / SIGKILLs itself) while
-rank 0 waits at a second barrier; rank 1 writes the time of its failure to OUT_DIR/failed_at.
+rank 0 waits at a second barrier; rank 1 writes the time of its failure to OUT_DIR/failed_at. When it
+raises, a non-daemon thread is still running in it (as input-pipeline or writer threads may be), which
+would keep a plainly exiting interpreter, and so the whole job, alive.
 """
 import json
 import os
 import signal
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -77,6 +80,7 @@ def main(mode, out_dir):
                     f.write(repr(time.time()))
                 if mode == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
+                threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()
                 raise ValueError("rank 1 fails on purpose")
             dist.barrier("never_reached_by_rank_1")
         else:

@@ -7,6 +7,7 @@ saw with values worked out by hand in the probe's docstrings.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -79,9 +80,20 @@ def run_probe(mode, out_dir):
     if os.geteuid() == 0:   # mpirun (the TF 1.13 stack's Horovod) refuses root without these
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     command = [horovodrun(), "-np", "2", "-H", "localhost:2", sys.executable, PROBE, mode, str(out_dir)]
-    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=HANG_GUARD_SECONDS)
-    return done.returncode, done.stdout.decode("utf-8", "replace"), time.time()
+    # A session of its own, so that a hung job can be ended whole.
+    job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    try:
+        output, _ = job.communicate(timeout=HANG_GUARD_SECONDS)
+    except subprocess.TimeoutExpired:
+        job.terminate()   # horovodrun ends its ranks on SIGTERM; the group kill is the fallback
+        try:
+            output, _ = job.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            output, _ = job.communicate()
+        pytest.fail("the 2-rank job hung for %d s:\n%s" % (HANG_GUARD_SECONDS, output.decode()[-3000:]))
+    return job.returncode, output.decode("utf-8", "replace"), time.time()
 
 
 def test_two_ranks_share_barriers_objects_and_averaged_gradients(tmp_path):

@@ -7,10 +7,11 @@ Works with Horovod 0.28.1 (gloo, TF 2.15 in compat.v1 graph mode) and 0.19.5 (MP
 collectives below use only ``allreduce``/``allgather`` in a throw-away graph, which both versions have.
 
 Why a failing rank does not hang the others (measured with tests/hvd_probe.py, see tests/test_distributed.py):
-  * A rank that raises exits non-zero (``fail_fast`` makes sure it exits even if some thread would keep the
-    interpreter alive). horovodrun (gloo, non-elastic) then terminates every other rank, and mpirun does the
-    same for MPI jobs; a rank blocked in a collective whose peer died also gets an error from the transport
-    as soon as the peer's sockets close.
+  * A rank that raises exits non-zero (``fail_fast`` makes sure it exits even if a non-daemon thread would
+    keep the interpreter, and so the whole job, alive). horovodrun (gloo, non-elastic) then terminates every
+    other rank, and mpirun does the same for MPI jobs; a rank blocked in a collective whose peer died also
+    gets "Horovod has been shut down" as soon as the peer's sockets close. Measured on 2 CPU ranks, from the
+    failure (raise or SIGKILL) to horovodrun's non-zero exit: 0.2-1.0 s (gloo), ~1.1 s (MPI).
   * ``HOROVOD_GLOO_TIMEOUT_SECONDS`` (default 30, scripts/env_horovod.sh sets 60) bounds gloo's
     rendezvous and connection set-up, and horovodrun's ``--start-timeout`` (``HOROVOD_START_TIMEOUT``,
     default 30 s) bounds how long it waits for every rank to start. Neither limits how long a rank may
