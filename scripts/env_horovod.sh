@@ -4,7 +4,8 @@
 # the collectives and no MPI, so it runs on any host without an MPI install. It goes into its own venv,
 # layered on top of the primary one through a .pth file: a failed or half-finished build never touches
 # the primary venv, and the overlay is rebuilt only when the primary requirements or the pin below change.
-# First build: 2-5 minutes on 2 cores (4m36s measured with other jobs running); afterwards sourcing costs nothing.
+# First build: ~5 minutes of CPU on 2 cores (measured 4m36s and, with other jobs loading the machine, 7m49s
+# wall); afterwards sourcing costs nothing.
 # Build steps are chained with && because `set -e` is ignored when this file is sourced as part of an
 # && / || list: a failed step must never leave the overlay marked complete.
 set -euo pipefail
@@ -16,7 +17,7 @@ HVD_HASH="$(printf '%s\n%s\n' "$REQ_HASH" "$HOROVOD_PIN" | sha1sum | cut -c1-10)
 HVD_VENV="${TF_MRC_HOROVOD_VENV:-${TF_MRC_HOME:-$HOME/.cache/tf_mrc}/venv-py311-horovod-$HVD_HASH}"
 
 hvd_build_overlay() {
-  echo "[env_horovod] building $HOROVOD_PIN into $HVD_VENV (first run takes 2-5 minutes)" >&2
+  echo "[env_horovod] building $HOROVOD_PIN into $HVD_VENV (first run takes 5-8 minutes)" >&2
   rm -rf "$HVD_VENV" &&
     python -m venv "$HVD_VENV" &&
     # The overlay sees every package of the primary venv (TensorFlow first of all) after its own.

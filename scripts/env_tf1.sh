@@ -4,8 +4,9 @@
 #   source scripts/env_tf1.sh; python -m pytest -q tests
 #   source scripts/env_tf1.sh; horovodrun -np 2 -H localhost:2 python run_finetune.py ...
 #
-# Measured here (2 cores): Open MPI from Debian ~20 s (only when mpirun is missing), the Python packages
-# ~40 s, Horovod 0.19.5 ~75 s. Horovod 0.19.5's bundled gloo does not compile against current kernel headers,
+# Measured here (2 cores, other jobs running): Open MPI from Debian ~20 s (only when mpirun is missing);
+# venv + packages + Horovod 3m10s wall, of which the Python packages ~40 s and the Horovod 0.19.5 build
+# ~1.5 min of CPU (3m41s wall on the loaded machine). Horovod 0.19.5's bundled gloo does not compile against current kernel headers,
 # and Horovod >= 0.20 needs TF >= 1.15, so this stack uses MPI (mpirun) for its collectives.
 # Every build step is chained with && because `set -e` is ignored when this file is sourced as part of an
 # && / || list: a failed step must never leave a venv marked complete.
@@ -44,7 +45,7 @@ tf1_install_mpi() {
 tf1_build_venv() {
   local python37
   python37="$(tf1_python37)" && tf1_install_mpi || return 1
-  echo "[env_tf1] creating $VENV (first run takes ~2-3 minutes)" >&2
+  echo "[env_tf1] creating $VENV (first run takes ~3-4 minutes)" >&2
   rm -rf "$VENV" &&
     "$python37" -m venv "$VENV" &&
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements-tf1.txt" &&

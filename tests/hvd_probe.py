@@ -4,7 +4,8 @@
 
 MODE check: exercise every collective of tf_mrc.distributed and write OUT_DIR/rank<R>.json with what
 this rank saw; rank 1 reaches the second barrier only after LATE_SECONDS (set it longer than the gloo
-timeout: a slow rank is not a failure). MODE raise / kill: rank 1 fails after a first barrier (raises inside fail_fast / SIGKILLs itself) while
+timeout: a slow rank is not a failure).
+MODE raise / kill: rank 1 fails after a first barrier (raises inside fail_fast / SIGKILLs itself) while
 rank 0 waits at a second barrier; rank 1 writes the time of its failure to OUT_DIR/failed_at. When it
 raises, a non-daemon thread is still running in it (as input-pipeline or writer threads may be), which
 would keep a plainly exiting interpreter, and so the whole job, alive.
