@@ -17,7 +17,7 @@ CACHE_FORMAT = 1
 
 
 def cache_key(task, data_file, tokenizer, settings, is_training):
-    options = json.dumps(task.options, sort_keys=True, default=str)
+    options = json.dumps(task.cache_identity(), sort_keys=True, default=str)
     sources = "+".join(file_fingerprint(path) for path in task.source_files(data_file))
     parts = [task.name, sources, tokenizer.fingerprint, settings.key(),
              "train" if is_training else "eval", hashlib.sha1(options.encode()).hexdigest()[:6], str(CACHE_FORMAT)]
