@@ -205,6 +205,10 @@ def test_exported_graph_holds_standard_ops_and_records_the_layout(parity):
     sidecar = json.load(open(pb + ".json"))
     assert (sidecar["layout"], sidecar["model_config"]["layout"], sidecar["task"]) == ("xlnet", "xlnet", "cmrc2018")
     assert parity["choice"]["sidecar"]["inputs"]["input_ids"]["shape"] == [-1, C, T]
+    from serving_demo.model import FrozenModel
+    from tf_mrc.errors import UserError
+    with pytest.raises(UserError, match="records no vocabulary: .* or --spm_model"):  # exported without one
+        FrozenModel(pb)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,24 +229,33 @@ def test_round_trip_is_bitwise_exact(tmp_path, class_name):
 
 
 @needs_torch
-def test_pretrained_encoder_leaves_the_summary_to_fine_tuning(tmp_path):
-    """XLNetLMHeadModel (how pre-trained XLNet is published for PyTorch): the LM head is skipped, the summary
-    is left out as in published TF checkpoints (the report says it starts from the initializer), mask_emb kept."""
+def test_pretrained_encoder_leaves_the_summary_to_fine_tuning(tmp_path, capsys):
+    """XLNetLMHeadModel (how pre-trained XLNet is published for PyTorch), through both command lines: the LM head
+    is skipped, the summary is left out as in published TF checkpoints (the loading report says it starts from
+    the initializer), mask_emb is kept and comes back; the SentencePiece model lands where XLNetTokenizer looks."""
     model = randomize(transformers.XLNetLMHeadModel(xlnet_config("gelu")), 21)
     source = save_pytorch(str(tmp_path / "in"), numpy_state(model), model.config.to_dict(), False)
-    notes = []
-    prefix, config_path = from_pytorch.convert(source, os.path.join(source, "config.json"),
-                                               str(tmp_path / "tf" / "model.ckpt"), log=notes.append)
+    prefix = str(tmp_path / "tf" / "model.ckpt")
+    from_pytorch.main(["--pytorch", source, "--config", os.path.join(source, "config.json"), "--output", prefix,
+                       "--layout", "xlnet"])
+    assert "skipped 2 pretraining-head tensors (lm_loss.bias, lm_loss.weight)" in capsys.readouterr().out
     stored = dict(tf.train.list_variables(prefix))
     assert mapping.XLNET_MASK_EMB in stored and not any("sequnece_summary" in name for name in stored)
-    assert any("skipped 2 pretraining-head tensors (lm_loss.bias, lm_loss.weight)" in note for note in notes)
-    inputs = xlnet_inputs((B, C, T))
-    report, _, _ = restored_encoder(prefix, config_from_json(config_path), inputs, "choice")
+    report, _, _ = restored_encoder(prefix, config_from_json(prefix + ".config.json"), xlnet_inputs((B, C, T)),
+                                    "choice")
     assert sorted(report.missing) == ["cls/multiple_choice/output_bias", "cls/multiple_choice/output_weights",
                                       "model/sequnece_summary/summary/bias", "model/sequnece_summary/summary/kernel"]
     assert report.unused == []
-    back = to_pytorch.read_tf_checkpoint(prefix)
-    np.testing.assert_array_equal(back[mapping.XLNET_MASK_EMB], model.transformer.mask_emb.detach().numpy())
+    spiece = tmp_path / "spiece.model"
+    spiece.write_bytes(b"stand-in")
+    out = tmp_path / "out"
+    to_pytorch.main(["--checkpoint", prefix, "--config", prefix + ".config.json", "--output", str(out), "--layout",
+                     "xlnet", "--spm_model", str(spiece)])
+    assert (out / "spiece.model").read_bytes() == b"stand-in"
+    base, info = transformers.XLNetModel.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    for name, value in base.state_dict().items():
+        assert torch.equal(value, model.transformer.state_dict()[name]), name
 
 
 @needs_torch
@@ -298,6 +311,31 @@ def tiny_xlnet(tmp_path_factory):
             "dev_predictions": load("dev_predictions.json")}
 
 
+def test_flags_export_needs_only_the_spm_model(tiny_xlnet, tmp_path, capsys):
+    """``--checkpoint/--config/--layout xlnet/--spm_model`` gives the graph --output_dir gives: the same answers,
+    cased by XLNet's convention; a SentencePiece model of another size is a one-line error."""
+    from serving_demo.model import FrozenModel
+    run = json.load(open(os.path.join(tiny_xlnet["spec"].output_dir, "run_config.json")))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(run["model_config"]))
+    flags = ["--checkpoint", tiny_xlnet["spec"].output_dir, "--config", str(config), "--layout", "xlnet",
+             "--task", "cmrc2018", "--spm_model", tiny_xlnet["spec"].spm_model]
+    for name, value in run["feature_settings"].items():
+        flags += ["--" + name, str(value)]
+    pb = str(tmp_path / "model.pb")
+    to_pb.main(flags + ["--output", pb])
+    model = FrozenModel(pb)
+    assert model.tokenizer.lower_case is False
+    assert model.predict_file(SAMPLES)[0] == tiny_xlnet["predictions"]
+    config.write_text(json.dumps(dict(run["model_config"], vocab_size=run["model_config"]["vocab_size"] + 1)))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        to_pb.main(flags + ["--output", str(tmp_path / "other.pb")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "spiece.model has %d entries but the model's vocab_size is %d" % (
+        model.tokenizer.vocab_size, model.tokenizer.vocab_size + 1) in lines[0]
+
+
 def test_sidecar_carries_the_sentencepiece_model(tiny_xlnet):
     sidecar = json.load(open(tiny_xlnet["pb"] + ".json"))
     assert (sidecar["layout"], sidecar["vocab_file"], sidecar["lower_case"]) == ("xlnet", None, None)
@@ -320,7 +358,7 @@ def test_demo_answers_equal_do_predict(tiny_xlnet, tmp_path):
     assert predictions == tiny_xlnet["predictions"] and all(predictions.values())
     model = FrozenModel(tiny_xlnet["pb"])
     assert type(model.tokenizer).__name__ == "SentencePieceTokenizer"
-    dev_predictions, _, timings = model.predict_file(tiny_xlnet["spec"].dev_file)
+    dev_predictions, _, _ = model.predict_file(tiny_xlnet["spec"].dev_file)
     assert dev_predictions == tiny_xlnet["dev_predictions"]
     _, _, timings = model.predict_file(SAMPLES)
     assert max(timings["windows"]) >= 2
