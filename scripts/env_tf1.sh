@@ -61,6 +61,8 @@ tf1_build_venv() {
 if [ ! -f "$VENV/.complete" ]; then
   tf1_build_venv || { echo "[env_tf1] building $VENV failed" >&2; return 1 2>/dev/null || exit 1; }
 fi
+# Also with the venv cached: horovodrun needs mpirun at run time (a fresh container over a kept cache).
+tf1_install_mpi || { echo "[env_tf1] installing Open MPI failed" >&2; return 1 2>/dev/null || exit 1; }
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"

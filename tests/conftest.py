@@ -1,6 +1,9 @@
-"""Shared test helpers: where the publishers' real samples live (../shared/data, beside the clone)."""
+"""Shared test helpers: where the publishers' real samples live (../shared/data, beside the clone); how to
+start a Horovod job from a test."""
 import os
 import pathlib
+import shutil
+import sys
 
 import pytest
 
@@ -14,6 +17,28 @@ def shared_file(relative):
     if not path.exists():
         pytest.skip("real sample %s not present" % path)
     return path
+
+
+def horovodrun():
+    """The horovodrun beside this interpreter, or skip when Horovod is not installed here."""
+    pytest.importorskip("horovod.tensorflow", reason="Horovod is not installed (scripts/env_horovod.sh)")
+    beside = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    found = beside if os.path.exists(beside) else shutil.which("horovodrun")
+    if not found:
+        pytest.skip("horovodrun not found")
+    return found
+
+
+def horovod_job_env(**extra):
+    """Environment for a horovodrun job started by a test: the repo importable, this process's own launcher
+    variables dropped (pytest may itself run under a launcher), mpirun's consent to run as root."""
+    from tf_mrc import distributed
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
+    for name in distributed.LAUNCHER_RANK_VARIABLES:
+        env.pop(name, None)
+    if os.geteuid() == 0:   # mpirun (the TF 1.13 stack's Horovod) refuses root without these
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@
 MODE check: exercise every collective of tf_mrc.distributed and write OUT_DIR/rank<R>.json with what
 this rank saw; rank 1 reaches the second barrier only after LATE_SECONDS (set it longer than the gloo
 timeout: a slow rank is not a failure).
-MODE raise / kill: rank 1 fails after a first barrier (raises inside fail_fast / SIGKILLs itself) while
-rank 0 waits at a second barrier; rank 1 writes the time of its failure to OUT_DIR/failed_at. When it
-raises, a non-daemon thread is still running in it (as input-pipeline or writer threads may be), which
+MODE raise / exit / kill: rank 1 fails after a first barrier (raises inside fail_fast / calls sys.exit(3), as a
+user error does / SIGKILLs itself) while rank 0 waits at a second barrier; rank 1 writes the time of its failure to OUT_DIR/failed_at. When it
+raises or exits, a non-daemon thread is still running in it (as input-pipeline or writer threads may be), which
 would keep a plainly exiting interpreter, and so the whole job, alive.
 """
 import json
@@ -65,16 +65,18 @@ def main(mode, out_dir):
             waited = time.time() - entered_late_barrier
             gathered = dist.allgather_objects({"rank": dist.rank, "text": "答案" * (dist.rank + 1),
                                                "values": list(range(dist.rank * 1000))})
+            broadcast_object = dist.broadcast_object({"from rank": dist.rank})
             broadcast, step = one_training_step(dist, fp16_allreduce=False)
             broadcast16, step16 = one_training_step(dist, fp16_allreduce=True)
             dist.barrier("end")
             report = {"rank": dist.rank, "size": dist.size, "local_rank": dist.local_rank,
                       "is_chief": dist.is_chief, "launcher_rank": launcher_rank(), "gathered": gathered,
+                      "broadcast_object": broadcast_object,
                       "waited_at_late_barrier": waited, "after_broadcast": broadcast, "after_step": step,
                       "after_broadcast_fp16": broadcast16, "after_step_fp16": step16}
             with open(os.path.join(out_dir, "rank%d.json" % dist.rank), "w", encoding="utf-8") as f:
                 json.dump(report, f, ensure_ascii=False)
-        elif mode in ("raise", "kill"):
+        elif mode in ("raise", "exit", "kill"):
             dist.barrier("before_failure")
             if dist.rank == 1:
                 with open(os.path.join(out_dir, "failed_at"), "w") as f:
@@ -82,6 +84,8 @@ def main(mode, out_dir):
                 if mode == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
                 threading.Thread(target=time.sleep, args=(3600,), daemon=False).start()
+                if mode == "exit":
+                    sys.exit(3)
                 raise ValueError("rank 1 fails on purpose")
             dist.barrier("never_reached_by_rank_1")
         else:

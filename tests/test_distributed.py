@@ -6,7 +6,6 @@ saw with values worked out by hand in the probe's docstrings.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 
 import pytest
 
+from conftest import horovod_job_env, horovodrun
 from tf_mrc import distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +38,7 @@ def test_without_launcher_one_process_whose_collectives_are_identities(no_launch
     assert dist.training_hooks() == []
     assert dist.session_config() is None
     assert dist.allgather_objects({"a": [1, "答"]}) == [{"a": [1, "答"]}]
+    assert dist.broadcast_object({"a": 2}) == {"a": 2}
     assert dist.barrier("features_written") is None
 
 
@@ -61,24 +62,9 @@ def test_empty_launcher_variable_is_not_a_launch(no_launcher, monkeypatch):
     assert isinstance(distributed.detect(), distributed.SingleProcess)
 
 
-def horovodrun():
-    """The horovodrun beside this interpreter, or skip when Horovod is not installed here."""
-    pytest.importorskip("horovod.tensorflow", reason="Horovod is not installed (scripts/env_horovod.sh)")
-    beside = os.path.join(os.path.dirname(sys.executable), "horovodrun")
-    found = beside if os.path.exists(beside) else shutil.which("horovodrun")
-    if not found:
-        pytest.skip("horovodrun not found")
-    return found
-
-
 def run_probe(mode, out_dir):
     """Run the 2-rank probe job; return (exit code, output, time the launcher exited)."""
-    env = dict(os.environ, PYTHONPATH=ROOT, HOROVOD_GLOO_TIMEOUT_SECONDS=str(GLOO_TIMEOUT_SECONDS),
-               LATE_SECONDS=str(LATE_SECONDS))
-    for name in distributed.LAUNCHER_RANK_VARIABLES:
-        env.pop(name, None)
-    if os.geteuid() == 0:   # mpirun (the TF 1.13 stack's Horovod) refuses root without these
-        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env = horovod_job_env(HOROVOD_GLOO_TIMEOUT_SECONDS=str(GLOO_TIMEOUT_SECONDS), LATE_SECONDS=str(LATE_SECONDS))
     command = [horovodrun(), "-np", "2", "-H", "localhost:2", sys.executable, PROBE, mode, str(out_dir)]
     # A session of its own, so that a hung job can be ended whole.
     job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -107,15 +93,17 @@ def test_two_ranks_share_barriers_objects_and_averaged_gradients(tmp_path):
         assert (report["rank"], report["size"], report["launcher_rank"]) == (r, 2, r)
         assert (report["local_rank"], report["is_chief"]) == (r, r == 0)
         assert report["gathered"] == expected_gathered
+        assert report["broadcast_object"] == {"from rank": 0}
         assert report["after_broadcast"] == report["after_broadcast_fp16"] == 10.0
         assert report["after_step"] == report["after_step_fp16"] == expected_w
     # The check is only meaningful if rank 0 really waited longer than the gloo timeout at that barrier.
     assert reports[0]["waited_at_late_barrier"] > GLOO_TIMEOUT_SECONDS
 
 
-@pytest.mark.parametrize("mode", ["raise", "kill"])
+@pytest.mark.parametrize("mode", ["raise", "exit", "kill"])
 def test_a_failing_rank_ends_the_whole_job(tmp_path, mode):
-    """Rank 1 raises (or is SIGKILLed) while rank 0 waits at a barrier: the job must end non-zero, not hang."""
+    """Rank 1 raises (exits non-zero, is SIGKILLed) while rank 0 waits at a barrier: the job must end non-zero,
+    not hang."""
     code, output, exited_at = run_probe(mode, tmp_path)
     assert code != 0, output[-3000:]
     failed_at = float((tmp_path / "failed_at").read_text())

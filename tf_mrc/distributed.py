@@ -36,6 +36,8 @@ import re
 import sys
 import traceback
 
+from tf_mrc.errors import UserError
+
 # Set by horovodrun (gloo), Open MPI's mpirun, MPICH/Intel MPI (PMI) and PMIx launchers respectively.
 LAUNCHER_RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
@@ -62,6 +64,11 @@ class SingleProcess:
     def allgather_objects(self, obj):
         """Every rank's ``obj`` in rank order."""
         return [obj]
+
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` on every rank: a decision only rank 0 can make (which checkpoint its run directory
+        holds, whether training already finished) taken once, so every rank then runs the same collectives."""
+        return self.allgather_objects(obj if self.is_chief else None)[0]
 
     @contextlib.contextmanager
     def fail_fast(self):
@@ -149,23 +156,34 @@ class Horovod(SingleProcess):
 
     @contextlib.contextmanager
     def fail_fast(self):
-        """Wrap a rank's whole run: on any exception print it and leave the process at once (exit status 1).
+        """Wrap a rank's whole run: on any exception print it and leave the process at once (exit status 1;
+        a non-zero ``SystemExit`` keeps its status).
 
         ``os._exit`` skips interpreter shutdown, which would wait for non-daemon threads and run Horovod's
         own shutdown; the launcher sees the exit status and ends the other ranks.
         """
         try:
             yield
-        except SystemExit:
-            raise
+        except SystemExit as stop:
+            # sys.exit(0) ends the run normally; a non-zero exit (a user error, already reported on stderr)
+            # must end this rank as promptly as an exception, even while the other ranks wait in a collective.
+            if stop.code in (None, 0):
+                raise
+            if not isinstance(stop.code, int):
+                sys.stderr.write("%s\n" % stop.code)
+            self._exit_now(stop.code if isinstance(stop.code, int) else 1)
         except BaseException:  # KeyboardInterrupt too: this rank must end either way
             sys.stderr.write("[rank %d] %s" % (self.rank, traceback.format_exc()))
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(1)
+            self._exit_now(1)
+
+    @staticmethod
+    def _exit_now(status):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
-class LauncherError(RuntimeError):
+class LauncherError(UserError):
     """Launched by a multi-process launcher but Horovod cannot be used; one line for the user."""
 
 

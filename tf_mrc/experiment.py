@@ -7,6 +7,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import tempfile
 from typing import Optional
 
 from tf_mrc import distributed, presets
@@ -110,9 +112,11 @@ def _check_checkpoint_vocab(init_checkpoint, config):
                             % (init_checkpoint, shapes[name][0], config.vocab_size))
 
 
-def run(spec, log=print):
-    """Run ``spec`` for every seed; returns the per-seed metric dicts (rank 0) and writes results.md."""
-    dist = distributed.detect()
+def run(spec, log=print, dist=None):
+    """Run ``spec`` for every seed; returns the per-seed metric dicts (rank 0) and writes results.md.
+    ``dist``: the process layout (default: ``distributed.detect()``)."""
+    if dist is None:
+        dist = distributed.detect()
     task = get_task(spec.task, spec.task_options)
     config, tokenizer, preset_max_len = resolve_model(spec, log)
     hparams = presets.hyperparameters(spec.model, spec.task)
@@ -140,6 +144,10 @@ def run(spec, log=print):
         log("[run] task=%s model=%s layout=%s max_seq_length=%d workers=%d kernels=%s hparams=%s" % (
             spec.task, spec.model, config.layout, max_len, dist.size, spec.kernels, json.dumps(hparams)))
         _write_run_config(spec, config, settings)
+        if dist.size > 1:
+            scaling = ("x %d workers (--lr_scale_with_workers)" % dist.size if spec.lr_scale_with_workers else
+                       "(not scaled; --lr_scale_with_workers would multiply it by %d)" % dist.size)
+            log("[run] %d Horovod workers; learning rate %g %s" % (dist.size, hparams["learning_rate"], scaling))
     cache_dir = spec.cache_dir or os.path.join(spec.output_dir, "cache")
     caches = {}
 
@@ -150,11 +158,19 @@ def run(spec, log=print):
                                         log=log)
         return caches[role]
 
+    # Another rank's Estimator needs a model_dir but must not write beside rank 0's checkpoints: it gets a
+    # private temporary one, removed at the end, also when this rank fails.
+    private_dir = None if dist.is_chief else tempfile.mkdtemp(prefix="tf_mrc_rank%d_" % dist.rank)
     results = []
-    for seed_index in range(spec.seeds):
-        run_dir = spec.output_dir if spec.seeds == 1 else os.path.join(spec.output_dir, "seed_%d" % seed_index)
-        results.append(_run_one(spec, task, config, settings, hparams, cache, dist, run_dir,
-                                spec.seed + seed_index, log))
+    try:
+        for seed_index in range(spec.seeds):
+            run_dir = spec.output_dir if spec.seeds == 1 else os.path.join(spec.output_dir, "seed_%d" % seed_index)
+            model_dir = run_dir if dist.is_chief else os.path.join(private_dir, "seed_%d" % seed_index)
+            results.append(_run_one(spec, task, config, settings, hparams, cache, dist, run_dir, model_dir,
+                                    spec.seed + seed_index, log))
+    finally:
+        if private_dir:
+            shutil.rmtree(private_dir, ignore_errors=True)
     if spec.seeds > 1 and dist.is_chief and spec.do_eval:
         _write_seed_summary(spec, task, results, log)
     return results
@@ -171,8 +187,7 @@ def _write_run_config(spec, config, settings):
         json.dump(record, f, indent=1, ensure_ascii=False)
 
 
-def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, log):
-    from tf_mrc.compat import tf
+def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, model_dir, seed, log):
     from tf_mrc.estimator import make_estimator, model_fn_builder
     num_train_steps, warmup = 1, 0
     learning_rate = hparams["learning_rate"] * (dist.size if spec.lr_scale_with_workers else 1)
@@ -190,18 +205,20 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, 
                                 learning_rate=learning_rate, num_train_steps=num_train_steps,
                                 num_warmup_steps=warmup, dist=dist, num_choices=getattr(task, "num_choices", None),
                                 log=log, log_every=spec.log_every, fp16_allreduce=spec.fp16_allreduce)
-    estimator = make_estimator(model_fn, run_dir, dist, seed=seed,
+    estimator = make_estimator(model_fn, model_dir, dist, seed=seed,
                                save_checkpoints_steps=spec.save_checkpoints_steps,
                                keep_checkpoint_max=spec.keep_checkpoint_max)
-    if spec.do_train:
+    if spec.do_train and not _already_trained(run_dir, num_train_steps, dist, log):
         estimator.train(cache("train").input_fn_builder(hparams["train_batch_size"], dist, seed),
                         max_steps=num_train_steps)
         dist.barrier("after-train")
     checkpoint = None
-    if not spec.do_train and tf.train.latest_checkpoint(run_dir) is None:
-        if not spec.init_checkpoint:
+    if spec.do_eval or spec.do_predict:
+        # Every rank predicts from the checkpoint rank 0 names (the other ranks' model_dirs hold none).
+        checkpoint = dist.broadcast_object(_latest_checkpoint(run_dir) if dist.is_chief else None)
+        checkpoint = checkpoint or spec.init_checkpoint
+        if checkpoint is None:
             raise UserError("no trained checkpoint in %s and no --init_checkpoint to evaluate" % run_dir)
-        checkpoint = spec.init_checkpoint
     metrics = {}
     predicted = {}
     for role in ("dev", "predict"):
@@ -227,12 +244,36 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, 
     return metrics
 
 
+def _latest_checkpoint(run_dir):
+    from tf_mrc.compat import tf
+    latest = tf.train.latest_checkpoint(run_dir)
+    return os.path.abspath(latest) if latest else None
+
+
+def _already_trained(run_dir, num_train_steps, dist, log):
+    """Whether rank 0's run directory holds a checkpoint at num_train_steps already (a finished run started
+    again). Rank 0 decides for every rank: an Estimator skips training when its own model_dir has reached
+    max_steps, and a rank that skipped while another trained would leave that one waiting forever."""
+    from tf_mrc.compat import tf
+    latest = _latest_checkpoint(run_dir) if dist.is_chief else None
+    step = dist.broadcast_object(int(tf.train.load_variable(latest, "global_step")) if latest else 0)
+    if step >= num_train_steps and dist.is_chief:
+        log("[train] %s already holds step %d of %d: training skipped" % (run_dir, step, num_train_steps))
+    return step >= num_train_steps
+
+
 def _predict_gathered(estimator, data, batch_size, dist, checkpoint):
-    """Every rank predicts its own slice of the features (feature i on rank i % size); the slices are
-    gathered and re-interleaved so every rank holds all outputs in feature order."""
+    """Every rank predicts its own slice of the features: tf.data's shard gives rank r the features r, r + size,
+    r + 2 size, ..., so feature i is item i // size of rank i % size's slice (slices differ in length by at
+    most one). Rank 0 gets every output in feature order; the other ranks, which write nothing, get None."""
     from tf_mrc.estimator import predict_outputs
     mine = predict_outputs(estimator, data.input_fn_builder(batch_size, dist), checkpoint)
     slices = dist.allgather_objects(mine)
+    if not dist.is_chief:
+        return None
+    if sum(len(part) for part in slices) != data.num_features:
+        raise RuntimeError("gathered %s predictions per rank for %d features"
+                           % ([len(part) for part in slices], data.num_features))
     return [slices[i % dist.size][i // dist.size] for i in range(data.num_features)]
 
 
