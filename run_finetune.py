@@ -50,6 +50,18 @@ flags.DEFINE_enum("kernels", "fused", ["fused", "reference", "blocksparse", "aut
 flags.DEFINE_string("cache_dir", None, "Feature cache (default: OUTPUT_DIR/cache).")
 flags.DEFINE_bool("lr_scale_with_workers", False, "Multiply the learning rate by the number of Horovod workers.")
 flags.DEFINE_bool("fp16_allreduce", False, "Compress gradients to fp16 for the Horovod allreduce.")
+flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16", "bf16"],
+                  "Encoder compute dtype; variables stay fp32. fp16 adds dynamic loss scaling and skips steps "
+                  "whose gradients overflow.")
+flags.DEFINE_integer("loss_scale_growth_interval", 2000, "fp16: overflow-free steps before the loss scale doubles.")
+flags.DEFINE_integer("grad_accum_steps", 1, "Micro-batches summed per optimizer step (effective batch = "
+                     "train_batch_size x this x workers); steps and the LR schedule count optimizer steps.")
+flags.DEFINE_bool("recompute", False, "Gradient checkpointing: keep only each transformer block's input and "
+                  "recompute the block in the backward pass (bert/albert layouts).")
+flags.DEFINE_enum("attention_dropout_placement", "probs", ["probs", "context"],
+                  "Attention dropout on the probabilities (BERT's) or on the merged context (smaller mask).")
+flags.DEFINE_bool("xla", False, "XLA JIT auto-clustering (best effort; on CPU also set "
+                  "TF_XLA_FLAGS=--tf_xla_cpu_global_jit).")
 # Task options (each task reads the ones it knows; all of them key the feature cache).
 flags.DEFINE_string("opencc_config", "t2s", "drcd: OpenCC conversion applied before tokenization.")
 flags.DEFINE_float("split_ratio", None, "cjrc: split the training file by passage (train part = ratio, dev part = "

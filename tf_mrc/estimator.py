@@ -14,12 +14,14 @@ INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 
 
 class ProgressHook(tf.train.SessionRunHook):
-    """Logs loss, steps/s and an ETA every ``every`` steps (rank 0 only)."""
+    """Logs loss, steps/s and an ETA every ``every`` (optimizer) steps (rank 0 only); with fp16 also the loss
+    scale and how many steps were skipped for non-finite gradients."""
 
-    def __init__(self, loss, total_steps, every=50, log=print):
+    def __init__(self, loss, total_steps, every=50, log=print, loss_scale=None):
         self._loss, self._total, self._every, self._log = loss, total_steps, every, log
-        self._step = None
+        self._loss_scale = loss_scale
         self._start = None
+        self._logged = None
 
     def begin(self):
         self._global_step = tf.train.get_or_create_global_step()
@@ -33,11 +35,17 @@ class ProgressHook(tf.train.SessionRunHook):
         if self._start is None:
             self._start, self._first = now, step
             return
-        if step % self._every == 0 or step >= self._total:
+        # with --grad_accum_steps the step stays put for several runs: log it once
+        if (step % self._every == 0 or step >= self._total) and step != self._logged:
+            self._logged = step
             rate = (step - self._first) / max(now - self._start, 1e-9)
             eta = (self._total - step) / rate if rate > 0 else float("inf")
-            self._log("[train] step %d/%d  loss %.4f  %.2f steps/s  ETA %s" % (
-                step, self._total, loss, rate, _format_seconds(eta)))
+            scale = ""
+            if self._loss_scale is not None:  # read after the step, so the figures include its update
+                value, skipped = run_context.session.run([self._loss_scale.scale, self._loss_scale.skipped_steps])
+                scale = "  loss scale %g  skipped %d" % (value, skipped)
+            self._log("[train] step %d/%d  loss %.4f  %.2f steps/s  ETA %s%s" % (
+                step, self._total, loss, rate, _format_seconds(eta), scale))
 
 
 def _format_seconds(seconds):
@@ -49,7 +57,10 @@ def _format_seconds(seconds):
 
 def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learning_rate=3e-5, num_train_steps=1,
                      num_warmup_steps=0, dist=None, num_choices=None, log=print, log_every=50,
-                     fp16_allreduce=False):
+                     fp16_allreduce=False, precision="fp32", grad_accum_steps=1, loss_scale_growth_interval=2000,
+                     recompute=False, attention_dropout_placement="probs"):
+    """The model_fn. ``num_train_steps`` counts optimizer steps (see tf_mrc.training); ``precision`` sets the
+    encoder's compute dtype (variables stay float32) and, for fp16, the dynamic loss scale."""
     from tf_mrc import training
     from tf_mrc.modeling.checkpoint import init_from_checkpoint
 
@@ -60,7 +71,9 @@ def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learni
             seq_len = int(features["input_ids"].shape[-1])
             inputs = {name: tf.reshape(value, [-1, seq_len]) for name, value in inputs.items()}
         encoder_output = build_encoder(config, inputs["input_ids"], inputs["input_mask"], inputs["segment_ids"],
-                                       is_training, kernels=kernels)
+                                       is_training, kernels=kernels, compute_dtype=training.compute_dtype(precision),
+                                       attention_dropout_placement=attention_dropout_placement,
+                                       recompute=recompute)
         with_loss = mode != tf_estimator.ModeKeys.PREDICT
         outputs, loss = build_head(task.head, encoder_output, features, num_choices, config.initializer_range,
                                    with_loss, dropout_rate=config.hidden_dropout_prob if is_training else 0.0)
@@ -72,24 +85,42 @@ def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learni
         if mode == tf_estimator.ModeKeys.EVAL:
             return tf_estimator.EstimatorSpec(mode, loss=loss,
                                               eval_metric_ops={"eval_loss": tf.metrics.mean(loss)})
-        train_op, rate = training.create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, dist,
-                                                  fp16_allreduce=fp16_allreduce)
+        train_op, rate, loss_scale = training.create_train_op(
+            loss, learning_rate, num_train_steps, num_warmup_steps, dist, fp16_allreduce=fp16_allreduce,
+            precision=precision, grad_accum_steps=grad_accum_steps,
+            loss_scale_growth_interval=loss_scale_growth_interval)
         tf.summary.scalar("learning_rate", rate)
+        if loss_scale is not None:
+            tf.summary.scalar("fp16/loss_scale", loss_scale.scale)
+            tf.summary.scalar("fp16/skipped_steps", loss_scale.skipped_steps)
         hooks = list(dist.training_hooks())
         if dist.is_chief:
-            hooks.append(ProgressHook(loss, num_train_steps, every=log_every, log=log))
+            hooks.append(ProgressHook(loss, num_train_steps, every=log_every, log=log, loss_scale=loss_scale))
         return tf_estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks)
 
     return model_fn
 
 
+def session_config(dist, xla=False):
+    """dist's session config, with XLA JIT auto-clustering when ``xla`` (best effort: TF clusters what it can;
+    on CPU, TF 2.x clusters only with TF_XLA_FLAGS=--tf_xla_cpu_global_jit in the environment)."""
+    config = dist.session_config()
+    if not xla:
+        return config
+    with_xla = tf.ConfigProto()
+    if config is not None:
+        with_xla.CopyFrom(config)
+    with_xla.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+    return with_xla
+
+
 def make_estimator(model_fn, model_dir, dist, seed=None, save_checkpoints_steps=1000, keep_checkpoint_max=3,
-                   save_summary_steps=100):
+                   save_summary_steps=100, xla=False):
     """The Estimator; only rank 0 writes checkpoints and summaries. ``model_dir``: rank 0's run directory, or
     for another rank a private directory (its Estimator needs one; the caller removes it)."""
     import os
     run_config = tf_estimator.RunConfig(
-        model_dir=model_dir, tf_random_seed=seed, session_config=dist.session_config(),
+        model_dir=model_dir, tf_random_seed=seed, session_config=session_config(dist, xla),
         save_checkpoints_steps=save_checkpoints_steps if dist.is_chief else None,
         save_summary_steps=save_summary_steps if dist.is_chief else 0,
         keep_checkpoint_max=keep_checkpoint_max, log_step_count_steps=None if not dist.is_chief else 1000)

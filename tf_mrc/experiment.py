@@ -57,6 +57,12 @@ class RunSpec:
     cache_dir: Optional[str] = None
     lr_scale_with_workers: bool = False
     fp16_allreduce: bool = False
+    precision: str = "fp32"               # fp32 | fp16 | bf16 compute; variables stay fp32 (see tf_mrc.training)
+    loss_scale_growth_interval: int = 2000  # fp16: clean steps before the loss scale doubles
+    grad_accum_steps: int = 1             # micro-batches per optimizer step (effective batch x K)
+    recompute: bool = False               # gradient checkpointing per transformer block
+    attention_dropout_placement: str = "probs"  # probs (BERT) | context (see tf_mrc.ops.attention_dropout)
+    xla: bool = False                     # XLA JIT auto-clustering, best effort
     task_options: dict = dataclasses.field(default_factory=dict)
 
 
@@ -112,6 +118,25 @@ def _check_checkpoint_vocab(init_checkpoint, config):
                             % (init_checkpoint, shapes[name][0], config.vocab_size))
 
 
+def _check_training_options(spec, config):
+    from tf_mrc import ops
+    from tf_mrc.compat import IS_TF1
+    from tf_mrc.training import PRECISIONS
+    if spec.precision not in PRECISIONS:
+        raise UserError("--precision must be one of %s, got %r" % ("|".join(PRECISIONS), spec.precision))
+    if spec.precision == "bf16" and IS_TF1:
+        raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); use fp16")
+    if spec.grad_accum_steps < 1:
+        raise UserError("--grad_accum_steps must be >= 1, got %d" % spec.grad_accum_steps)
+    if spec.loss_scale_growth_interval < 1:
+        raise UserError("--loss_scale_growth_interval must be >= 1, got %d" % spec.loss_scale_growth_interval)
+    if spec.attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
+        raise UserError("--attention_dropout_placement must be one of %s, got %r"
+                        % ("|".join(ops.ATTENTION_DROPOUT_SITES), spec.attention_dropout_placement))
+    if spec.recompute and config.layout == "xlnet":
+        raise UserError("--recompute supports the bert and albert layouts, not xlnet")
+
+
 def run(spec, log=print, dist=None):
     """Run ``spec`` for every seed; returns the per-seed metric dicts (rank 0) and writes results.md.
     ``dist``: the process layout (default: ``distributed.detect()``)."""
@@ -119,6 +144,7 @@ def run(spec, log=print, dist=None):
         dist = distributed.detect()
     task = get_task(spec.task, spec.task_options)
     config, tokenizer, preset_max_len = resolve_model(spec, log)
+    _check_training_options(spec, config)
     hparams = presets.hyperparameters(spec.model, spec.task)
     for key in hparams:
         if getattr(spec, key) is not None:
@@ -141,8 +167,9 @@ def run(spec, log=print, dist=None):
         raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if dist.is_chief:
         os.makedirs(spec.output_dir, exist_ok=True)
-        log("[run] task=%s model=%s layout=%s max_seq_length=%d workers=%d kernels=%s hparams=%s" % (
-            spec.task, spec.model, config.layout, max_len, dist.size, spec.kernels, json.dumps(hparams)))
+        log("[run] task=%s model=%s layout=%s max_seq_length=%d workers=%d kernels=%s precision=%s hparams=%s" % (
+            spec.task, spec.model, config.layout, max_len, dist.size, spec.kernels, spec.precision,
+            json.dumps(hparams)))
         _write_run_config(spec, config, settings)
         if dist.size > 1:
             scaling = ("x %d workers (--lr_scale_with_workers)" % dist.size if spec.lr_scale_with_workers else
@@ -193,21 +220,26 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, model_
     learning_rate = hparams["learning_rate"] * (dist.size if spec.lr_scale_with_workers else 1)
     if spec.do_train:
         train = cache("train")
-        global_batch = hparams["train_batch_size"] * dist.size
+        # one step = one optimizer update over grad_accum_steps micro-batches on every worker
+        global_batch = hparams["train_batch_size"] * dist.size * spec.grad_accum_steps
         num_train_steps = spec.max_train_steps or max(
             1, int(math.ceil(train.num_features * hparams["num_train_epochs"] / global_batch)))
         warmup = int(num_train_steps * hparams["warmup_proportion"])
         if dist.is_chief:
-            log("[train] %d features, global batch %d (%d x %d workers), %d steps, %d warmup, lr %g%s" % (
-                train.num_features, global_batch, hparams["train_batch_size"], dist.size, num_train_steps,
-                warmup, learning_rate, " (scaled by workers)" if spec.lr_scale_with_workers else ""))
+            log("[train] %d features, global batch %d (%d x %d workers x %d accumulated), %d steps, %d warmup, "
+                "lr %g%s" % (train.num_features, global_batch, hparams["train_batch_size"], dist.size,
+                             spec.grad_accum_steps, num_train_steps, warmup, learning_rate,
+                             " (scaled by workers)" if spec.lr_scale_with_workers else ""))
     model_fn = model_fn_builder(task, config, kernels=spec.kernels, init_checkpoint=spec.init_checkpoint,
                                 learning_rate=learning_rate, num_train_steps=num_train_steps,
                                 num_warmup_steps=warmup, dist=dist, num_choices=getattr(task, "num_choices", None),
-                                log=log, log_every=spec.log_every, fp16_allreduce=spec.fp16_allreduce)
+                                log=log, log_every=spec.log_every, fp16_allreduce=spec.fp16_allreduce,
+                                precision=spec.precision, grad_accum_steps=spec.grad_accum_steps,
+                                loss_scale_growth_interval=spec.loss_scale_growth_interval,
+                                recompute=spec.recompute, attention_dropout_placement=spec.attention_dropout_placement)
     estimator = make_estimator(model_fn, model_dir, dist, seed=seed,
                                save_checkpoints_steps=spec.save_checkpoints_steps,
-                               keep_checkpoint_max=spec.keep_checkpoint_max)
+                               keep_checkpoint_max=spec.keep_checkpoint_max, xla=spec.xla)
     if spec.do_train and not _already_trained(run_dir, num_train_steps, dist, log):
         estimator.train(cache("train").input_fn_builder(hparams["train_batch_size"], dist, seed),
                         max_steps=num_train_steps)

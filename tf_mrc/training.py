@@ -1,14 +1,34 @@
-"""The optimizer side of training: AdamW with BERT's decay exclusions, warmup + linear decay, clipping.
+"""The optimizer side of training: AdamW with BERT's decay exclusions, warmup + linear decay, clipping, mixed
+precision and gradient accumulation.
 
 AdamW is written out (as google BERT's AdamWeightDecayOptimizer is) because TF 1.13 has no decoupled
 weight decay, and the same update must run on both stacks. Its slot names (``<var>/adam_m``,
 ``<var>/adam_v``) match google BERT's, so checkpoints of either resume in the other.
+
+One optimizer step (``create_train_op``), in this order:
+  loss (fp32) x loss scale -> gradients, allreduced across Horovod ranks inside dist's optimizer -> / loss scale
+  -> [summed over K micro-batches in fp32 variables, then / K] -> global norm -> clip -> AdamW unless the norm is
+  not finite (fp16 only) -> global_step + 1 -> loss-scale update.
+Every rank tests the allreduced gradients, so all ranks take the same skip decision.
+
+``global_step`` counts optimizer steps, skipped ones included, never micro-batches: the learning-rate schedule,
+--max_train_steps, --save_checkpoints_steps and the progress log then mean the same updates whatever
+--grad_accum_steps is, and a checkpoint (written when global_step moves) never holds a half-filled sum.
+Precision: variables stay float32 (master weights, so checkpoints load in fp32 code); the encoder computes in
+the compute dtype; heads, loss, LayerNorm and softmax stay float32.
 """
 import re
 
 from tf_mrc.compat import tf
 
 NO_DECAY = ("LayerNorm", "layer_norm", "bias")
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --precision -> compute dtype
+
+
+def compute_dtype(precision):
+    if precision not in PRECISIONS:
+        raise ValueError("--precision must be one of %s, got %r" % ("|".join(PRECISIONS), precision))
+    return PRECISIONS[precision]
 
 
 def learning_rate_schedule(base_rate, num_train_steps, num_warmup_steps, global_step=None):
@@ -23,6 +43,25 @@ def learning_rate_schedule(base_rate, num_train_steps, num_warmup_steps, global_
     return rate
 
 
+def clip_by_global_norm(grads, clip_norm):
+    """(grads scaled to global norm <= clip_norm, the norm): tf.clip_by_global_norm's arithmetic without its
+    TF 1.x check_numerics, which would abort a step that fp16 loss scaling is meant to skip."""
+    with tf.name_scope("clip_by_global_norm"):
+        norm = tf.global_norm(grads)
+        scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
+        return [None if g is None else g * scale for g in grads], norm
+
+
+def _param_name(var):
+    return re.sub(r":\d+$", "", var.name)
+
+
+def _state_variable(name, dtype, value, shape=()):
+    """Non-trainable training state (saved in checkpoints; checkpoint.py's _TRAINING_STATE knows the names)."""
+    return tf.get_variable(name, shape=list(shape), dtype=dtype, initializer=tf.constant_initializer(value),
+                           trainable=False)
+
+
 class AdamWeightDecay(tf.train.Optimizer):
     """Adam with decoupled weight decay and no bias correction (BERT's), decay skipped for NO_DECAY names."""
 
@@ -35,40 +74,147 @@ class AdamWeightDecay(tf.train.Optimizer):
         self.exclude_from_weight_decay = exclude_from_weight_decay
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        with tf.name_scope(self.get_name()):
+            return self._adamw_updates(grads_and_vars, global_step, name)
+
+    def _adamw_updates(self, grads_and_vars, global_step, name):
         assignments = []
         for grad, var in grads_and_vars:
             if grad is None or var is None:
                 continue
-            param_name = re.sub(r":\d+$", "", var.name)
-            m = tf.get_variable(param_name + "/adam_m", shape=var.shape.as_list(), dtype=tf.float32,
-                                trainable=False, initializer=tf.zeros_initializer())
-            v = tf.get_variable(param_name + "/adam_v", shape=var.shape.as_list(), dtype=tf.float32,
-                                trainable=False, initializer=tf.zeros_initializer())
+            param_name = _param_name(var)
+            m, v = self._moments(param_name, var)
             if isinstance(grad, tf.IndexedSlices):
                 grad = tf.convert_to_tensor(grad)
-            next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
-            next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
+            # Read the slots and the weight only once the gradient exists: beta_1 * m, beta_2 * v and
+            # decay * w need no gradient, so the executor would compute them when the step starts and keep
+            # these three parameter-sized temporaries alive through the whole forward and backward pass.
+            with tf.control_dependencies([grad]):
+                m_now, v_now, var_now = tf.identity(m), tf.identity(v), tf.identity(var)
+            next_m = self.beta_1 * m_now + (1.0 - self.beta_1) * grad
+            next_v = self.beta_2 * v_now + (1.0 - self.beta_2) * tf.square(grad)
             update = next_m / (tf.sqrt(next_v) + self.epsilon)
             if self.weight_decay_rate and not any(re.search(p, param_name) for p in self.exclude_from_weight_decay):
-                update += self.weight_decay_rate * var
+                update += self.weight_decay_rate * var_now
             assignments.extend([var.assign_sub(self.learning_rate * update), m.assign(next_m), v.assign(next_v)])
         with tf.control_dependencies(assignments):
             if global_step is None:
                 return tf.no_op(name=name)
             return tf.assign_add(global_step, 1, name=name)
 
+    @staticmethod
+    def _moments(param_name, var):
+        """``<var>/adam_m``, ``<var>/adam_v``, created outside any control-flow context (control_dependencies(None)
+        leaves it), so that the update itself may run inside a tf.cond: a skipped step, an accumulation boundary."""
+        with tf.control_dependencies(None):
+            return [tf.get_variable(param_name + suffix, shape=var.shape.as_list(), dtype=tf.float32,
+                                    trainable=False, initializer=tf.zeros_initializer())
+                    for suffix in ("/adam_m", "/adam_v")]
+
+
+class LossScale:
+    """fp16's dynamic loss scale: the loss is multiplied by ``loss_scale`` so that small gradients survive fp16;
+    gradients are divided by it again before anything reads them.
+
+    After each optimizer step: finite gradients -> ``good_steps`` + 1, and the scale doubles once it reaches
+    ``growth_interval`` (then good_steps restarts at 0); non-finite gradients -> the step was skipped,
+    ``skipped_steps`` + 1, the scale halves (never below 1) and good_steps restarts at 0.
+    """
+
+    def __init__(self, initial_scale=2.0 ** 15, growth_interval=2000):
+        self.growth_interval = growth_interval
+        self.scale = _state_variable("loss_scale", tf.float32, initial_scale)
+        self.good_steps = _state_variable("good_steps", tf.int64, 0)
+        self.skipped_steps = _state_variable("skipped_steps", tf.int64, 0)
+
+    def scale_loss(self, loss):
+        return loss * self.scale
+
+    def unscale(self, grads):
+        inverse = 1.0 / self.scale
+        return [None if g is None else g * inverse for g in grads]
+
+    def update(self, finite):
+        """The op that moves the state after a step whose gradients were ``finite`` (a bool scalar)."""
+        grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_interval)
+        scale = tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale), tf.maximum(self.scale * 0.5, 1.0))
+        good = tf.where(tf.logical_and(finite, tf.logical_not(grow)), self.good_steps + 1,
+                        tf.zeros_like(self.good_steps))
+        skipped = self.skipped_steps + tf.cast(tf.logical_not(finite), tf.int64)
+        return tf.group(self.scale.assign(scale), self.good_steps.assign(good), self.skipped_steps.assign(skipped))
+
+
+class GradientAccumulator:
+    """Sums the gradients of ``steps`` micro-batches in fp32 variables ``<var>/accum_grad``; ``micro_step``
+    counts the micro-batches summed since the last optimizer step."""
+
+    def __init__(self, variables, steps):
+        self.steps = steps
+        self.sums = [tf.get_variable(_param_name(v) + "/accum_grad", shape=v.shape.as_list(), dtype=tf.float32,
+                                     initializer=tf.zeros_initializer(), trainable=False) for v in variables]
+        self.micro_step = _state_variable("micro_step", tf.int64, 0)
+
+    def add(self, grads):
+        """Add one micro-batch's gradients. Returns (complete, sums): a bool scalar, true when this micro-batch
+        completed the sums, and the sums as the additions' outputs (None where ``grads`` has None). Read the sums
+        through these, not through the variables, whose cached reads may run before the additions."""
+        sums = [None if g is None else total.assign_add(g) for total, g in zip(self.sums, grads)]
+        with tf.control_dependencies([total for total in sums if total is not None]):
+            return tf.greater_equal(self.micro_step.assign_add(1), self.steps), sums
+
+    def reset(self):
+        return tf.group(*[total.assign(tf.zeros_like(total)) for total in self.sums] +
+                        [self.micro_step.assign(0)])
+
 
 def create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, dist, clip_norm=1.0,
-                    weight_decay_rate=0.01, fp16_allreduce=False):
-    """The train op: gradients (allreduced across ranks by ``dist``), clipped by global norm, AdamW step,
-    global_step + 1. Returns (train_op, learning_rate tensor)."""
+                    weight_decay_rate=0.01, fp16_allreduce=False, precision="fp32", grad_accum_steps=1,
+                    loss_scale_growth_interval=2000):
+    """The train op (see the module docstring for its order). ``loss`` is float32 whatever ``precision``.
+    Returns (train_op, learning_rate tensor, LossScale or None)."""
+    compute_dtype(precision)  # a bad value fails here
+    if grad_accum_steps < 1:
+        raise ValueError("--grad_accum_steps must be >= 1, got %d" % grad_accum_steps)
     global_step = tf.train.get_or_create_global_step()
     rate = learning_rate_schedule(learning_rate, num_train_steps, num_warmup_steps, global_step)
     optimizer = dist.wrap_optimizer(AdamWeightDecay(rate, weight_decay_rate=weight_decay_rate),
                                     fp16_allreduce=fp16_allreduce)
     variables = tf.trainable_variables()
-    grads_and_vars = optimizer.compute_gradients(loss, variables)
-    grads = [g for g, _ in grads_and_vars]
-    grads, _ = tf.clip_by_global_norm(grads, clip_norm=clip_norm)
-    train_op = optimizer.apply_gradients(list(zip(grads, variables)), global_step=global_step)
-    return train_op, rate
+    loss_scale = LossScale(growth_interval=loss_scale_growth_interval) if precision == "fp16" else None
+    scaled_loss = loss_scale.scale_loss(loss) if loss_scale else loss
+    grads = [g for g, _ in optimizer.compute_gradients(scaled_loss, variables)]  # allreduced here
+    # Embedding gradients come as IndexedSlices with a row per token; AdamW needs them dense anyway, and dense
+    # they get their true norm (clip_by_global_norm would count a repeated token's rows apart), the same norm a
+    # sum over micro-batches has.
+    grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+    if loss_scale:
+        grads = loss_scale.unscale(grads)
+
+    def optimizer_step(grads):
+        clipped, norm = clip_by_global_norm(grads, clip_norm)
+
+        def apply():
+            return optimizer.apply_gradients(list(zip(clipped, variables)))
+
+        if loss_scale is None:
+            applied = apply()
+        else:
+            finite = tf.is_finite(norm)  # any inf/nan gradient makes the norm inf/nan
+            applied = tf.cond(finite, apply, tf.no_op)
+        with tf.control_dependencies([applied]):
+            after = [tf.assign_add(global_step, 1)]
+            if loss_scale is not None:
+                after.append(loss_scale.update(finite))
+            return tf.group(*after)
+
+    if grad_accum_steps == 1:
+        return optimizer_step(grads), rate, loss_scale
+    accumulator = GradientAccumulator(variables, grad_accum_steps)
+    complete, sums = accumulator.add(grads)
+
+    def boundary():  # the means are computed in here, so only on every K-th micro-batch
+        means = [None if total is None else total / float(grad_accum_steps) for total in sums]
+        with tf.control_dependencies([optimizer_step(means)]):
+            return accumulator.reset()
+
+    return tf.group(tf.cond(complete, boundary, tf.no_op)), rate, loss_scale

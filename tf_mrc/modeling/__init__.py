@@ -6,6 +6,8 @@
         Returns EncoderOutput(sequence_output [B, T, H] float32, pooled_output [B, H] float32):
         pooled_output is the encoder's own summary of its CLS position (BERT/ALBERT: bert/pooler/dense over
         the first token; XLNet: its sequence summary over the last token).
+        attention_dropout_placement: 'probs' (BERT's) or 'context' (see tf_mrc.ops.attention_dropout).
+        recompute: gradient checkpointing per transformer block when training (BERT and ALBERT layouts).
 
 Variable scopes are those of the published TF checkpoints, so ``--init_checkpoint`` loads with no mapping.
 """
@@ -14,11 +16,13 @@ import collections
 EncoderOutput = collections.namedtuple("EncoderOutput", ["sequence_output", "pooled_output"])
 
 
-def build_encoder(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32"):
+def build_encoder(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32",
+                  attention_dropout_placement="probs", recompute=False):
     if config.layout == "bert":
         from tf_mrc.modeling import bert as module
     elif config.layout == "albert":
         from tf_mrc.modeling import albert as module
     else:
         from tf_mrc.modeling import xlnet as module
-    return module.encode(config, input_ids, input_mask, segment_ids, is_training, kernels, compute_dtype)
+    return module.encode(config, input_ids, input_mask, segment_ids, is_training, kernels, compute_dtype,
+                         attention_dropout_placement, recompute)

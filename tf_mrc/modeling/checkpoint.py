@@ -13,7 +13,7 @@ from tf_mrc.errors import UserError
 
 # Checkpoint entries that are training state rather than model weights: never reported as unused.
 _TRAINING_STATE = re.compile(
-    r"(^|/)(global_step|good_steps|loss_scale|beta1_power|beta2_power)$"
+    r"(^|/)(global_step|good_steps|loss_scale|skipped_steps|micro_step|beta1_power|beta2_power)$"
     r"|/(adam_m|adam_v|Adam|Adam_1|lamb_m|lamb_v|Momentum|Adagrad|accum[^/]*)$")
 # The pretraining objectives' heads (masked LM and next-sentence / sentence-order; XLNet's LM bias and the mask
 # embedding of its query stream), unused when fine-tuning.

@@ -5,6 +5,11 @@ BERT and ALBERT run on 2-D activations [B*T, width] (as google-research/bert doe
 ``tf.get_variable`` under the caller's variable scope, so the published checkpoints' names come from the scopes the
 layouts open. Variables are always float32; ``Settings.dtype`` is the compute dtype the activations are cast to,
 with LayerNorm and the attention softmax computed in float32 whatever it is.
+
+``Settings.recompute`` (training only) turns on gradient checkpointing per transformer block: a block keeps only
+its input for backprop and runs again in the backward pass (``recomputed``), with its dropout masks regenerated
+from a per-step seed (``SeededDropout``). Its variables are then resource variables, which tf.custom_gradient
+requires in graph mode; they save and load under the same names.
 """
 import collections
 import math
@@ -17,7 +22,8 @@ from tf_mrc.modeling.config import LAYER_NORM_EPSILON
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 
 Settings = collections.namedtuple(
-    "Settings", ["dtype", "kernels", "initializer", "hidden_dropout", "attention_dropout", "activation"])
+    "Settings", ["dtype", "kernels", "initializer", "hidden_dropout", "attention_dropout", "activation",
+                 "attention_dropout_placement", "recompute", "dropout_fn"])
 
 # Variable scopes of one transformer block, relative to the block's own scope.
 BlockNames = collections.namedtuple(
@@ -28,21 +34,26 @@ BERT_BLOCK = BlockNames(attention="attention/self", attention_output="attention/
                         output="output/dense", output_norm="output/LayerNorm")
 
 
-def make_settings(config, is_training, kernels, compute_dtype, initializer=None):
-    """Collect what every layer needs; dropout rates are zero unless training. ``initializer`` of new weights:
-    default BERT's truncated normal of stddev ``config.initializer_range``."""
+def make_settings(config, is_training, kernels, compute_dtype, initializer=None, attention_dropout_placement="probs",
+                  recompute=False):
+    """Collect what every layer needs; dropout rates are zero and recompute is off unless training.
+    ``initializer`` of new weights: default BERT's truncated normal of stddev ``config.initializer_range``."""
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError("compute_dtype must be one of %s, got %r" % ("|".join(COMPUTE_DTYPES), compute_dtype))
     if compute_dtype == "bfloat16" and IS_TF1:
         raise ValueError("compute_dtype=bfloat16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); "
                          "use float16")
+    if attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
+        raise ValueError("attention_dropout_placement must be one of %s, got %r"
+                         % ("|".join(ops.ATTENTION_DROPOUT_SITES), attention_dropout_placement))
     ops.resolve_backend(kernels)  # a bad --kernels value fails here, before any variable exists
     if initializer is None:
         initializer = tf.truncated_normal_initializer(stddev=config.initializer_range)
     return Settings(dtype=tf.as_dtype(compute_dtype), kernels=kernels, initializer=initializer,
                     hidden_dropout=config.hidden_dropout_prob if is_training else 0.0,
                     attention_dropout=config.attention_probs_dropout_prob if is_training else 0.0,
-                    activation=config.activation())
+                    activation=config.activation(), attention_dropout_placement=attention_dropout_placement,
+                    recompute=bool(recompute and is_training), dropout_fn=dropout)
 
 
 def cast(x, dtype):
@@ -51,7 +62,8 @@ def cast(x, dtype):
 
 def variable(name, shape, settings, initializer=None):
     """A float32 variable in the current scope; weights default to the settings' initializer."""
-    return tf.get_variable(name, shape=shape, dtype=tf.float32, initializer=initializer or settings.initializer)
+    return tf.get_variable(name, shape=shape, dtype=tf.float32, initializer=initializer or settings.initializer,
+                           use_resource=True if settings.recompute else None)
 
 
 def weight(name, shape, settings, initializer=None):
@@ -149,26 +161,88 @@ def self_attention(x, mask, batch_size, seq_length, config, settings):
 
     query, key, value = project("query"), project("key"), project("value")
     scores = tf.matmul(query, key, transpose_b=True)  # [B, N, T, T]
-    probs = ops.masked_softmax(cast(scores, tf.float32), mask, 1.0 / math.sqrt(float(head_size)), settings.kernels)
-    probs = dropout(cast(probs, settings.dtype), settings.attention_dropout)
+    if settings.kernels == "reference":  # the other backends compute fp16/bf16 in fp32 inside and keep for
+        scores = cast(scores, tf.float32)  # backprop only their output, in the compute dtype (half the bytes)
+    probs = ops.masked_softmax(scores, mask, 1.0 / math.sqrt(float(head_size)), settings.kernels)
+    probs = attention_dropout(cast(probs, settings.dtype), "probs", settings)
     context = tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])  # [B, T, N, D]
-    return tf.reshape(context, [-1, heads * head_size])
+    return attention_dropout(tf.reshape(context, [-1, heads * head_size]), "context", settings)
+
+
+def attention_dropout(x, site, settings):
+    return ops.attention_dropout(x, settings.attention_dropout, site, settings.attention_dropout_placement,
+                                 settings.dropout_fn)
 
 
 def transformer_block(x, mask, batch_size, seq_length, config, settings, names):
     """Post-LN block: x -> LN(x + attention) -> LN(. + FFN(.)); ``names`` place each variable group."""
+    if not settings.recompute:
+        return _block(x, mask, batch_size, seq_length, config, settings, names)
+    seed = tf.random.uniform([2], maxval=_SEED_RANGE, dtype=tf.int64)  # one per block and step
+    return recomputed(lambda h: _block(h, mask, batch_size, seq_length, config,
+                                       settings._replace(dropout_fn=SeededDropout(seed)), names), x)
+
+
+def _block(x, mask, batch_size, seq_length, config, settings, names):
+    dropout_fn = settings.dropout_fn
     with tf.variable_scope(names.attention):
         context = self_attention(x, mask, batch_size, seq_length, config, settings)
     with tf.variable_scope(names.attention_output):
-        attended = dropout(dense(context, config.hidden_size, settings), settings.hidden_dropout)
+        attended = dropout_fn(dense(context, config.hidden_size, settings), settings.hidden_dropout)
     with tf.variable_scope(names.attention_norm):
         attended = layer_norm(attended + x, settings)
     with tf.variable_scope(names.intermediate):
         intermediate = dense(attended, config.intermediate_size, settings, hidden_activation(settings))
     with tf.variable_scope(names.output):
-        output = dropout(dense(intermediate, config.hidden_size, settings), settings.hidden_dropout)
+        output = dropout_fn(dense(intermediate, config.hidden_size, settings), settings.hidden_dropout)
     with tf.variable_scope(names.output_norm):
         return layer_norm(output + attended, settings)
+
+
+_SEED_RANGE = 2 ** 62
+
+
+class SeededDropout:
+    """Dropout whose masks are a function of (seed, call order), so a recomputed block, calling a fresh instance
+    with the same seed tensor, gets the forward pass's masks back (tf.nn.dropout would draw new ones)."""
+
+    def __init__(self, seed):
+        self._seed = seed
+        self._calls = 0
+
+    def __call__(self, x, rate):
+        if not rate:
+            return x
+        self._calls += 1
+        uniform = tf.random.stateless_uniform(tf.shape(x), seed=self._seed + [0, self._calls])
+        keep = tf.cast(uniform >= rate, x.dtype)
+        return x * keep * tf.cast(1.0 / (1.0 - rate), x.dtype)
+
+
+def recomputed(fn, x):
+    """``fn(x)`` keeping only ``x`` for backprop: the backward pass runs ``fn`` again and differentiates that.
+
+    fn must give the same result when run again (seeded dropout) and read only resource variables, which it may
+    create; their gradients come back through tf.custom_gradient's ``variables``. Tensors fn captures from outside
+    get no gradient (here: the attention mask and shapes, which need none).
+    """
+    scope = tf.get_variable_scope()
+
+    @tf.custom_gradient
+    def checkpointed(x):
+        def backward(dy, variables=None):
+            with tf.control_dependencies([dy]):  # recompute only when the gradient arrives, not during forward
+                # stop_gradient: the variables' gradients must come from this block only, not also through x
+                # from earlier blocks that share them (ALBERT)
+                x_again = tf.stop_gradient(x)
+                with tf.variable_scope(scope, reuse=True):
+                    y = fn(x_again)
+                grads = tf.gradients(y, [x_again] + list(variables or []), grad_ys=dy)
+            return (grads[0], grads[1:]) if variables else grads[0]
+
+        return fn(x), backward
+
+    return checkpointed(x)
 
 
 def encoder_output(hidden, batch_size, seq_length, config, settings):

@@ -31,7 +31,8 @@ from tf_mrc.tokenization import PackedInput, Tokenizer, TokenizerError, file_fin
 # Encoder
 # ----------------------------------------------------------------------------------------------------------
 
-def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32"):
+def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32",
+           attention_dropout_placement="probs", recompute=False):
     """XLNet content stream over [B, T] inputs -> EncoderOutput (see tf_mrc.modeling).
 
     input_mask follows our convention (1 = real token); XLNet's own (float, 1 = padding) is derived inside.
@@ -39,8 +40,11 @@ def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fus
     the summary's dropout, which the task heads apply like they do to BERT's pooler. New weights start from
     XLNet's initializer (init 'normal', not BERT's truncated normal).
     """
+    if recompute and is_training:
+        raise ValueError("--recompute supports the bert and albert layouts, not xlnet")
     settings = layers.make_settings(config, is_training, kernels, compute_dtype,
-                                    tf.random_normal_initializer(stddev=config.initializer_range))
+                                    tf.random_normal_initializer(stddev=config.initializer_range),
+                                    attention_dropout_placement=attention_dropout_placement)
     with tf.variable_scope("model"):
         with tf.variable_scope("transformer"):
             hidden = _transformer(config, settings, input_ids, input_mask, segment_ids)
@@ -116,8 +120,10 @@ def _relative_attention(hidden, positions, attend, different_segment, r_w_bias, 
     # XLNet masks with -1e30, masked_softmax with -10000: in fp32 both give exactly 0 after exp (every row has
     # at least its own position), and -10000 also survives fp16.
     probs = ops.masked_softmax(scores, attend, 1.0 / math.sqrt(float(d_head)), settings.kernels)
-    probs = layers.dropout(layers.cast(probs, settings.dtype), settings.attention_dropout)
-    attended = tf.einsum("bnij,bjnd->bind", probs, value)
+    probs = ops.attention_dropout(layers.cast(probs, settings.dtype), settings.attention_dropout, "probs",
+                                  settings.attention_dropout_placement)
+    attended = ops.attention_dropout(tf.einsum("bnij,bjnd->bind", probs, value), settings.attention_dropout,
+                                     "context", settings.attention_dropout_placement)
     output = layers.dropout(tf.einsum("bind,hnd->bih", attended, kernel("o")), settings.hidden_dropout)
     with tf.variable_scope("LayerNorm"):
         return layers.layer_norm(output + hidden, settings)

@@ -57,7 +57,7 @@ def masked_softmax(scores, mask, scale, kernels="fused"):
     return resolve_backend(kernels).masked_softmax(scores, mask, scale)
 
 
-def attention_dropout(x, rate, site, placement="probs"):
+def attention_dropout(x, rate, site, placement="probs", dropout_fn=None):
     """Dropout at one site of the attention block; a no-op unless ``site`` is where ``placement`` puts it.
 
     The encoder calls this twice per layer with the same ``placement`` (default 'probs'):
@@ -67,6 +67,8 @@ def attention_dropout(x, rate, site, placement="probs"):
                       project moved it there because the dropout keep-mask kept for backprop is then H / (N * Tk)
                       the size (1/8 at T = 512, H = 768, N = 12). A different regulariser, hence opt-in.
     ``rate``: drop probability, a Python number (0 when not training) or a scalar tensor.
+    ``dropout_fn(x, rate)``: the dropout to apply, default tf.nn.dropout; a recomputed layer passes a seeded one
+    so that its backward pass regenerates the forward pass's mask.
     """
     if site not in ATTENTION_DROPOUT_SITES:
         raise ValueError("attention dropout site must be one of %s, got %r" % ("|".join(ATTENTION_DROPOUT_SITES), site))
@@ -75,4 +77,6 @@ def attention_dropout(x, rate, site, placement="probs"):
                          % ("|".join(ATTENTION_DROPOUT_SITES), placement))
     if site != placement or (isinstance(rate, (int, float)) and rate == 0):
         return x
-    return tf.nn.dropout(x, rate=rate)
+    if dropout_fn is None:
+        return tf.nn.dropout(x, rate=rate)
+    return dropout_fn(x, rate)

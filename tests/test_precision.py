@@ -1,0 +1,388 @@
+"""Mixed precision, gradient accumulation, recompute and attention-dropout placement (tf_mrc.training, layers).
+
+References: AdamW's first step recomputed in NumPy (loss scaling), the same update with a doubled batch (grad
+accumulation), plain autodiff of the same block (recompute), the fp32 model on the fp16-trained checkpoint.
+"""
+import dataclasses
+import importlib.util
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from tf_mrc import distributed, experiment, training
+from tf_mrc.compat import IS_TF1, tf
+from tf_mrc.modeling import build_encoder, layers
+from tf_mrc.modeling.checkpoint import _TRAINING_STATE
+from tf_mrc.modeling.config import ModelConfig
+from tf_mrc.modeling.heads import build_head
+
+BATCH, LENGTH = 4, 16
+
+
+def tiny_config(dropout=0.0):
+    return ModelConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=32, max_position_embeddings=LENGTH, hidden_dropout_prob=dropout,
+                       attention_probs_dropout_prob=dropout)
+
+
+def span_batches(count, batch=BATCH, seed=0):
+    """``count`` batches of random span features with padded tails."""
+    rng = np.random.RandomState(seed)
+    batches = []
+    for _ in range(count):
+        lengths = rng.randint(LENGTH // 2, LENGTH + 1, size=batch)
+        mask = (np.arange(LENGTH)[None, :] < lengths[:, None]).astype(np.int32)
+        start = rng.randint(0, LENGTH // 2, size=batch)
+        batches.append({"input_ids": rng.randint(1, 60, size=(batch, LENGTH)) * mask, "input_mask": mask,
+                        "segment_ids": (np.arange(LENGTH)[None, :] >= 4).astype(np.int32) * mask,
+                        "start_position": start, "end_position": start + rng.randint(0, 3, size=batch)})
+    return batches
+
+
+def span_loss(config, recompute=False, compute_dtype="float32", batch=None):
+    """Placeholders for span features and the span loss of the tiny BERT over them."""
+    feeds = {name: tf.placeholder(tf.int32, [batch, LENGTH], name)
+             for name in ("input_ids", "input_mask", "segment_ids")}
+    feeds.update({name: tf.placeholder(tf.int32, [batch], name) for name in ("start_position", "end_position")})
+    output = build_encoder(config, feeds["input_ids"], feeds["input_mask"], feeds["segment_ids"], True,
+                           compute_dtype=compute_dtype, recompute=recompute)
+    _, loss = build_head("span", output, feeds, None, config.initializer_range, True)
+    return feeds, loss
+
+
+def feed(placeholders, batch):
+    return {placeholders[name]: value for name, value in batch.items()}
+
+
+def values_by_name(session, variables):
+    return {re.sub(r":\d+$", "", v.name): value for v, value in zip(variables, session.run(variables))}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fp16 loss scaling
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_fp16_overflow_skips_the_step_and_the_scale_recovers():
+    """loss = factor * sum(w * x) computed in fp16. Its gradient is factor * x, scaled by 2**15 in the fp16
+    backward pass: factor 1 fits fp16, factor 100 overflows it (3.3e6 > 65504)."""
+    x = np.array([1.0, 0.5, -1.0, 0.25], np.float32)
+    w0 = np.array([0.5, -0.25, 1.0, 2.0], np.float32)
+    lr, growth = 0.01, 3
+    with tf.Graph().as_default():
+        w = tf.get_variable("w", initializer=w0)
+        factor = tf.placeholder_with_default(1.0, [])
+        loss = tf.cast(tf.reduce_sum(tf.cast(w, tf.float16) * tf.cast(x, tf.float16) * tf.cast(factor, tf.float16)),
+                       tf.float32)
+        train_op, _, scale = training.create_train_op(loss, lr, num_train_steps=10 ** 6, num_warmup_steps=0,
+                                                      dist=distributed.SingleProcess(), precision="fp16",
+                                                      loss_scale_growth_interval=growth)
+        global_step = tf.train.get_global_step()
+        state = [v for v in tf.global_variables() if not v.trainable]
+        assert all(_TRAINING_STATE.search(re.sub(r":\d+$", "", v.name)) for v in state), [v.name for v in state]
+        m, v = (tf.global_variables("w/adam_" + suffix)[0] for suffix in ("m", "v"))
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+
+            def snapshot():
+                return dict(zip(["w", "m", "v", "step", "scale", "good", "skipped"], session.run(
+                    [w, m, v, global_step, scale.scale, scale.good_steps, scale.skipped_steps])))
+
+            assert snapshot()["scale"] == 2.0 ** 15
+            session.run(train_op)
+            first = snapshot()
+            # NumPy AdamW step on the unscaled gradient x, clipped to norm 1 (unscaling happens before clipping)
+            grad = x / max(1.0, np.linalg.norm(x))
+            m1, v1 = 0.1 * grad, 0.001 * grad ** 2
+            np.testing.assert_allclose(first["m"], m1, rtol=1e-6)
+            np.testing.assert_allclose(first["v"], v1, rtol=1e-6)
+            np.testing.assert_allclose(first["w"], w0 - lr * (m1 / (np.sqrt(v1) + 1e-6) + 0.01 * w0), rtol=1e-6)
+            assert (first["step"], first["scale"], first["good"], first["skipped"]) == (1, 2.0 ** 15, 1, 0)
+
+            session.run(train_op, {factor: 100.0})  # overflows: skipped
+            skipped = snapshot()
+            for name in ("w", "m", "v"):
+                np.testing.assert_array_equal(skipped[name], first[name])
+            assert (skipped["step"], skipped["scale"], skipped["good"], skipped["skipped"]) == (2, 2.0 ** 14, 0, 1)
+
+            for step in range(growth):
+                session.run(train_op)
+                now = snapshot()
+                assert now["step"] == 3 + step and now["skipped"] == 1
+                assert not np.array_equal(now["w"], skipped["w"])
+                # doubles after `growth` clean steps, then counts again from 0
+                assert (now["scale"], now["good"]) == ((2.0 ** 14, step + 1) if step + 1 < growth else (2.0 ** 15, 0))
+
+
+def test_adamw_temporaries_wait_for_the_gradient():
+    """Every arithmetic op of the AdamW update depends on the gradient, so none of its parameter-sized
+    temporaries (beta_1 * m, beta_2 * v, decay * w) can be computed at the start of the step and kept alive
+    through the forward and backward pass (bench_training measured 1.1 GB of them at BERT-base)."""
+    with tf.Graph().as_default() as graph:
+        w = tf.get_variable("layer/kernel", [8, 8])
+        loss = tf.reduce_sum(tf.square(tf.matmul(tf.ones([2, 8]), w)))
+        training.create_train_op(loss, 0.01, 100, 0, distributed.SingleProcess())
+        arithmetic = [op for op in graph.get_operations() if op.name.startswith("AdamWeightDecay/")
+                      and op.type in ("Mul", "AddV2", "Add", "Sub", "RealDiv", "Sqrt", "Square")]
+        assert len(arithmetic) >= 8
+
+        def depends_on_gradient(op, seen):
+            for parent in [t.op for t in op.inputs] + list(op.control_inputs):
+                if parent.name.startswith("gradients/"):
+                    return True
+                if parent not in seen:
+                    seen.add(parent)
+                    if depends_on_gradient(parent, seen):
+                        return True
+            return False
+
+        assert [op.name for op in arithmetic if not depends_on_gradient(op, set())] == []
+
+
+def test_precision_flags_reject_bad_values():
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        training.compute_dtype("fp8")
+    spec = experiment.embedded_default()
+    for field, value, message in [("precision", "half", "--precision"), ("grad_accum_steps", 0, "grad_accum_steps"),
+                                  ("attention_dropout_placement", "values", "placement")]:
+        bad = experiment.RunSpec(**dict(vars(spec), **{field: value}))
+        with pytest.raises(experiment.UserError, match=message):
+            experiment.run(bad)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fp16 end to end, and the fp16-trained checkpoint in fp32
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fp16_run(tmp_path_factory):
+    """The embedded default trained in fp16 for 3 epochs (11 steps: fp16 matmuls run ~50x slower than fp32 on CPU)."""
+    spec = experiment.embedded_default(str(tmp_path_factory.mktemp("fp16") / "out"))
+    spec.precision, spec.num_train_epochs, spec.do_predict, spec.log_every = "fp16", 3.0, False, 1000
+    logged = []
+    scores = experiment.run(spec, log=logged.append)[0]
+    return spec, scores, logged
+
+
+def test_fp16_training_converges(fp16_run):
+    spec, scores, logged = fp16_run
+    assert any("precision=fp16" in line for line in logged)
+    # the untrained model answers ~0 F1 (test_end_to_end); fp32 reaches ~53 after these 3 epochs
+    assert scores["f1"] > 30.0, scores
+    assert scores["total"] == 29
+
+
+def test_fp16_checkpoint_predicts_the_same_in_fp32(fp16_run):
+    from tf_mrc.data import FeatureCache
+    from tf_mrc.estimator import make_estimator, model_fn_builder, predict_outputs
+    from tf_mrc.tasks import FeatureSettings, get_task
+    spec, _, _ = fp16_run
+    dist = distributed.SingleProcess()
+    task = get_task("cmrc2018")
+    config, tokenizer, _ = experiment.resolve_model(spec)
+    settings = FeatureSettings(spec.max_seq_length, spec.doc_stride, spec.max_query_length)
+    data = FeatureCache(str(pathlib.Path(spec.output_dir) / "cache"), task, spec.dev_file, tokenizer, settings, False,
+                        dist, log=lambda line: None)
+    logits = {}
+    for precision in ("fp16", "fp32"):
+        model_fn = model_fn_builder(task, config, dist=dist, precision=precision)
+        estimator = make_estimator(model_fn, spec.output_dir, dist)
+        outputs = predict_outputs(estimator, data.input_fn_builder(8, dist))
+        logits[precision] = np.stack([np.stack([o["start_logits"], o["end_logits"]]) for o in outputs])
+    assert logits["fp32"].shape == (29, 2, spec.max_seq_length)
+    difference = np.abs(logits["fp16"] - logits["fp32"])
+    # fp16 activations carry ~3 significant digits through 2 layers: measured max 0.03 on logits of size ~10
+    assert difference.max() < 0.1, difference.max()
+    assert np.mean(np.argmax(logits["fp16"], -1) == np.argmax(logits["fp32"], -1)) > 0.95
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# gradient accumulation
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_grad_accumulation_equals_the_doubled_batch():
+    """K=2 micro-batches of b == one batch of 2b: two optimizer steps, fp32, no dropout."""
+    config = tiny_config()
+    micro = span_batches(4, batch=BATCH)
+    doubled = [{name: np.concatenate([micro[2 * i][name], micro[2 * i + 1][name]]) for name in micro[0]}
+               for i in range(2)]
+    results, initial = {}, None
+    for steps in (1, 2):
+        with tf.Graph().as_default():
+            placeholders, loss = span_loss(config)
+            train_op, _, _ = training.create_train_op(loss, 0.01, 100, 0, distributed.SingleProcess(),
+                                                      grad_accum_steps=steps)
+            global_step = tf.train.get_global_step()
+            with tf.Session() as session:
+                session.run(tf.global_variables_initializer())
+                if initial is None:
+                    initial = values_by_name(session, tf.trainable_variables())
+                for v in tf.trainable_variables():
+                    v.load(initial[re.sub(r":\d+$", "", v.name)], session)
+                if steps == 1:
+                    for batch in doubled:
+                        session.run(train_op, feed(placeholders, batch))
+                else:
+                    session.run(train_op, feed(placeholders, micro[0]))
+                    assert session.run(global_step) == 0  # a micro-batch is not an optimizer step
+                    unchanged = values_by_name(session, tf.trainable_variables())
+                    assert all(np.array_equal(unchanged[name], initial[name]) for name in initial)
+                    for batch in micro[1:]:
+                        session.run(train_op, feed(placeholders, batch))
+                    sums = [v for v in tf.global_variables() if v.name.endswith("/accum_grad:0")]
+                    assert len(sums) == len(tf.trainable_variables())
+                    assert all(not np.any(value) for value in session.run(sums))  # zeroed after the step
+                assert session.run(global_step) == 2
+                state = [v for v in tf.global_variables() if "accum_grad" not in v.name and "micro_step" not in v.name]
+                results[steps] = values_by_name(session, state)
+    assert set(results[1]) == set(results[2])
+    # Adam's moments follow the gradients: tight. Parameters get atol 1e-4 (a step moves them by up to
+    # lr * 3 = 0.03): the last LayerNorm beta and the span bias have an exactly zero true gradient (the softmax
+    # cross-entropy's gradient sums to 0 over positions), and Adam turns their float noise into ~1e-5 steps.
+    # (~1e-9 noise in m = 0.1 g, ~1e-18 in v = 0.001 g^2).
+    atol = {"adam_m": 1e-8, "adam_v": 1e-12}
+    for name, value in results[1].items():
+        np.testing.assert_allclose(results[2][name], value, rtol=1e-4, atol=atol.get(name.split("/")[-1], 1e-4),
+                                   err_msg=name)
+    assert np.abs(results[1]["cls/squad/output_weights"] - initial["cls/squad/output_weights"]).max() > 1e-2  # 2 steps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# recompute
+# ---------------------------------------------------------------------------------------------------------------
+
+def _gradients(build, initial=None):
+    """(gradient of a fixed weighting of build()'s output w.r.t. its input and every variable, by name;
+    output; variable values). ``initial``: values to load first."""
+    with tf.Graph().as_default():
+        x = tf.constant(np.random.RandomState(1).randn(BATCH * LENGTH, 16).astype(np.float32))
+        y = build(x)
+        weights = tf.constant(np.random.RandomState(2).randn(*y.shape.as_list()).astype(np.float32))
+        variables = tf.trainable_variables()
+        grads = tf.gradients(tf.reduce_sum(y * weights), [x] + variables)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            if initial:
+                for v in variables:
+                    v.load(initial[re.sub(r":\d+$", "", v.name)], session)
+            names = ["x"] + [re.sub(r":\d+$", "", v.name) for v in variables]
+            values = session.run(grads + [y])
+            return dict(zip(names, values[:-1])), values[-1], values_by_name(session, variables)
+
+
+def test_recompute_gives_autodiff_gradients_with_dropout():
+    """One block with dropout 0.3 and fixed seeded masks: recomputed vs plain autodiff of the same function."""
+    config = tiny_config(dropout=0.3)
+    mask = np.ones([BATCH, 1, LENGTH], np.float32)
+    mask[0, 0, LENGTH // 2:] = 0.0
+
+    def block(rates):
+        def apply(h):
+            settings = layers.make_settings(rates, True, "fused", "float32")
+            settings = settings._replace(dropout_fn=layers.SeededDropout(tf.constant([7, 11], tf.int64)))
+            return layers.transformer_block(h, tf.constant(mask), BATCH, LENGTH, config, settings, layers.BERT_BLOCK)
+        return apply
+
+    def in_layer_scope(fn):
+        def build(x):
+            with tf.variable_scope("layer", use_resource=True):  # custom_gradient needs resource variables
+                return fn(x)
+        return build
+
+    reference, y_reference, initial = _gradients(in_layer_scope(block(config)))
+    grads, y, _ = _gradients(in_layer_scope(lambda x: layers.recomputed(block(config), x)), initial)
+    _, y_without_dropout, _ = _gradients(in_layer_scope(block(tiny_config())), initial)
+    assert not np.allclose(y_reference, y_without_dropout)  # dropout is on
+    np.testing.assert_allclose(y, y_reference, rtol=1e-6, atol=1e-6)
+    assert set(grads) == set(reference) and len(grads) == 17
+    for name in reference:
+        np.testing.assert_allclose(grads[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("layout", ["bert", "albert/google", "albert/brightmart"])
+def test_recompute_encoder_gradients_equal_and_keep_only_block_inputs(layout):
+    """The whole encoder with --recompute: same gradients as without (dropout off), and the backward pass reads
+    from the forward pass little more than each block's input. ALBERT runs its shared block's variables
+    through several recomputed blocks."""
+    config = tiny_config()
+    if layout != "bert":
+        config = dataclasses.replace(config, layout="albert", embedding_size=8, albert_variant=layout.split("/")[1])
+    batch = span_batches(1)[0]
+    grads, saved = {}, {}
+    initial = None
+    for recompute in (False, True):
+        with tf.Graph().as_default():
+            placeholders, loss = span_loss(config, recompute=recompute, batch=BATCH)
+            forward_ops = set(tf.get_default_graph().get_operations())
+            variables = [v for v in tf.trainable_variables() if "pooler" not in v.name]  # unused by the span head
+            gradients = tf.gradients(loss, variables)
+            saved[recompute] = sum(t.shape.num_elements() or 0 for t in _forward_tensors_read(gradients, forward_ops)
+                                   if t.dtype == tf.float32 and t.shape.is_fully_defined())
+            with tf.Session() as session:
+                session.run(tf.global_variables_initializer())
+                if initial is None:
+                    initial = values_by_name(session, variables)
+                for v in variables:
+                    v.load(initial[re.sub(r":\d+$", "", v.name)], session)
+                values = session.run([tf.convert_to_tensor(g) for g in gradients], feed(placeholders, batch))
+                grads[recompute] = dict(zip([re.sub(r":\d+$", "", v.name) for v in variables], values))
+    assert set(grads[True]) == set(grads[False])
+    for name, value in grads[False].items():
+        np.testing.assert_allclose(grads[True][name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+    assert saved[True] < 0.5 * saved[False], saved
+
+
+def _forward_tensors_read(grads, forward_ops):
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_kernels", str(path))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.forward_tensors_read_by_backward(grads, forward_ops, upstream=None)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# attention dropout placement
+# ---------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("placement, shape", [("probs", [BATCH, 2, LENGTH, LENGTH]), ("context", [BATCH * LENGTH, 16])])
+def test_attention_dropout_placement_reaches_the_attention_layer(placement, shape):
+    """Hidden dropout off, attention dropout on: the only random ops in a layer's attention scope are the
+    dropout's, on the probabilities [B, N, T, T] or on the merged context [B*T, H]."""
+    config = ModelConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=LENGTH, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.1)
+    with tf.Graph().as_default() as graph:
+        ids = tf.zeros([BATCH, LENGTH], tf.int32)
+        build_encoder(config, ids, tf.ones_like(ids), ids, True, attention_dropout_placement=placement)
+        random = [op for op in graph.get_operations() if op.type == "RandomUniform"]
+        assert len(random) == 1 and "attention/self" in random[0].name
+        assert tf.get_default_graph().get_tensor_by_name(random[0].name + ":0").shape.as_list() == shape
+
+
+@pytest.mark.skipif(IS_TF1, reason="bf16 compute needs TF 2")
+def test_bf16_training_step_runs_with_fp32_variables():
+    with tf.Graph().as_default():
+        placeholders, loss = span_loss(tiny_config(), compute_dtype="bfloat16")
+        train_op, _, loss_scale = training.create_train_op(loss, 0.01, 100, 0, distributed.SingleProcess(),
+                                                           precision="bf16")
+        assert loss_scale is None and loss.dtype == tf.float32
+        assert {v.dtype.base_dtype for v in tf.global_variables()} <= {tf.float32, tf.int64}
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            variables = [v for v in tf.trainable_variables() if "pooler" not in v.name]  # unused by the span head
+            before = session.run(variables)
+            session.run(train_op, feed(placeholders, span_batches(1)[0]))
+            after = session.run(variables)
+    assert all(np.all(np.isfinite(a)) and not np.array_equal(a, b) for a, b in zip(after, before))
+
+
+def test_fp16_run_logs_the_loss_scale(fp16_run):
+    spec, _, logged = fp16_run
+    progress = [line for line in logged if line.startswith("[train] step")]
+    assert progress and all("loss scale" in line and "skipped" in line for line in progress)
+    tags = set()
+    for path in pathlib.Path(spec.output_dir).glob("events.out.tfevents*"):
+        for event in tf.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"fp16/loss_scale", "fp16/skipped_steps"} <= tags, tags
