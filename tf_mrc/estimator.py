@@ -86,7 +86,7 @@ def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learni
 def make_estimator(model_fn, model_dir, dist, seed=None, save_checkpoints_steps=1000, keep_checkpoint_max=3,
                    save_summary_steps=100):
     """The Estimator; only rank 0 writes checkpoints and summaries. ``model_dir``: rank 0's run directory, or
-    for another rank a private directory (its Estimator needs one; the caller removes it)."""
+    another rank's private one (its Estimator needs a directory; the caller removes it)."""
     import os
     run_config = tf_estimator.RunConfig(
         model_dir=model_dir, tf_random_seed=seed, session_config=dist.session_config(),
