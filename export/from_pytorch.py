@@ -1,13 +1,14 @@
 """PyTorch weights -> a TF checkpoint under the published variable names, and its TF-style config.
 
     python -m export.from_pytorch --pytorch PATH --config CONFIG --output CKPT_PREFIX \
-        [--layout bert|albert] [--albert_variant google|brightmart] [--config_out FILE]
+        [--layout bert|albert|xlnet] [--albert_variant google|brightmart] [--config_out FILE]
 
 PATH: ``pytorch_model.bin``, ``model.safetensors`` (or a sharded ``*.index.json``), or a directory holding one.
-CONFIG: the model's config.json. Its "gelu" is read the way PyTorch computed it (the exact erf form) unless the
-file says ``gelu_convention``; the written config (default ``CKPT_PREFIX.config.json``) names the activation
-unambiguously, so ``run_finetune.py --init_checkpoint CKPT_PREFIX --config_file CKPT_PREFIX.config.json``
-computes what the PyTorch model computed.
+CONFIG: the model's config.json. Its "gelu" (BERT's hidden_act, XLNet's ff_activation) is read the way PyTorch
+computed it (the exact erf form) unless the file says ``gelu_convention``; the written config (default
+``CKPT_PREFIX.config.json``; XLNet's own keys for XLNet) names the activation unambiguously, so
+``run_finetune.py --init_checkpoint CKPT_PREFIX --config_file CKPT_PREFIX.config.json`` computes what the PyTorch
+model computed.
 """
 import argparse
 import json
@@ -16,7 +17,8 @@ import os
 import numpy as np
 
 from tf_mrc.errors import UserError, fail
-from export.mapping import ConversionError, heads_in, tf_config_dict, torch_to_tf
+from export.mapping import ACTIVATION_WORDS, ConversionError, check_xlnet_settings, heads_in, tf_config_dict, \
+    torch_to_tf
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -91,11 +93,14 @@ def read_config(path, layout=None, albert_variant=None):
     from tf_mrc.modeling.config import config_from_json
     try:
         with open(path, encoding="utf-8") as f:
-            says_convention = "gelu_convention" in json.load(f)
+            raw = json.load(f)
     except (OSError, ValueError):
-        says_convention = False  # config_from_json reports the problem in one line
-    return config_from_json(path, layout=layout, albert_variant=albert_variant,
-                            gelu_convention=None if says_convention else "hf")
+        raw = None  # config_from_json reports the problem in one line
+    config = config_from_json(path, layout=layout, albert_variant=albert_variant,
+                              gelu_convention=None if isinstance(raw, dict) and "gelu_convention" in raw else "hf")
+    if config.layout == "xlnet":
+        check_xlnet_settings(raw, path)
+    return config
 
 
 def write_tf_checkpoint(values, prefix):
@@ -132,9 +137,9 @@ def convert(pytorch_path, config_path, output, layout=None, albert_variant=None,
     for note in notes + more_notes:
         log("note: " + note)
     heads = heads_in(values)
-    log("wrote %d variables (%s%s, heads: %s, hidden_act %s) to %s and %s" % (
+    log("wrote %d variables (%s%s, heads: %s, activation %s) to %s and %s" % (
         len(values), config.layout, "/" + config.albert_variant if config.layout == "albert" else "",
-        ", ".join(heads) or "none", tf_config_dict(config)["hidden_act"], output, config_out))
+        ", ".join(heads) or "none", ACTIVATION_WORDS[config.activation()][0], output, config_out))
     return output, config_out
 
 
@@ -143,7 +148,7 @@ def main(argv=None):
     parser.add_argument("--pytorch", required=True, help="pytorch_model.bin, model.safetensors, an index or a dir")
     parser.add_argument("--config", required=True, help="the model's config.json")
     parser.add_argument("--output", required=True, help="checkpoint prefix to write, e.g. out/bert_model.ckpt")
-    parser.add_argument("--layout", choices=["bert", "albert"], help="default: from the config")
+    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"], help="default: from the config")
     parser.add_argument("--albert_variant", choices=["google", "brightmart"],
                         help="default: brightmart when the weights have layer_shared / word_embeddings_2")
     parser.add_argument("--config_out", help="default: CKPT_PREFIX.config.json")

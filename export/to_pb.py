@@ -1,8 +1,8 @@
 """A checkpoint -> a frozen inference GraphDef of standard TF ops, its JSON sidecar, optionally a SavedModel.
 
     python -m export.to_pb --output_dir RUN_DIR --output model.pb [--saved_model DIR]
-    python -m export.to_pb --checkpoint CKPT --config CONFIG.json --layout bert|albert --task TASK \
-        --max_seq_length N --vocab_file VOCAB --output model.pb [--saved_model DIR]
+    python -m export.to_pb --checkpoint CKPT --config CONFIG.json --layout bert|albert|xlnet --task TASK \
+        --max_seq_length N (--vocab_file VOCAB | --spm_model SPIECE) --output model.pb [--saved_model DIR]
 
 ``--output_dir`` is a finished ``run_finetune.py`` run: its run_config.json supplies the config, task, window
 settings and vocabulary, its latest checkpoint the weights.
@@ -14,9 +14,13 @@ The graph's interface (tensor names are these names + ":0"; int32 inputs, batch 
     outputs  start_logits, end_logits             [batch, T]     span tasks
              class_logits                         [batch, 4]     cjrc: span | yes | no | unknown
              choice_logits                        [batch, C]     choice tasks
-``model.pb.json`` beside the graph records this interface, the task, layout, window settings, lower_case and the
-vocabulary (copied beside the graph). The graph is built with the reference kernels whatever ``--kernels``
-trained the model, so it holds no custom op and loads on any TensorFlow; export fails if one slips in.
+``model.pb.json`` beside the graph records this interface, the task, layout, window settings, lower_case (null:
+the layout's convention) and the vocabulary (WordPiece vocab.txt, or XLNet's SentencePiece model; copied beside
+the graph), so a client tokenizes and lays out inputs as training did (XLNet: ``A <sep> B <sep> <cls>``, left
+padding). The graph is built with the reference kernels whatever ``--kernels`` trained the model, so it holds no
+custom op; export fails if one slips in. It loads with plain TensorFlow of the version that exported it or later:
+graphs hold that version's forms of core ops (TF 2.x writes AddV2, BatchMatMulV2 and, for XLNet's einsums, Einsum;
+TF 1.13 lowers tf.einsum to MatMul/Transpose/Reshape when the graph is built).
 (One more placeholder, ``layer_norm_epsilon``, has a default and is never fed: see shield_layer_norm_epsilon.)
 """
 import argparse
@@ -46,7 +50,7 @@ class ExportSpec:
     feature_settings: dict              # tf_mrc.tasks.FeatureSettings fields
     vocab_file: str = None
     spm_model: str = None
-    lower_case: bool = True
+    lower_case: bool = None             # None: the layout's convention (tokenization.load_tokenizer)
     task_options: dict = dataclasses.field(default_factory=dict)
     trained_kernels: str = None
 
@@ -71,7 +75,7 @@ def spec_from_run(output_dir):
         raise UserError("no checkpoint in %s%s" % (output_dir, hint))
     return ExportSpec(checkpoint=checkpoint, config=ModelConfig(**run["model_config"]), task=run["task"],
                       feature_settings=run["feature_settings"], vocab_file=run.get("vocab_file"),
-                      spm_model=run.get("spm_model"), lower_case=run.get("lower_case", True),
+                      spm_model=run.get("spm_model"), lower_case=run.get("lower_case"),
                       task_options=run.get("task_options") or {}, trained_kernels=run.get("kernels"))
 
 
@@ -209,7 +213,14 @@ def export(spec, output, saved_model=None, log=print):
     """Write the frozen graph ``output``, ``output``.json and the vocabulary beside it; returns the sidecar dict."""
     import tensorflow
     from tf_mrc.tasks import get_task
+    from tf_mrc.tokenization import load_tokenizer
     task = get_task(spec.task, spec.task_options)
+    vocabulary = spec.spm_model if spec.config.layout == "xlnet" else spec.vocab_file
+    tokenizer = load_tokenizer(spec.config.layout, spec.vocab_file, spec.spm_model, spec.lower_case) \
+        if vocabulary else None  # without one, clients tokenize themselves (the demo needs one)
+    if tokenizer is not None and tokenizer.vocab_size != spec.config.vocab_size:
+        raise UserError("%s has %d entries but the model's vocab_size is %d" % (
+            vocabulary, tokenizer.vocab_size, spec.config.vocab_size))
     num_choices = getattr(task, "num_choices", None) if task.head == "choice" else None
     graph_def, input_names, output_names = freeze(spec, task.head, num_choices)
     directory = os.path.dirname(os.path.abspath(output))
@@ -254,12 +265,15 @@ def main(argv=None):
     parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below)")
     parser.add_argument("--checkpoint", help="checkpoint prefix, or a directory (its latest)")
     parser.add_argument("--config", help="the checkpoint's JSON config")
-    parser.add_argument("--layout", choices=["bert", "albert"])
+    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"])
     parser.add_argument("--albert_variant", choices=["google", "brightmart"])
     parser.add_argument("--task", choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
     parser.add_argument("--max_seq_length", type=int)
-    parser.add_argument("--vocab_file")
+    parser.add_argument("--vocab_file", help="WordPiece vocab.txt (bert, albert)")
+    parser.add_argument("--spm_model", help="SentencePiece spiece.model (xlnet)")
+    parser.add_argument("--lower_case", dest="lower_case", action="store_true")
     parser.add_argument("--nolower_case", dest="lower_case", action="store_false")
+    parser.set_defaults(lower_case=None)  # the layout's convention: uncased BERT/ALBERT, cased XLNet
     defaults = FeatureSettings()
     for name in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
         parser.add_argument("--" + name, type=int, default=getattr(defaults, name))
@@ -288,7 +302,7 @@ def _spec_from_flags(args):
     settings = {name: getattr(args, name) for name in ("max_seq_length", "doc_stride", "max_query_length",
                                                        "max_answer_length", "n_best_size")}
     return ExportSpec(checkpoint=checkpoint, config=config, task=args.task, feature_settings=settings,
-                      vocab_file=args.vocab_file, lower_case=args.lower_case)
+                      vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case)
 
 
 if __name__ == "__main__":

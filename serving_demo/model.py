@@ -34,6 +34,9 @@ class FrozenModel:
         directory = os.path.dirname(os.path.abspath(pb_path))
         files = {key: os.path.join(directory, sidecar[key]) if sidecar.get(key) else None
                  for key in ("vocab_file", "spm_model")}
+        if not any(files.values()):
+            raise UserError("%s records no vocabulary: export with --output_dir, or with --vocab_file (bert, albert) "
+                            "or --spm_model (xlnet)" % sidecar_path)
         self.tokenizer = load_tokenizer(sidecar["layout"], files["vocab_file"], files["spm_model"],
                                         sidecar["lower_case"])
         self.settings = FeatureSettings(**sidecar["feature_settings"])
