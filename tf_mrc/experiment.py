@@ -185,15 +185,17 @@ def run(spec, log=print, dist=None):
                                         log=log)
         return caches[role]
 
-    # Another rank's Estimator needs a model_dir but must not write beside rank 0's checkpoints: it gets a
-    # private temporary one, removed at the end, also when this rank fails.
+    # Rank 0 works, and alone writes, in the output directory. Another rank's Estimator needs a directory too
+    # but must not write beside rank 0's checkpoints: it gets a private temporary one, removed at the end, also
+    # when this rank fails; it learns from rank 0 which checkpoint to predict from.
     private_dir = None if dist.is_chief else tempfile.mkdtemp(prefix="tf_mrc_rank%d_" % dist.rank)
     results = []
     try:
         for seed_index in range(spec.seeds):
             run_dir = spec.output_dir if spec.seeds == 1 else os.path.join(spec.output_dir, "seed_%d" % seed_index)
-            model_dir = run_dir if dist.is_chief else os.path.join(private_dir, "seed_%d" % seed_index)
-            results.append(_run_one(spec, task, config, settings, hparams, cache, dist, run_dir, model_dir,
+            if not dist.is_chief:
+                run_dir = os.path.join(private_dir, "seed_%d" % seed_index)
+            results.append(_run_one(spec, task, config, settings, hparams, cache, dist, run_dir,
                                     spec.seed + seed_index, log))
     finally:
         if private_dir:
@@ -214,7 +216,7 @@ def _write_run_config(spec, config, settings):
         json.dump(record, f, indent=1, ensure_ascii=False)
 
 
-def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, model_dir, seed, log):
+def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, log):
     from tf_mrc.estimator import make_estimator, model_fn_builder
     num_train_steps, warmup = 1, 0
     learning_rate = hparams["learning_rate"] * (dist.size if spec.lr_scale_with_workers else 1)
@@ -237,12 +239,13 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, model_
                                 precision=spec.precision, grad_accum_steps=spec.grad_accum_steps,
                                 loss_scale_growth_interval=spec.loss_scale_growth_interval,
                                 recompute=spec.recompute, attention_dropout_placement=spec.attention_dropout_placement)
-    estimator = make_estimator(model_fn, model_dir, dist, seed=seed,
+    estimator = make_estimator(model_fn, run_dir, dist, seed=seed,
                                save_checkpoints_steps=spec.save_checkpoints_steps,
                                keep_checkpoint_max=spec.keep_checkpoint_max, xla=spec.xla)
-    if spec.do_train and not _already_trained(run_dir, num_train_steps, dist, log):
-        estimator.train(cache("train").input_fn_builder(hparams["train_batch_size"], dist, seed),
-                        max_steps=num_train_steps)
+    if spec.do_train:
+        if not _already_trained(run_dir, num_train_steps, dist, log):
+            estimator.train(cache("train").input_fn_builder(hparams["train_batch_size"], dist, seed),
+                            max_steps=num_train_steps)
         dist.barrier("after-train")
     checkpoint = None
     if spec.do_eval or spec.do_predict:
@@ -250,7 +253,7 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, model_
         checkpoint = dist.broadcast_object(_latest_checkpoint(run_dir) if dist.is_chief else None)
         checkpoint = checkpoint or spec.init_checkpoint
         if checkpoint is None:
-            raise UserError("no trained checkpoint in %s and no --init_checkpoint to evaluate" % run_dir)
+            raise UserError("no trained checkpoint in %s and no --init_checkpoint to evaluate" % spec.output_dir)
     metrics = {}
     predicted = {}
     for role in ("dev", "predict"):
