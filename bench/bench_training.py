@@ -36,7 +36,8 @@ FLOPs of a step, counted analytically (matmuls only; 2 FLOPs per multiply-add; b
   6 * tokens * P  +  12 * L * B * T^2 * H
   with tokens = B * T and P = L * (4 H^2 + 2 H I) + 2 H the matmul weights (Q, K, V, attention output, FFN
   in/out, span head); the second term is QK^T and PV. MFU = (FLOPs / step time) / (FLOP/s of a
-  [4096 x 4096] x [4096 x 4096] fp32 matmul measured in the same run, same framework and threads).
+  [4096 x 4096] x [4096 x 4096] fp32 matmul measured in the same run, same framework and threads: the best
+  of 5 before the steps and 5 after them, so that a loaded moment does not set the peak).
 """
 import argparse
 import os
@@ -231,7 +232,7 @@ class TorchStep:
         return time.time() - start
 
 
-def tf_matmul_flops(threads, size=4096, repeats=3):
+def tf_matmul_flops(threads, size=4096, repeats=5):
     from tf_mrc.compat import tf
     with tf.Graph().as_default():
         a = tf.Variable(tf.random_normal([size, size], seed=1))
@@ -249,7 +250,7 @@ def tf_matmul_flops(threads, size=4096, repeats=3):
     return 2.0 * size ** 3 / min(times)
 
 
-def torch_matmul_flops(threads, size=4096, repeats=3):
+def torch_matmul_flops(threads, size=4096, repeats=5):
     import torch
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -300,6 +301,8 @@ def main():
              args.threads, *os.getloadavg(), os.cpu_count()))
     print("FLOPs per step (6 tokens P + 12 L B T^2 H): %.1f G" % (flops / 1e9))
 
+    tf_peak = tf_matmul_flops(args.threads) if args.repeats else None
+    torch_peak = torch_matmul_flops(args.threads) if args.torch and args.repeats else None
     steps, graph_only = [], []
     for name in names:
         start = time.time()
@@ -320,8 +323,10 @@ def main():
     for _ in range(args.repeats):
         for step in steps + ([torch_step] if torch_step else []):
             step.times.append(step.run())
-    tf_peak = tf_matmul_flops(args.threads) if args.repeats else None
-    torch_peak = torch_matmul_flops(args.threads) if torch_step else None
+    if args.repeats:
+        tf_peak = max(tf_peak, tf_matmul_flops(args.threads))
+    if torch_step:
+        torch_peak = max(torch_peak, torch_matmul_flops(args.threads))
 
     reference = (steps + graph_only)[0]
     print()

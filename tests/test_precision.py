@@ -377,6 +377,16 @@ def test_bf16_training_step_runs_with_fp32_variables():
     assert all(np.all(np.isfinite(a)) and not np.array_equal(a, b) for a, b in zip(after, before))
 
 
+def test_resuming_an_fp32_run_in_fp16_is_a_user_error(tmp_path):
+    spec = experiment.embedded_default(str(tmp_path / "out"))
+    spec.do_eval = spec.do_predict = False
+    spec.max_train_steps, spec.log_every = 1, 1000
+    experiment.run(spec, log=lambda line: None)
+    spec.precision, spec.max_train_steps = "fp16", 2
+    with pytest.raises(experiment.UserError, match="trained without --precision=fp16"):
+        experiment.run(spec, log=lambda line: None)
+
+
 def test_fp16_run_logs_the_loss_scale(fp16_run):
     spec, _, logged = fp16_run
     progress = [line for line in logged if line.startswith("[train] step")]

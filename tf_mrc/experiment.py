@@ -243,6 +243,7 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, 
                                save_checkpoints_steps=spec.save_checkpoints_steps,
                                keep_checkpoint_max=spec.keep_checkpoint_max, xla=spec.xla)
     if spec.do_train:
+        _check_resumable(run_dir, spec)
         if not _already_trained(run_dir, num_train_steps, dist, log):
             estimator.train(cache("train").input_fn_builder(hparams["train_batch_size"], dist, seed),
                             max_steps=num_train_steps)
@@ -295,6 +296,20 @@ def _already_trained(run_dir, num_train_steps, dist, log):
     if step >= num_train_steps and dist.is_chief:
         log("[train] %s already holds step %d of %d: training skipped" % (run_dir, step, num_train_steps))
     return step >= num_train_steps
+
+
+def _check_resumable(run_dir, spec):
+    """Training resumes from run_dir's last checkpoint, which must hold the state these flags add."""
+    from tf_mrc.compat import tf
+    checkpoint = tf.train.latest_checkpoint(run_dir)
+    if checkpoint is None:
+        return
+    stored = {name for name, _ in tf.train.list_variables(checkpoint)}
+    for wanted, state, flag in ((spec.precision == "fp16", "loss_scale", "--precision=fp16"),
+                                (spec.grad_accum_steps > 1, "micro_step", "--grad_accum_steps > 1")):
+        if wanted and state not in stored:
+            raise UserError("%s was trained without %s: resume with its own flags, or start a new --output_dir "
+                            "with --init_checkpoint=%s" % (checkpoint, flag, checkpoint))
 
 
 def _predict_gathered(estimator, data, batch_size, dist, checkpoint):
