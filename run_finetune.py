@@ -86,19 +86,28 @@ def spec_from_flags():
 
 
 def main(argv):
-    from tf_mrc import experiment
+    from tf_mrc import distributed, experiment
     started = time.time()
     try:
-        if len(sys.argv) == 1:
-            spec = experiment.embedded_default()
-            print("[run] no arguments: the embedded default (tiny encoder on tf_mrc/resources/tiny/passages.json)")
-        else:
-            spec = spec_from_flags()
-        experiment.run(spec)
+        dist = distributed.detect()
     except UserError as err:
         fail(err)
-    print("[run] done in %.0f s; outputs in %s (predictions.json, nbest_predictions.json, eval_results.json)"
-          % (time.time() - started, spec.output_dir))
+    # Under horovodrun a failing rank must end its process at once, so that the launcher ends the job.
+    with dist.fail_fast():
+        try:
+            if len(sys.argv) == 1:
+                spec = experiment.embedded_default()
+                if dist.is_chief:
+                    print("[run] no arguments: the embedded default (tiny encoder on "
+                          "tf_mrc/resources/tiny/passages.json)")
+            else:
+                spec = spec_from_flags()
+            experiment.run(spec, dist=dist)
+        except UserError as err:
+            fail(err)
+    if dist.is_chief:
+        print("[run] done in %.0f s; outputs in %s (predictions.json, nbest_predictions.json, eval_results.json)"
+              % (time.time() - started, spec.output_dir))
 
 
 if __name__ == "__main__":

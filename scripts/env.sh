@@ -9,10 +9,13 @@ REQ_HASH="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha1sum 
 VENV="${TF_MRC_VENV:-${TF_MRC_HOME:-$HOME/.cache/tf_mrc}/venv-py311-$REQ_HASH}"
 if [ ! -f "$VENV/.complete" ]; then
   echo "[env] creating $VENV (first run takes ~2 minutes)" >&2
-  rm -rf "$VENV"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
-  touch "$VENV/.complete"
+  # Chained with &&: `set -e` is ignored when this file is sourced inside an && / || list, and a failed
+  # install must never leave the venv marked complete.
+  { rm -rf "$VENV" &&
+    "$PYTHON" -m venv "$VENV" &&
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements.txt" \
+      -r "$ROOT/requirements-dev.txt" &&
+    touch "$VENV/.complete"; } || { echo "[env] creating $VENV failed" >&2; return 1 2>/dev/null || exit 1; }
 fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"

@@ -1,6 +1,9 @@
-"""Shared test helpers: where the publishers' real samples live (../shared/data, beside the clone)."""
+"""Shared test helpers: where the publishers' real samples live (../shared/data, beside the clone); how to
+start a Horovod job from a test."""
 import os
 import pathlib
+import shutil
+import sys
 
 import pytest
 
@@ -16,6 +19,45 @@ def shared_file(relative):
     return path
 
 
+def horovodrun():
+    """The horovodrun beside this interpreter, or skip when Horovod is not installed here."""
+    pytest.importorskip("horovod.tensorflow", reason="Horovod is not installed (scripts/env_horovod.sh)")
+    beside = os.path.join(os.path.dirname(sys.executable), "horovodrun")
+    found = beside if os.path.exists(beside) else shutil.which("horovodrun")
+    if not found:
+        pytest.skip("horovodrun not found")
+    return found
+
+
+def horovod_job_env(**extra):
+    """Environment for a horovodrun job started by a test: the repo importable, this process's own launcher
+    variables dropped (pytest may itself run under a launcher), mpirun's consent to run as root."""
+    from tf_mrc import distributed
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
+    for name in distributed.LAUNCHER_RANK_VARIABLES:
+        env.pop(name, None)
+    if os.geteuid() == 0:   # mpirun (the TF 1.13 stack's Horovod) refuses root without these
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
+
+
 @pytest.fixture
 def chinese_vocab():
     return str(shared_file("vocab/chinese_bert_vocab.txt"))
+
+
+def train_xlnet_spm(folder, sentences, vocab_size, model_type="bpe", **options):
+    """Train a SentencePiece model on ``sentences`` with XLNet's spm_train symbols (zihangdai/xlnet README:
+    control <cls> <sep> <pad> <mask> <eod>, user-defined <eop> and a few punctuation marks), so <unk> <s> </s>
+    <cls> <sep> <pad> <mask> <eod> <eop> land on ids 0..8 as XLNet's data_utils.special_symbols expects of
+    every XLNet vocabulary. Returns the .model path (a test-time artifact, never committed)."""
+    sentencepiece = pytest.importorskip("sentencepiece")
+    folder = pathlib.Path(folder)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.Train(
+        input=str(corpus), model_prefix=str(folder / "spiece"), vocab_size=vocab_size, model_type=model_type,
+        character_coverage=1.0, control_symbols=["<cls>", "<sep>", "<pad>", "<mask>", "<eod>"],
+        user_defined_symbols=["<eop>", ".", "(", ")", '"', "-", u"\u2013", u"\u00a3", u"\u20ac"],
+        hard_vocab_limit=False, minloglevel=2, **options)
+    return str(folder / "spiece.model")

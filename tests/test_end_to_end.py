@@ -93,3 +93,11 @@ def test_evaluate_and_audit_commands(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
     report = json.loads(out.strip().splitlines()[-1])
     assert report["examples"] == 29 and report["unaligned"] == 0 and report["oracle"]["f1"] == 100.0
+
+
+def test_config_file_that_contradicts_the_preset_is_a_user_error(tmp_path):
+    config = tmp_path / "bert_config.json"
+    config.write_text(json.dumps({"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+                                  "intermediate_size": 128, "vocab_size": 372}))
+    with pytest.raises(UserError, match="num_hidden_layers=3 but --model=tiny expects 2"):
+        experiment.run(_spec(tmp_path, config_file=str(config)))

@@ -4,6 +4,7 @@ import unicodedata
 
 import numpy as np
 import pytest
+from conftest import train_xlnet_spm
 
 from tf_mrc.compat import tf
 from tf_mrc.modeling import build_encoder
@@ -273,20 +274,9 @@ def training_sentences():
 
 @pytest.fixture(scope="module")
 def spm_model(tmp_path_factory):
-    sentencepiece = pytest.importorskip("sentencepiece")
-    folder = tmp_path_factory.mktemp("spm")
-    corpus = folder / "corpus.txt"
-    corpus.write_text("\n".join(training_sentences()) + "\n", encoding="utf-8")
-    # XLNet's spm_train symbols (README), so the special symbols land on ids 0..8 as in every XLNet vocabulary.
     # BPE rather than XLNet's unigram: on a corpus this small only BPE learns pieces like '▁2020,' that XLNet's
     # 32k unigram vocabulary has and that its 'digits,' rule re-splits.
-    sentencepiece.SentencePieceTrainer.Train(
-        input=str(corpus), model_prefix=str(folder / "spiece"), vocab_size=400, model_type="bpe",
-        character_coverage=1.0, split_by_number=False,
-        control_symbols=["<cls>", "<sep>", "<pad>", "<mask>", "<eod>"],
-        user_defined_symbols=["<eop>", ".", "(", ")", '"', "-", u"\u2013", u"\u00a3", u"\u20ac"],
-        hard_vocab_limit=False, minloglevel=2)
-    return str(folder / "spiece.model")
+    return train_xlnet_spm(tmp_path_factory.mktemp("spm"), training_sentences(), 400, split_by_number=False)
 
 
 def reference_preprocess(text, lower_case):

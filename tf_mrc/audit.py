@@ -1,11 +1,12 @@
 """Check a data file before a long GPU job: how it featurizes, and the score a perfect model would get.
 
     python -m tf_mrc.audit --task=cmrc2018 --data FILE --vocab_file VOCAB [--max_seq_length 512 ...]
+    python -m tf_mrc.audit --task=cmrc2018 --data FILE --model xlnet_mid --spm_model spiece.model
 
 The oracle pushes the gold labels through the real features, post-processing and metric: anything below
 ~100 on clean data points at alignment, truncation or decoding losses, which the report counts
 (span tasks: ``too_long`` answers exceed --max_answer_length tokens; ``inexact`` answers start or end
-inside a word piece). The last line is JSON:
+inside a word piece or SentencePiece piece). The last line is JSON:
 {"examples": .., "features": .., "unaligned": .., "truncated": .., "oracle": {...}}
 """
 import argparse

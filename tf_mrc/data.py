@@ -11,21 +11,14 @@ import os
 import numpy as np
 
 from tf_mrc.compat import tf
+from tf_mrc.tokenization import file_fingerprint
 
 CACHE_FORMAT = 1
 
 
-def _file_digest(path):
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
-
-
 def cache_key(task, data_file, tokenizer, settings, is_training):
-    options = json.dumps(task.options, sort_keys=True, default=str)
-    sources = "+".join(_file_digest(path) for path in task.source_files(data_file))
+    options = json.dumps(task.cache_identity(), sort_keys=True, default=str)
+    sources = "+".join(file_fingerprint(path) for path in task.source_files(data_file))
     parts = [task.name, sources, tokenizer.fingerprint, settings.key(),
              "train" if is_training else "eval", hashlib.sha1(options.encode()).hexdigest()[:6], str(CACHE_FORMAT)]
     return "-".join(parts)

@@ -116,11 +116,9 @@ def session_config(dist, xla=False):
 
 def make_estimator(model_fn, model_dir, dist, seed=None, save_checkpoints_steps=1000, keep_checkpoint_max=3,
                    save_summary_steps=100, xla=False):
-    """The Estimator; only rank 0 writes checkpoints and summaries (other ranks get a private model_dir)."""
+    """The Estimator; only rank 0 writes checkpoints and summaries. ``model_dir``: rank 0's run directory, or
+    another rank's private one (its Estimator needs a directory; the caller removes it)."""
     import os
-    import tempfile
-    if not dist.is_chief:
-        model_dir = tempfile.mkdtemp(prefix="tf_mrc_rank%d_" % dist.rank)
     run_config = tf_estimator.RunConfig(
         model_dir=model_dir, tf_random_seed=seed, session_config=session_config(dist, xla),
         save_checkpoints_steps=save_checkpoints_steps if dist.is_chief else None,

@@ -7,6 +7,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import tempfile
 from typing import Optional
 
 from tf_mrc import distributed, presets
@@ -90,15 +92,15 @@ def resolve_model(spec, log=print):
     preset = presets.model_preset(spec.model)
     config = preset.config
     if spec.config_file:
-        config = config_from_json(spec.config_file, layout=preset.config.layout)
+        config = config_from_json(spec.config_file, layout=preset.config.layout, base=preset.config)
         presets.check_config_matches_preset(preset, config, spec.config_file)
     tokenizer = load_tokenizer(config.layout, spec.vocab_file, spec.spm_model, spec.lower_case)
-    if config.vocab_size == 0:  # the tiny preset takes its vocabulary size from the shipped vocab
+    if config.vocab_size == 0:  # the tiny presets take their vocabulary size from the tokenizer
         config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size)
     if tokenizer.vocab_size != config.vocab_size:
         raise UserError("vocabulary %s has %d entries but the model expects vocab_size %d (wrong vocab for "
-                        "this checkpoint/config?)" % (spec.vocab_file or spec.spm_model, tokenizer.vocab_size,
-                                                       config.vocab_size))
+                        "this checkpoint/config?)" % (spec.spm_model if config.layout == "xlnet" else spec.vocab_file,
+                                                       tokenizer.vocab_size, config.vocab_size))
     if spec.init_checkpoint:
         _check_checkpoint_vocab(spec.init_checkpoint, config)
     return config, tokenizer, preset.max_seq_length
@@ -135,9 +137,11 @@ def _check_training_options(spec, config):
         raise UserError("--recompute supports the bert and albert layouts, not xlnet")
 
 
-def run(spec, log=print):
-    """Run ``spec`` for every seed; returns the per-seed metric dicts (rank 0) and writes results.md."""
-    dist = distributed.detect()
+def run(spec, log=print, dist=None):
+    """Run ``spec`` for every seed; returns the per-seed metric dicts (rank 0) and writes results.md.
+    ``dist``: the process layout (default: ``distributed.detect()``)."""
+    if dist is None:
+        dist = distributed.detect()
     task = get_task(spec.task, spec.task_options)
     config, tokenizer, preset_max_len = resolve_model(spec, log)
     _check_training_options(spec, config)
@@ -166,6 +170,11 @@ def run(spec, log=print):
         log("[run] task=%s model=%s layout=%s max_seq_length=%d workers=%d kernels=%s precision=%s hparams=%s" % (
             spec.task, spec.model, config.layout, max_len, dist.size, spec.kernels, spec.precision,
             json.dumps(hparams)))
+        _write_run_config(spec, config, settings)
+        if dist.size > 1:
+            scaling = ("x %d workers (--lr_scale_with_workers)" % dist.size if spec.lr_scale_with_workers else
+                       "(not scaled; --lr_scale_with_workers would multiply it by %d)" % dist.size)
+            log("[run] %d Horovod workers; learning rate %g %s" % (dist.size, hparams["learning_rate"], scaling))
     cache_dir = spec.cache_dir or os.path.join(spec.output_dir, "cache")
     caches = {}
 
@@ -176,18 +185,38 @@ def run(spec, log=print):
                                         log=log)
         return caches[role]
 
+    # Rank 0 works, and alone writes, in the output directory. Another rank's Estimator needs a directory too
+    # but must not write beside rank 0's checkpoints: it gets a private temporary one, removed at the end, also
+    # when this rank fails; it learns from rank 0 which checkpoint to predict from.
+    private_dir = None if dist.is_chief else tempfile.mkdtemp(prefix="tf_mrc_rank%d_" % dist.rank)
     results = []
-    for seed_index in range(spec.seeds):
-        run_dir = spec.output_dir if spec.seeds == 1 else os.path.join(spec.output_dir, "seed_%d" % seed_index)
-        results.append(_run_one(spec, task, config, settings, hparams, cache, dist, run_dir,
-                                spec.seed + seed_index, log))
+    try:
+        for seed_index in range(spec.seeds):
+            run_dir = spec.output_dir if spec.seeds == 1 else os.path.join(spec.output_dir, "seed_%d" % seed_index)
+            if not dist.is_chief:
+                run_dir = os.path.join(private_dir, "seed_%d" % seed_index)
+            results.append(_run_one(spec, task, config, settings, hparams, cache, dist, run_dir,
+                                    spec.seed + seed_index, log))
+    finally:
+        if private_dir:
+            shutil.rmtree(private_dir, ignore_errors=True)
     if spec.seeds > 1 and dist.is_chief and spec.do_eval:
         _write_seed_summary(spec, task, results, log)
     return results
 
 
+def _write_run_config(spec, config, settings):
+    """OUT/run_config.json: what a later export needs to rebuild the model and its features without flags."""
+    record = {"task": spec.task, "task_options": spec.task_options, "model": spec.model,
+              "model_config": config.to_dict(), "feature_settings": dataclasses.asdict(settings),
+              "vocab_file": os.path.abspath(spec.vocab_file) if spec.vocab_file else None,
+              "spm_model": os.path.abspath(spec.spm_model) if spec.spm_model else None,
+              "lower_case": spec.lower_case, "kernels": spec.kernels, "seeds": spec.seeds}
+    with open(os.path.join(spec.output_dir, "run_config.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, ensure_ascii=False)
+
+
 def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, log):
-    from tf_mrc.compat import tf
     from tf_mrc.estimator import make_estimator, model_fn_builder
     num_train_steps, warmup = 1, 0
     learning_rate = hparams["learning_rate"] * (dist.size if spec.lr_scale_with_workers else 1)
@@ -215,14 +244,17 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, 
                                keep_checkpoint_max=spec.keep_checkpoint_max, xla=spec.xla)
     if spec.do_train:
         _check_resumable(run_dir, spec)
-        estimator.train(cache("train").input_fn_builder(hparams["train_batch_size"], dist, seed),
-                        max_steps=num_train_steps)
+        if not _already_trained(run_dir, num_train_steps, dist, log):
+            estimator.train(cache("train").input_fn_builder(hparams["train_batch_size"], dist, seed),
+                            max_steps=num_train_steps)
         dist.barrier("after-train")
     checkpoint = None
-    if not spec.do_train and tf.train.latest_checkpoint(run_dir) is None:
-        if not spec.init_checkpoint:
-            raise UserError("no trained checkpoint in %s and no --init_checkpoint to evaluate" % run_dir)
-        checkpoint = spec.init_checkpoint
+    if spec.do_eval or spec.do_predict:
+        # Every rank predicts from the checkpoint rank 0 names (the other ranks' model_dirs hold none).
+        checkpoint = dist.broadcast_object(_latest_checkpoint(run_dir) if dist.is_chief else None)
+        checkpoint = checkpoint or spec.init_checkpoint
+        if checkpoint is None:
+            raise UserError("no trained checkpoint in %s and no --init_checkpoint to evaluate" % spec.output_dir)
     metrics = {}
     predicted = {}
     for role in ("dev", "predict"):
@@ -248,6 +280,24 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, 
     return metrics
 
 
+def _latest_checkpoint(run_dir):
+    from tf_mrc.compat import tf
+    latest = tf.train.latest_checkpoint(run_dir)
+    return os.path.abspath(latest) if latest else None
+
+
+def _already_trained(run_dir, num_train_steps, dist, log):
+    """Whether rank 0's run directory holds a checkpoint at num_train_steps already (a finished run started
+    again). Rank 0 decides for every rank: an Estimator skips training when its own model_dir has reached
+    max_steps, and a rank that skipped while another trained would leave that one waiting forever."""
+    from tf_mrc.compat import tf
+    latest = _latest_checkpoint(run_dir) if dist.is_chief else None
+    step = dist.broadcast_object(int(tf.train.load_variable(latest, "global_step")) if latest else 0)
+    if step >= num_train_steps and dist.is_chief:
+        log("[train] %s already holds step %d of %d: training skipped" % (run_dir, step, num_train_steps))
+    return step >= num_train_steps
+
+
 def _check_resumable(run_dir, spec):
     """Training resumes from run_dir's last checkpoint, which must hold the state these flags add."""
     from tf_mrc.compat import tf
@@ -263,11 +313,17 @@ def _check_resumable(run_dir, spec):
 
 
 def _predict_gathered(estimator, data, batch_size, dist, checkpoint):
-    """Every rank predicts its own slice of the features (feature i on rank i % size); the slices are
-    gathered and re-interleaved so every rank holds all outputs in feature order."""
+    """Every rank predicts its own slice of the features: tf.data's shard gives rank r the features r, r + size,
+    r + 2 size, ..., so feature i is item i // size of rank i % size's slice (slices differ in length by at
+    most one). Rank 0 gets every output in feature order; the other ranks, which write nothing, get None."""
     from tf_mrc.estimator import predict_outputs
     mine = predict_outputs(estimator, data.input_fn_builder(batch_size, dist), checkpoint)
     slices = dist.allgather_objects(mine)
+    if not dist.is_chief:
+        return None
+    if sum(len(part) for part in slices) != data.num_features:
+        raise RuntimeError("gathered %s predictions per rank for %d features"
+                           % ([len(part) for part in slices], data.num_features))
     return [slices[i % dist.size][i // dist.size] for i in range(data.num_features)]
 
 

@@ -132,6 +132,9 @@ class ChineseConverter:
         except ImportError:
             raise TokenizerError("the opencc package is required for this task (pip install opencc, or "
                                  "opencc-python-reimplemented on Python 3.7)")
+        # opencc and opencc-python-reimplemented convert a few characters differently (谿/溪): features
+        # made by one must not be reused by the other.
+        self.identity = "%s-%s-%s" % (opencc.__name__, getattr(opencc, "__version__", "?"), config)
         try:
             self._cc = opencc.OpenCC(config)
         except TypeError:  # opencc-python-reimplemented wants the name without .json in older releases

@@ -17,8 +17,9 @@ GOOGLE_BLOCK = layers.BlockNames(attention="attention_1/self", attention_output=
 
 def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32",
            attention_dropout_placement="probs", recompute=False):
-    settings = layers.make_settings(config, is_training, kernels, compute_dtype, attention_dropout_placement,
-                                    recompute)
+    settings = layers.make_settings(config, is_training, kernels, compute_dtype,
+                                    attention_dropout_placement=attention_dropout_placement,
+                                    recompute=recompute)
     batch_size, seq_length = layers.shape_list(input_ids)
     google = config.albert_variant == "google"
     with tf.variable_scope("bert"):

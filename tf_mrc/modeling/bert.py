@@ -6,8 +6,9 @@ from tf_mrc.modeling import layers
 
 def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32",
            attention_dropout_placement="probs", recompute=False):
-    settings = layers.make_settings(config, is_training, kernels, compute_dtype, attention_dropout_placement,
-                                    recompute)
+    settings = layers.make_settings(config, is_training, kernels, compute_dtype,
+                                    attention_dropout_placement=attention_dropout_placement,
+                                    recompute=recompute)
     batch_size, seq_length = layers.shape_list(input_ids)
     with tf.variable_scope("bert"):
         hidden = layers.embeddings(input_ids, segment_ids, config, settings, config.hidden_size)

@@ -15,8 +15,15 @@ from tf_mrc.errors import UserError
 _TRAINING_STATE = re.compile(
     r"(^|/)(global_step|good_steps|loss_scale|skipped_steps|micro_step|beta1_power|beta2_power)$"
     r"|/(adam_m|adam_v|Adam|Adam_1|lamb_m|lamb_v|Momentum|Adagrad|accum[^/]*)$")
-# The pretraining objectives' heads (masked LM and next-sentence / sentence-order), unused when fine-tuning.
-PRETRAINING_HEAD_PREFIXES = ("cls/predictions/", "cls/seq_relationship/")
+# The pretraining objectives' heads (masked LM and next-sentence / sentence-order; XLNet's LM bias and the mask
+# embedding of its query stream), unused when fine-tuning.
+PRETRAINING_HEAD_PREFIXES = ("cls/predictions/", "cls/seq_relationship/", "model/lm_loss/",
+                             "model/transformer/mask_emb/")
+
+
+def is_training_state(name):
+    """Whether checkpoint entry ``name`` is optimizer or step state rather than a model weight."""
+    return bool(_TRAINING_STATE.search(name))
 
 
 class CheckpointError(UserError):
@@ -29,7 +36,7 @@ class CheckpointReport:
     loaded: List[str]
     missing: List[str]           # model variables left at their initializers
     unused: List[str]            # checkpoint variables nothing in the model asked for
-    pretraining_heads: List[str]  # unused cls/predictions, cls/seq_relationship entries
+    pretraining_heads: List[str]  # unused entries under PRETRAINING_HEAD_PREFIXES
 
     def lines(self):
         total = len(self.loaded) + len(self.missing)
@@ -37,7 +44,8 @@ class CheckpointReport:
         out += ["  NOT in checkpoint, left at initializer: %s" % name for name in self.missing]
         out += ["  unused checkpoint variable: %s" % name for name in self.unused]
         if self.pretraining_heads:
-            scopes = sorted({"/".join(name.split("/")[:2]) for name in self.pretraining_heads})
+            scopes = sorted({prefix.rstrip("/") for prefix in PRETRAINING_HEAD_PREFIXES
+                             for name in self.pretraining_heads if name.startswith(prefix)})
             out.append("  unused (pretraining heads): %d variables under %s"
                        % (len(self.pretraining_heads), ", ".join(scopes)))
         return out
@@ -80,7 +88,7 @@ def init_from_checkpoint(init_checkpoint, log=print, variables=None):
 
     unused, heads = [], []
     for name in sorted(stored):
-        if name in assignment_map or _TRAINING_STATE.search(name):
+        if name in assignment_map or is_training_state(name):
             continue
         (heads if name.startswith(PRETRAINING_HEAD_PREFIXES) else unused).append(name)
 

@@ -7,6 +7,7 @@ from tf_mrc.errors import UserError
 
 LAYOUTS = ("bert", "albert", "xlnet")
 ALBERT_VARIANTS = ("google", "brightmart")
+LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's, which every published BERT/ALBERT checkpoint used
 
 
 class ConfigError(UserError):
@@ -80,10 +81,14 @@ _XLNET_KEYS = {"d_model": "hidden_size", "n_layer": "num_hidden_layers", "n_head
                "d_head": "d_head", "untie_r": "untie_r", "clamp_len": "clamp_len"}
 
 
-def config_from_json(path, layout=None, **overrides):
+def config_from_json(path, layout=None, base=None, **overrides):
     """Read a BERT, ALBERT or XLNet JSON config (their published key names) into a ModelConfig.
 
-    The layout comes from ``layout``, else from the file's keys (XLNet's d_model, ALBERT's embedding_size).
+    The layout comes from ``layout``, else from the file's keys (``layout``, transformers' ``model_type``,
+    XLNet's d_model, ALBERT's embedding_size). A transformers config.json (it has ``model_type``) means the
+    exact erf form by ``gelu`` unless it says ``gelu_convention`` itself.
+    Fields the file does not set keep ``base``'s values (a preset's: e.g. brightmart's albert_variant, the
+    dropout of XLNet, whose config files hold none), else the ModelConfig defaults.
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -95,9 +100,16 @@ def config_from_json(path, layout=None, **overrides):
     if not isinstance(raw, dict):
         raise ConfigError("config file %s: expected a JSON object" % path)
     if layout is None:
-        layout = raw.get("layout") or ("xlnet" if "d_model" in raw else "albert" if "embedding_size" in raw else "bert")
+        layout = raw.get("layout") or (raw.get("model_type") if raw.get("model_type") in LAYOUTS else None) or (
+            "xlnet" if "d_model" in raw else "albert" if "embedding_size" in raw else "bert")
+    if raw.get("layer_norm_eps", LAYER_NORM_EPSILON) != LAYER_NORM_EPSILON:
+        raise ConfigError("config file %s: layer_norm_eps %g is not supported (tf_mrc's LayerNorm uses %g, as every "
+                          "published BERT/ALBERT checkpoint does)" % (path, raw["layer_norm_eps"], LAYER_NORM_EPSILON))
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    values = {"layout": layout}
+    values = dataclasses.asdict(base) if base is not None else {}
+    values["layout"] = layout
+    if "model_type" in raw and "gelu_convention" not in raw:
+        values["gelu_convention"] = "hf"
     for key, value in raw.items():
         key = _XLNET_KEYS.get(key, key) if layout == "xlnet" else key
         if key in fields:

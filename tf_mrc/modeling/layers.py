@@ -1,6 +1,7 @@
-"""Building blocks shared by the BERT and ALBERT layouts.
+"""Building blocks shared by the BERT, ALBERT and XLNet layouts.
 
-Everything works on 2-D activations [B*T, width] (as google-research/bert does) and creates its variables with
+BERT and ALBERT run on 2-D activations [B*T, width] (as google-research/bert does), XLNet batch-major
+[B, T, width]; ``dense`` and ``layer_norm`` take either. Every helper creates its variables with
 ``tf.get_variable`` under the caller's variable scope, so the published checkpoints' names come from the scopes the
 layouts open. Variables are always float32; ``Settings.dtype`` is the compute dtype the activations are cast to,
 with LayerNorm and the attention softmax computed in float32 whatever it is.
@@ -16,12 +17,12 @@ import math
 from tf_mrc import ops
 from tf_mrc.compat import IS_TF1, tf
 from tf_mrc.modeling import EncoderOutput
+from tf_mrc.modeling.config import LAYER_NORM_EPSILON
 
-LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's, which every published BERT/ALBERT checkpoint used
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 
 Settings = collections.namedtuple(
-    "Settings", ["dtype", "kernels", "initializer_range", "hidden_dropout", "attention_dropout", "activation",
+    "Settings", ["dtype", "kernels", "initializer", "hidden_dropout", "attention_dropout", "activation",
                  "attention_dropout_placement", "recompute", "dropout_fn"])
 
 # Variable scopes of one transformer block, relative to the block's own scope.
@@ -33,9 +34,10 @@ BERT_BLOCK = BlockNames(attention="attention/self", attention_output="attention/
                         output="output/dense", output_norm="output/LayerNorm")
 
 
-def make_settings(config, is_training, kernels, compute_dtype, attention_dropout_placement="probs",
+def make_settings(config, is_training, kernels, compute_dtype, initializer=None, attention_dropout_placement="probs",
                   recompute=False):
-    """Collect what every layer needs; dropout rates are zero and recompute is off unless training."""
+    """Collect what every layer needs; dropout rates are zero and recompute is off unless training.
+    ``initializer`` of new weights: default BERT's truncated normal of stddev ``config.initializer_range``."""
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError("compute_dtype must be one of %s, got %r" % ("|".join(COMPUTE_DTYPES), compute_dtype))
     if compute_dtype == "bfloat16" and IS_TF1:
@@ -45,8 +47,9 @@ def make_settings(config, is_training, kernels, compute_dtype, attention_dropout
         raise ValueError("attention_dropout_placement must be one of %s, got %r"
                          % ("|".join(ops.ATTENTION_DROPOUT_SITES), attention_dropout_placement))
     ops.resolve_backend(kernels)  # a bad --kernels value fails here, before any variable exists
-    return Settings(dtype=tf.as_dtype(compute_dtype), kernels=kernels,
-                    initializer_range=config.initializer_range,
+    if initializer is None:
+        initializer = tf.truncated_normal_initializer(stddev=config.initializer_range)
+    return Settings(dtype=tf.as_dtype(compute_dtype), kernels=kernels, initializer=initializer,
                     hidden_dropout=config.hidden_dropout_prob if is_training else 0.0,
                     attention_dropout=config.attention_probs_dropout_prob if is_training else 0.0,
                     activation=config.activation(), attention_dropout_placement=attention_dropout_placement,
@@ -58,10 +61,8 @@ def cast(x, dtype):
 
 
 def variable(name, shape, settings, initializer=None):
-    """A float32 variable in the current scope; weights default to BERT's truncated normal."""
-    if initializer is None:
-        initializer = tf.truncated_normal_initializer(stddev=settings.initializer_range)
-    return tf.get_variable(name, shape=shape, dtype=tf.float32, initializer=initializer,
+    """A float32 variable in the current scope; weights default to the settings' initializer."""
+    return tf.get_variable(name, shape=shape, dtype=tf.float32, initializer=initializer or settings.initializer,
                            use_resource=True if settings.recompute else None)
 
 
@@ -77,11 +78,14 @@ def dropout(x, rate):
 
 
 def dense(x, units, settings, activation=None, use_bias=True):
-    """x [N, in] @ kernel [in, units] + bias, in the current variable scope (kernels stored 2-D, as published)."""
-    width = x.shape.as_list()[-1]
-    output = tf.matmul(x, weight("kernel", [width, units], settings))
+    """x [..., in] @ kernel [in, units] + bias, in the current variable scope (kernels stored 2-D, as published)."""
+    shape = shape_list(x)
+    flat = x if len(shape) == 2 else tf.reshape(x, [-1, shape[-1]])
+    output = tf.matmul(flat, weight("kernel", [shape[-1], units], settings))
     if use_bias:
         output = tf.nn.bias_add(output, weight("bias", [units], settings, tf.zeros_initializer()))
+    if len(shape) != 2:
+        output = tf.reshape(output, shape[:-1] + [units])
     return activation(output) if activation is not None else output
 
 

@@ -17,21 +17,14 @@ checkpoints also hold ``model/transformer/mask_emb/mask_emb`` and ``model/lm_los
 that fine-tuning never creates, so they are left in the checkpoint; pre-trained checkpoints lack the summary,
 which then starts from the initializer, as in XLNet's run_classifier.
 """
-import collections
 import math
 import os
 import unicodedata
 
 from tf_mrc import ops
 from tf_mrc.compat import tf
-from tf_mrc.modeling import EncoderOutput
+from tf_mrc.modeling import EncoderOutput, layers
 from tf_mrc.tokenization import PackedInput, Tokenizer, TokenizerError, file_fingerprint
-
-LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's, which XLNet used
-COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
-
-_Settings = collections.namedtuple("_Settings", ["dtype", "kernels", "initializer", "dropout", "dropatt",
-                                                 "activation", "dropatt_placement"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -44,48 +37,40 @@ def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fus
 
     input_mask follows our convention (1 = real token); XLNet's own (float, 1 = padding) is derived inside.
     pooled_output is XLNet's sequence summary (summary_type 'last', use_proj): tanh(dense(h[:, -1])), without
-    the summary's dropout, which the task heads apply like they do to BERT's pooler.
+    the summary's dropout, which the task heads apply like they do to BERT's pooler. New weights start from
+    XLNet's initializer (init 'normal', not BERT's truncated normal).
     """
-    if compute_dtype not in COMPUTE_DTYPES:
-        raise ValueError("compute_dtype must be one of %s, got %r" % ("|".join(COMPUTE_DTYPES), compute_dtype))
     if recompute and is_training:
         raise ValueError("--recompute supports the bert and albert layouts, not xlnet")
-    if attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
-        raise ValueError("attention_dropout_placement must be one of %s, got %r"
-                         % ("|".join(ops.ATTENTION_DROPOUT_SITES), attention_dropout_placement))
-    ops.resolve_backend(kernels)  # a bad --kernels value fails here, before any variable exists
-    settings = _Settings(dtype=tf.as_dtype(compute_dtype), kernels=kernels,
-                         initializer=tf.random_normal_initializer(stddev=config.initializer_range),
-                         dropout=config.hidden_dropout_prob if is_training else 0.0,
-                         dropatt=config.attention_probs_dropout_prob if is_training else 0.0,
-                         activation=_activation(config, kernels), dropatt_placement=attention_dropout_placement)
+    settings = layers.make_settings(config, is_training, kernels, compute_dtype,
+                                    tf.random_normal_initializer(stddev=config.initializer_range),
+                                    attention_dropout_placement=attention_dropout_placement)
     with tf.variable_scope("model"):
         with tf.variable_scope("transformer"):
             hidden = _transformer(config, settings, input_ids, input_mask, segment_ids)
-        with tf.variable_scope("sequnece_summary"):  # sic: the published scope name
-            pooled = tf.tanh(_dense(hidden[:, -1, :], config.hidden_size, "summary", settings))
-    return EncoderOutput(sequence_output=_cast(hidden, tf.float32), pooled_output=_cast(pooled, tf.float32))
+        with tf.variable_scope("sequnece_summary/summary"):  # sic: the published scope name
+            pooled = layers.dense(hidden[:, -1, :], config.hidden_size, settings, tf.tanh)
+    return EncoderOutput(sequence_output=layers.cast(hidden, tf.float32), pooled_output=layers.cast(pooled, tf.float32))
 
 
 def _transformer(config, settings, input_ids, input_mask, segment_ids):
     """modeling.transformer_xl with attn_type 'bi', bi_data False, no mems, inp_q None: [B, T, H]."""
     n_layer, n_head, d_head = config.num_hidden_layers, config.num_attention_heads, config.head_size
-    seq_length = _shape_list(input_ids)[1]
+    seq_length = layers.shape_list(input_ids)[1]
     bias_shape = [n_layer, n_head, d_head] if config.untie_r else [n_head, d_head]
-    r_w_bias = _weight("r_w_bias", bias_shape, settings)
-    r_r_bias = _weight("r_r_bias", bias_shape, settings)
-    r_s_bias = _weight("r_s_bias", bias_shape, settings)
-    seg_embed = _weight("seg_embed", [n_layer, 2, n_head, d_head], settings)
+    r_w_bias = layers.weight("r_w_bias", bias_shape, settings)
+    r_r_bias = layers.weight("r_r_bias", bias_shape, settings)
+    r_s_bias = layers.weight("r_s_bias", bias_shape, settings)
+    seg_embed = layers.weight("seg_embed", [n_layer, 2, n_head, d_head], settings)
     with tf.variable_scope("word_embedding"):
-        table = tf.get_variable("lookup_table", [config.vocab_size, config.hidden_size], tf.float32,
-                                settings.initializer)
-    hidden = _dropout(_cast(tf.gather(table, input_ids), settings.dtype), settings.dropout)
+        table = layers.variable("lookup_table", [config.vocab_size, config.hidden_size], settings)
+    hidden = layers.dropout(layers.cast(tf.gather(table, input_ids), settings.dtype), settings.hidden_dropout)
 
     # XLNet's non_tgt_mask: a query sees every real key and always itself (so padding rows stay defined).
     attend = tf.maximum(tf.cast(input_mask, tf.float32)[:, None, :], tf.eye(seq_length)[None])  # [B, T, T]
-    different_segment = _cast(tf.not_equal(segment_ids[:, :, None], segment_ids[:, None, :]), settings.dtype)
+    different_segment = layers.cast(tf.not_equal(segment_ids[:, :, None], segment_ids[:, None, :]), settings.dtype)
     positions = _relative_positions(seq_length, config.hidden_size, config.clamp_len)
-    positions = _cast(_dropout(positions, settings.dropout), settings.dtype)
+    positions = layers.cast(layers.dropout(positions, settings.hidden_dropout), settings.dtype)
 
     for index in range(n_layer):
         def per_layer(bias):
@@ -97,7 +82,7 @@ def _transformer(config, settings, input_ids, input_mask, segment_ids):
                                              config, settings)
             with tf.variable_scope("ff"):
                 hidden = _feed_forward(hidden, config, settings)
-    return _dropout(hidden, settings.dropout)
+    return layers.dropout(hidden, settings.hidden_dropout)
 
 
 def _relative_positions(seq_length, d_model, clamp_len):
@@ -117,7 +102,7 @@ def _relative_attention(hidden, positions, attend, different_segment, r_w_bias, 
     d_model, n_head, d_head = config.hidden_size, config.num_attention_heads, config.head_size
 
     def kernel(name):
-        return _weight(name + "/kernel", [d_model, n_head, d_head], settings)
+        return layers.weight(name + "/kernel", [d_model, n_head, d_head], settings)
 
     query = tf.einsum("bih,hnd->bind", hidden, kernel("q"))
     key = tf.einsum("bjh,hnd->bjnd", hidden, kernel("k"))
@@ -125,89 +110,40 @@ def _relative_attention(hidden, positions, attend, different_segment, r_w_bias, 
     position_key = tf.einsum("ph,hnd->pnd", positions, kernel("r"))
 
     content = tf.einsum("bind,bjnd->bnij", query + r_w_bias, key)
-    position = _relative_shift(tf.einsum("bind,pnd->bnip", query + r_r_bias, position_key), _shape_list(key)[1])
+    position = _relative_shift(tf.einsum("bind,pnd->bnip", query + r_r_bias, position_key),
+                               layers.shape_list(key)[1])
     segment = tf.einsum("bind,snd->bnis", query + r_s_bias, seg_embed)  # s: 0 same segment, 1 different
     different = different_segment[:, None, :, :]
     segment = (1.0 - different) * segment[:, :, :, 0:1] + different * segment[:, :, :, 1:2]
 
-    scores = _cast(content + position + segment, tf.float32)
+    scores = layers.cast(content + position + segment, tf.float32)
     # XLNet masks with -1e30, masked_softmax with -10000: in fp32 both give exactly 0 after exp (every row has
     # at least its own position), and -10000 also survives fp16.
     probs = ops.masked_softmax(scores, attend, 1.0 / math.sqrt(float(d_head)), settings.kernels)
-    probs = ops.attention_dropout(_cast(probs, settings.dtype), settings.dropatt, "probs", settings.dropatt_placement)
-    attended = ops.attention_dropout(tf.einsum("bnij,bjnd->bind", probs, value), settings.dropatt, "context",
-                                     settings.dropatt_placement)
-    output = _dropout(tf.einsum("bind,hnd->bih", attended, kernel("o")), settings.dropout)
+    probs = ops.attention_dropout(layers.cast(probs, settings.dtype), settings.attention_dropout, "probs",
+                                  settings.attention_dropout_placement)
+    attended = ops.attention_dropout(tf.einsum("bnij,bjnd->bind", probs, value), settings.attention_dropout,
+                                     "context", settings.attention_dropout_placement)
+    output = layers.dropout(tf.einsum("bind,hnd->bih", attended, kernel("o")), settings.hidden_dropout)
     with tf.variable_scope("LayerNorm"):
-        return _layer_norm(output + hidden, settings)
+        return layers.layer_norm(output + hidden, settings)
 
 
 def _relative_shift(scores, key_length):
     """[B, N, Tq, 2T] scores against distances T..1-T -> [B, N, Tq, Tk] with column j at distance i - j."""
-    batch, heads, queries, distances = _shape_list(scores)
+    batch, heads, queries, distances = layers.shape_list(scores)
     scores = tf.reshape(scores, [batch, heads, distances, queries])[:, :, 1:, :]
     return tf.reshape(scores, [batch, heads, queries, distances - 1])[:, :, :, :key_length]
 
 
 def _feed_forward(hidden, config, settings):
     """XLNet's positionwise_ffn: LN(x + drop(W2 drop(act(W1 x))))."""
-    inner = settings.activation(_dense(hidden, config.intermediate_size, "layer_1", settings))
-    output = _dense(_dropout(inner, settings.dropout), config.hidden_size, "layer_2", settings)
+    with tf.variable_scope("layer_1"):
+        inner = layers.dense(hidden, config.intermediate_size, settings, layers.hidden_activation(settings))
+    with tf.variable_scope("layer_2"):
+        output = layers.dense(layers.dropout(inner, settings.hidden_dropout), config.hidden_size, settings)
     with tf.variable_scope("LayerNorm"):
-        return _layer_norm(_dropout(output, settings.dropout) + hidden, settings)
-
-
-def _activation(config, kernels):
-    """The config's ff_activation; XLNet's TF 'gelu' is the tanh form, which config.activation() resolves."""
-    kind, gelu_form = config.activation()
-    if kind == "gelu":
-        return lambda x: ops.gelu(x, gelu_form, kernels)
-    if kind == "relu":
-        return tf.nn.relu
-    if kind == "tanh":
-        return tf.tanh
-    return lambda x: x * tf.sigmoid(x)  # swish
-
-
-def _dense(x, units, name, settings):
-    """tf.layers.dense's variables (``name/kernel`` [in, units], ``name/bias``) on [..., in] activations."""
-    width = x.shape.as_list()[-1]
-    with tf.variable_scope(name):
-        kernel = _weight("kernel", [width, units], settings)
-        bias = _weight("bias", [units], settings, tf.zeros_initializer())
-    flat = tf.matmul(tf.reshape(x, [-1, width]), kernel) + bias
-    return tf.reshape(flat, _shape_list(x)[:-1] + [units])
-
-
-def _layer_norm(x, settings):
-    """contrib layer_norm's variables and ops, computed in float32 whatever the compute dtype."""
-    width = x.shape.as_list()[-1]
-    beta = tf.get_variable("beta", [width], tf.float32, tf.zeros_initializer())
-    gamma = tf.get_variable("gamma", [width], tf.float32, tf.ones_initializer())
-    x32 = _cast(x, tf.float32)
-    mean, variance = tf.nn.moments(x32, [x.shape.ndims - 1], keep_dims=True)
-    return _cast(tf.nn.batch_normalization(x32, mean, variance, beta, gamma, LAYER_NORM_EPSILON), settings.dtype)
-
-
-def _weight(name, shape, settings, initializer=None):
-    """A float32 variable (the published dtype) cast to the compute dtype."""
-    variable = tf.get_variable(name, shape, tf.float32, initializer or settings.initializer)
-    return _cast(variable, settings.dtype)
-
-
-def _dropout(x, rate):
-    return tf.nn.dropout(x, rate=rate) if rate else x
-
-
-def _cast(x, dtype):
-    return x if x.dtype.base_dtype == dtype else tf.cast(x, dtype)
-
-
-def _shape_list(x):
-    """Static dimensions where known, dynamic scalars elsewhere."""
-    static = x.shape.as_list()
-    dynamic = tf.shape(x)
-    return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]
+        return layers.layer_norm(layers.dropout(output, settings.hidden_dropout) + hidden, settings)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -289,6 +225,9 @@ class SentencePieceTokenizer(Tokenizer):
             raise TokenizerError("SentencePiece model %s lacks <cls>/<sep>/<pad>: not an XLNet vocabulary"
                                  % spm_model)
         self.cls_id, self.sep_id, self.pad_id = special
+        # <mask> is in every XLNet vocabulary (id 6) though pre-training never fed it (the permutation LM
+        # masks through the query stream); CHID's blanks use it as a marker that fine-tuning learns.
+        self.unk_id, self.mask_id = self._sp.unk_id(), self._sp.PieceToId("<mask>")
         self.fingerprint = "spm-%s-%d" % (file_fingerprint(spm_model), int(lower_case))
 
     @property

@@ -91,6 +91,10 @@ class Task:
         """Every file ``read_examples(path)`` reads (answer maps, sibling subsets): feature caches hash them all."""
         return [path]
 
+    def cache_identity(self):
+        """What besides files and settings decides this task's features (its options, by default)."""
+        return dict(self.options)
+
     def featurize(self, examples, tokenizer, settings, is_training):
         """Return Featurized for ``examples``. Training features carry labels; all carry an ``example_index``."""
         raise NotImplementedError

@@ -7,9 +7,11 @@ subset in option ``c3_subsets`` (default ``d,m``): ``c3-d-dev.json`` reads ``c3-
 own ``id`` where the file has one (CLUE's test files), else ``{subset}-{document id}-{question index}``:
 document ids repeat between the ``d`` and ``m`` files, so the subset keeps them apart.
 
-Each choice is one sequence ``[CLS] passage [SEP] question [SEP] choice [SEP]`` (segment ids 0, 1, 1); when it
-is too long, tokens come off the end of the longest part first. Predictions map the question id to the text of
-the chosen choice; ``load_predictions`` also takes CLUE's ``{"id", "label"}`` submission lines.
+Each choice is one sequence of the parts (passage, question, choice) with segment ids 0, 1, 1, packed the
+encoder's way (BERT: ``[CLS] passage [SEP] question [SEP] choice [SEP]``; XLNet: ``passage <sep> question <sep>
+choice <sep> <cls>``); when it is too long, tokens come off the end of the longest part first. Predictions
+map the question id to the text of the chosen choice; ``load_predictions`` also takes CLUE's ``{"id", "label"}``
+submission lines.
 """
 import dataclasses
 import os

@@ -8,13 +8,15 @@ Two published formats, told apart by the type of ``content``:
     test files have none).
   * FewCLUE: JSON lines ``{"id", "candidates": [7 idioms], "content": "...#idiom#...", "answer"}``, one blank.
 
-Every blank is one example, every candidate one sequence ``[CLS] candidate [SEP] window [SEP]``. The window is
-the passage tokens that fit beside the longest candidate, centred on the blank (shifted inwards at the
-passage's ends), and the same for every candidate, so only the candidate differs between sequences.
-The blank itself becomes four mask tokens -- an idiom-sized gap, the signal masked-LM pre-training taught the
-encoder for "characters missing here" -- and the passage's other blanks four unknown tokens, so the target
-stands apart from them. (The reference project marked the blank with a single ``[unused1]`` and the other
-blanks with ``[MASK]`` x4; its vocabulary-specific marker has no counterpart in SentencePiece vocabularies.)
+Every blank is one example, every candidate one sequence of the parts (candidate, window), packed the
+encoder's way (BERT: ``[CLS] candidate [SEP] window [SEP]``; XLNet: ``candidate <sep> window <sep> <cls>``).
+The window is the passage tokens that fit beside the longest candidate, centred on the blank (shifted inwards
+at the passage's ends), and the same for every candidate, so only the candidate differs between sequences.
+The blank itself becomes four of the tokenizer's mask tokens (``[MASK]`` / ``<mask>``) -- an idiom-sized gap,
+for BERT the signal masked-LM pre-training taught for "characters missing here" -- and the passage's other
+blanks four unknown tokens, so the target stands apart from them. (The reference project marked the blank
+with a single ``[unused1]`` and the other blanks with ``[MASK]`` x4; its vocabulary-specific marker has no
+counterpart in SentencePiece vocabularies.)
 
 Decoding (option ``chid_decoding``): blanks of one line share the candidates and each idiom fills one blank,
 so by default the blanks of a line are assigned jointly, maximising the summed log-probability

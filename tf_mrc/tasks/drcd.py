@@ -11,6 +11,9 @@ class Drcd(SpanTask):
     name = "drcd"
     default_files = {"train": "DRCD_training.json", "dev": "DRCD_dev.json", "predict": "DRCD_test.json"}
 
+    def cache_identity(self):
+        return dict(self.options, converter=ChineseConverter(self.options.get("opencc_config", "t2s")).identity)
+
     def read_examples(self, path, is_training):
         converter = ChineseConverter(self.options.get("opencc_config", "t2s"))
         converted = {}

@@ -105,10 +105,18 @@ def _is_max_context(windows, window_index, position):
 
 
 def _token_spans(offsets, char_map):
-    """Token character spans in the ORIGINAL context, composing tokenizer offsets with the conversion map."""
+    """Token character spans in the ORIGINAL context, composing tokenizer offsets with the conversion map.
+    An empty span (SentencePiece's bare '▁' piece) stays empty, at the original position of its character."""
     if char_map is None:
         return [(s, e) for s, e in offsets]
-    return [(char_map[s][0], char_map[max(e - 1, s)][1]) for s, e in offsets]
+    spans = []
+    for s, e in offsets:
+        if s == e:
+            position = char_map[s][0] if s < len(char_map) else char_map[-1][1]
+            spans.append((position, position))
+        else:
+            spans.append((char_map[s][0], char_map[e - 1][1]))
+    return spans
 
 
 class SpanTask(Task):

@@ -1,0 +1,309 @@
+"""A checkpoint -> a frozen inference GraphDef of standard TF ops, its JSON sidecar, optionally a SavedModel.
+
+    python -m export.to_pb --output_dir RUN_DIR --output model.pb [--saved_model DIR]
+    python -m export.to_pb --checkpoint CKPT --config CONFIG.json --layout bert|albert|xlnet --task TASK \
+        --max_seq_length N (--vocab_file VOCAB | --spm_model SPIECE) --output model.pb [--saved_model DIR]
+
+``--output_dir`` is a finished ``run_finetune.py`` run: its run_config.json supplies the config, task, window
+settings and vocabulary, its latest checkpoint the weights.
+
+The graph's interface (tensor names are these names + ":0"; int32 inputs, batch dimension dynamic, T fixed):
+    inputs   input_ids, input_mask, segment_ids   [batch, T]     span tasks (cmrc2018, drcd, cjrc)
+             input_ids, input_mask, segment_ids   [batch, C, T]  choice tasks (chid, c3), C fixed
+             choice_mask                          [batch, C]     choice tasks: 1 = real choice
+    outputs  start_logits, end_logits             [batch, T]     span tasks
+             class_logits                         [batch, 4]     cjrc: span | yes | no | unknown
+             choice_logits                        [batch, C]     choice tasks
+``model.pb.json`` beside the graph records this interface, the task, layout, window settings, lower_case (null:
+the layout's convention) and the vocabulary (WordPiece vocab.txt, or XLNet's SentencePiece model; copied beside
+the graph), so a client tokenizes and lays out inputs as training did (XLNet: ``A <sep> B <sep> <cls>``, left
+padding). The graph is built with the reference kernels whatever ``--kernels`` trained the model, so it holds no
+custom op; export fails if one slips in. It loads with plain TensorFlow of the version that exported it or later:
+graphs hold that version's forms of core ops (TF 2.x writes AddV2, BatchMatMulV2 and, for XLNet's einsums, Einsum;
+TF 1.13 lowers tf.einsum to MatMul/Transpose/Reshape when the graph is built).
+(One more placeholder, ``layer_norm_epsilon``, has a default and is never fed: see shield_layer_norm_epsilon.)
+"""
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+
+from tf_mrc.errors import UserError, fail
+from export.mapping import ConversionError
+
+FORMAT = "tf_mrc-frozen-graph-1"
+INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
+SIDECAR_SUFFIX = ".json"
+RUN_CONFIG = "run_config.json"
+EPSILON_NODE = "layer_norm_epsilon"  # see shield_layer_norm_epsilon: not an input, never fed
+
+
+@dataclasses.dataclass
+class ExportSpec:
+    """Everything the graph and its sidecar depend on."""
+    checkpoint: str
+    config: object                      # tf_mrc.modeling.config.ModelConfig
+    task: str
+    feature_settings: dict              # tf_mrc.tasks.FeatureSettings fields
+    vocab_file: str = None
+    spm_model: str = None
+    lower_case: bool = None             # None: the layout's convention (tokenization.load_tokenizer)
+    task_options: dict = dataclasses.field(default_factory=dict)
+    trained_kernels: str = None
+
+
+def spec_from_run(output_dir):
+    """The ExportSpec of a finished run: run_config.json (in the run or, for seed_K runs, its parent) and the
+    latest checkpoint."""
+    from tf_mrc.compat import tf
+    from tf_mrc.modeling.config import ModelConfig
+    candidates = [os.path.join(output_dir, RUN_CONFIG), os.path.join(os.path.dirname(os.path.abspath(output_dir)),
+                                                                       RUN_CONFIG)]
+    found = [path for path in candidates if os.path.isfile(path)]
+    if not found:
+        raise UserError("%s has no %s: pass a run_finetune.py --output_dir, or --checkpoint/--config/--task/"
+                        "--max_seq_length" % (output_dir, RUN_CONFIG))
+    with open(found[0], encoding="utf-8") as f:
+        run = json.load(f)
+    checkpoint = tf.train.latest_checkpoint(output_dir)
+    if checkpoint is None:
+        hint = " (runs with --seeds keep theirs in seed_K/: pass --output_dir %s/seed_0)" % output_dir \
+            if run.get("seeds", 1) > 1 else ""
+        raise UserError("no checkpoint in %s%s" % (output_dir, hint))
+    return ExportSpec(checkpoint=checkpoint, config=ModelConfig(**run["model_config"]), task=run["task"],
+                      feature_settings=run["feature_settings"], vocab_file=run.get("vocab_file"),
+                      spm_model=run.get("spm_model"), lower_case=run.get("lower_case"),
+                      task_options=run.get("task_options") or {}, trained_kernels=run.get("kernels"))
+
+
+def build_inference_graph(config, head, max_seq_length, num_choices=None):
+    """Placeholders -> encoder (reference kernels, no dropout) -> head, in the current graph.
+    Returns ({input name: placeholder}, {output name: tensor named so})."""
+    from tf_mrc.compat import tf
+    from tf_mrc.modeling import build_encoder
+    from tf_mrc.modeling.heads import build_head
+    shape = [None, num_choices, max_seq_length] if head == "choice" else [None, max_seq_length]
+    inputs = {name: tf.placeholder(tf.int32, shape, name=name) for name in INPUT_NAMES}
+    features = {}
+    if head == "choice":
+        inputs["choice_mask"] = features["choice_mask"] = tf.placeholder(tf.int32, [None, num_choices],
+                                                                         name="choice_mask")
+    flat = {name: tf.reshape(inputs[name], [-1, max_seq_length]) for name in INPUT_NAMES}
+    encoder_output = build_encoder(config, flat["input_ids"], flat["input_mask"], flat["segment_ids"],
+                                   is_training=False, kernels="reference")
+    outputs, _ = build_head(head, encoder_output, features, num_choices, config.initializer_range, with_loss=False)
+    return inputs, {name: tf.identity(tensor, name=name) for name, tensor in outputs.items()}
+
+
+def core_op_types():
+    """The op types every TensorFlow build registers (custom libraries' ops are not among them)."""
+    import tensorflow
+    raw_ops = getattr(tensorflow, "raw_ops", None)
+    if raw_ops is not None:
+        return {name for name in dir(raw_ops) if not name.startswith("_")}
+    from tensorflow.python.framework import op_def_registry  # TF 1.x: no raw_ops namespace
+    return set(op_def_registry.get_registered_ops())
+
+
+def custom_op_types(graph_def):
+    """Op types in ``graph_def`` that a plain TensorFlow does not have, sorted."""
+    core = core_op_types()
+    return sorted({node.op for node in graph_def.node if node.op not in core})
+
+
+def shield_layer_norm_epsilon(graph_def, output_names):
+    """Feed every LayerNorm's epsilon from one PlaceholderWithDefault instead of a constant.
+
+    TF 2.x with oneDNN (on by default on CPUs with AVX-512) rewrites the moments/batch_normalization LayerNorm
+    into _MklLayerNorm when gamma, beta and epsilon are all constants - as freezing makes them - and that fused
+    op ignores the graph's epsilon (it uses 1e-3, not 1e-12): logits move by ~1e-2. A non-constant epsilon keeps
+    the pattern from matching, and the graph computes the same function on every TensorFlow."""
+    from tf_mrc.compat import tf
+    from tf_mrc.modeling.config import LAYER_NORM_EPSILON
+    constants = {node.name: node for node in graph_def.node if node.op == "Const"}
+    shielded = 0
+    for node in graph_def.node:
+        if node.op not in ("Add", "AddV2") or not node.name.endswith("batchnorm/add"):
+            continue
+        for index, name in enumerate(node.input):
+            value = tf.make_ndarray(constants[name].attr["value"].tensor) if name in constants else None
+            if value is not None and value.shape == () and value == np.float32(LAYER_NORM_EPSILON):
+                node.input[index] = EPSILON_NODE
+                shielded += 1
+    if not shielded:
+        return graph_def
+    with tf.Graph().as_default() as graph:
+        tf.placeholder_with_default(np.float32(LAYER_NORM_EPSILON), [], name=EPSILON_NODE)
+    graph_def.node.extend(graph.as_graph_def().node)
+    return tf.graph_util.extract_sub_graph(graph_def, output_names)
+
+
+def freeze(spec, head, num_choices=None):
+    """(frozen GraphDef, input names, output names) for ``spec``'s checkpoint."""
+    from tf_mrc.compat import tf
+    max_seq_length = spec.feature_settings["max_seq_length"]
+    if max_seq_length > spec.config.max_position_embeddings and spec.config.layout != "xlnet":
+        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
+                        % (max_seq_length, spec.config.max_position_embeddings))
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs, outputs = build_inference_graph(spec.config, head, max_seq_length, num_choices)
+        output_names = sorted(outputs)
+        used = {node.name for node in tf.graph_util.extract_sub_graph(graph.as_graph_def(), output_names).node}
+        needed = {v.op.name: v for v in tf.global_variables() if v.op.name in used}
+        try:
+            stored = dict(tf.train.list_variables(spec.checkpoint))
+        except (tf.errors.OpError, ValueError) as err:
+            raise ConversionError("checkpoint %s cannot be read: %s" % (
+                spec.checkpoint, (str(err).strip().splitlines() or [type(err).__name__])[0]))
+        missing = sorted(name for name in needed if name not in stored)
+        wrong = sorted("%s %s (model wants %s)" % (name, stored[name], v.shape.as_list())
+                       for name, v in needed.items() if name in stored and list(stored[name]) != v.shape.as_list())
+        if missing or wrong:
+            raise ConversionError("checkpoint %s does not fit the %s model: %s" % (
+                spec.checkpoint, spec.config.layout, "; ".join(
+                    (["missing: " + ", ".join(missing[:8])] if missing else []) +
+                    (["wrong shape: " + ", ".join(wrong[:4])] if wrong else []))))
+        saver = tf.train.Saver(var_list=needed)
+        with tf.Session(graph=graph) as sess:
+            saver.restore(sess, spec.checkpoint)
+            frozen = tf.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), output_names)
+    frozen = shield_layer_norm_epsilon(frozen, output_names)
+    custom = custom_op_types(frozen)
+    if custom:
+        raise ConversionError("the exported graph holds op types a plain TensorFlow lacks: %s" % ", ".join(custom))
+    return frozen, sorted(inputs), output_names
+
+
+def write_saved_model(graph_def, export_dir, input_names, output_names):
+    """A SavedModel of the frozen graph with one ``serving_default`` signature (for TF Serving)."""
+    from tf_mrc.compat import tf
+    if os.path.exists(export_dir):
+        raise UserError("--saved_model %s already exists (SavedModel directories are written once)" % export_dir)
+    with tf.Graph().as_default() as graph:
+        tf.import_graph_def(graph_def, name="")
+        signature = tf.saved_model.signature_def_utils.predict_signature_def(
+            inputs={name: graph.get_tensor_by_name(name + ":0") for name in input_names},
+            outputs={name: graph.get_tensor_by_name(name + ":0") for name in output_names})
+        with tf.Session(graph=graph) as sess:
+            builder = tf.saved_model.builder.SavedModelBuilder(export_dir)
+            builder.add_meta_graph_and_variables(sess, [tf.saved_model.tag_constants.SERVING],
+                                                 signature_def_map={"serving_default": signature},
+                                                 strip_default_attrs=True)
+            builder.save()
+
+
+def _tensor_info(graph_def, names):
+    """{name: {"tensor", "dtype", "shape"}} with -1 for the dynamic batch dimension."""
+    from tf_mrc.compat import tf
+    with tf.Graph().as_default() as graph:
+        tf.import_graph_def(graph_def, name="")
+        info = {}
+        for name in names:
+            tensor = graph.get_tensor_by_name(name + ":0")
+            info[name] = {"tensor": tensor.name, "dtype": tensor.dtype.name,
+                          "shape": [-1 if d is None else d for d in tensor.shape.as_list()]}
+    return info
+
+
+def export(spec, output, saved_model=None, log=print):
+    """Write the frozen graph ``output``, ``output``.json and the vocabulary beside it; returns the sidecar dict."""
+    import tensorflow
+    from tf_mrc.tasks import get_task
+    from tf_mrc.tokenization import load_tokenizer
+    task = get_task(spec.task, spec.task_options)
+    vocabulary = spec.spm_model if spec.config.layout == "xlnet" else spec.vocab_file
+    tokenizer = load_tokenizer(spec.config.layout, spec.vocab_file, spec.spm_model, spec.lower_case) \
+        if vocabulary else None  # without one, clients tokenize themselves (the demo needs one)
+    if tokenizer is not None and tokenizer.vocab_size != spec.config.vocab_size:
+        raise UserError("%s has %d entries but the model's vocab_size is %d" % (
+            vocabulary, tokenizer.vocab_size, spec.config.vocab_size))
+    num_choices = getattr(task, "num_choices", None) if task.head == "choice" else None
+    graph_def, input_names, output_names = freeze(spec, task.head, num_choices)
+    directory = os.path.dirname(os.path.abspath(output))
+    os.makedirs(directory, exist_ok=True)
+    with open(output, "wb") as f:
+        f.write(graph_def.SerializeToString())
+    stem = os.path.splitext(os.path.basename(output))[0]
+    copied = {}
+    for key in ("vocab_file", "spm_model"):
+        source = getattr(spec, key)
+        if source:
+            if not os.path.isfile(source):
+                raise UserError("%s not found: %s" % (key, source))
+            copied[key] = "%s.%s" % (stem, os.path.basename(source))
+            shutil.copyfile(source, os.path.join(directory, copied[key]))
+    sidecar = {
+        "format": FORMAT, "graph": os.path.basename(output), "task": spec.task, "head": task.head,
+        "task_options": spec.task_options, "layout": spec.config.layout,
+        "albert_variant": spec.config.albert_variant if spec.config.layout == "albert" else None,
+        "max_seq_length": spec.feature_settings["max_seq_length"], "num_choices": num_choices,
+        "inputs": _tensor_info(graph_def, input_names), "outputs": _tensor_info(graph_def, output_names),
+        "vocab_file": copied.get("vocab_file"), "spm_model": copied.get("spm_model"), "lower_case": spec.lower_case,
+        "feature_settings": spec.feature_settings, "model_config": spec.config.to_dict(),
+        "checkpoint": os.path.abspath(spec.checkpoint), "trained_kernels": spec.trained_kernels,
+        "exported_with": "tensorflow %s" % tensorflow.__version__,
+    }
+    with open(output + SIDECAR_SUFFIX, "w", encoding="utf-8") as f:
+        json.dump(sidecar, f, indent=1, ensure_ascii=False)
+    if saved_model:
+        write_saved_model(graph_def, saved_model, input_names, output_names)
+    op_count = len(graph_def.node)
+    log("wrote %s (%d nodes, %.1f MB; inputs %s; outputs %s), %s%s" % (
+        output, op_count, os.path.getsize(output) / 1e6, ", ".join(input_names), ", ".join(output_names),
+        output + SIDECAR_SUFFIX, ", SavedModel " + saved_model if saved_model else ""))
+    return sidecar
+
+
+def main(argv=None):
+    from tf_mrc.tasks import FeatureSettings
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True, help="the frozen graph to write, e.g. model.pb")
+    parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below)")
+    parser.add_argument("--checkpoint", help="checkpoint prefix, or a directory (its latest)")
+    parser.add_argument("--config", help="the checkpoint's JSON config")
+    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"])
+    parser.add_argument("--albert_variant", choices=["google", "brightmart"])
+    parser.add_argument("--task", choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
+    parser.add_argument("--max_seq_length", type=int)
+    parser.add_argument("--vocab_file", help="WordPiece vocab.txt (bert, albert)")
+    parser.add_argument("--spm_model", help="SentencePiece spiece.model (xlnet)")
+    parser.add_argument("--lower_case", dest="lower_case", action="store_true")
+    parser.add_argument("--nolower_case", dest="lower_case", action="store_false")
+    parser.set_defaults(lower_case=None)  # the layout's convention: uncased BERT/ALBERT, cased XLNet
+    defaults = FeatureSettings()
+    for name in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
+        parser.add_argument("--" + name, type=int, default=getattr(defaults, name))
+    parser.add_argument("--saved_model", help="also write a SavedModel (serving_default signature) here")
+    args = parser.parse_args(argv)
+    try:
+        if args.output_dir:
+            spec = spec_from_run(args.output_dir)
+        else:
+            absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
+            if absent:
+                raise UserError("pass --output_dir, or all of --%s" % ", --".join(absent))
+            spec = _spec_from_flags(args)
+        export(spec, args.output, args.saved_model)
+    except UserError as err:
+        fail(err)
+
+
+def _spec_from_flags(args):
+    from tf_mrc.compat import tf
+    from tf_mrc.modeling.config import config_from_json
+    config = config_from_json(args.config, layout=args.layout, albert_variant=args.albert_variant)
+    checkpoint = tf.train.latest_checkpoint(args.checkpoint) if os.path.isdir(args.checkpoint) else args.checkpoint
+    if checkpoint is None:
+        raise UserError("no checkpoint in %s" % args.checkpoint)
+    settings = {name: getattr(args, name) for name in ("max_seq_length", "doc_stride", "max_query_length",
+                                                       "max_answer_length", "n_best_size")}
+    return ExportSpec(checkpoint=checkpoint, config=config, task=args.task, feature_settings=settings,
+                      vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case)
+
+
+if __name__ == "__main__":
+    main()
