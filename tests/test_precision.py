@@ -5,6 +5,7 @@ accumulation), plain autodiff of the same block (recompute), the fp32 model on t
 """
 import dataclasses
 import importlib.util
+import json
 import pathlib
 import re
 
@@ -138,6 +139,25 @@ def test_adamw_temporaries_wait_for_the_gradient():
             return False
 
         assert [op.name for op in arithmetic if not depends_on_gradient(op, set())] == []
+
+
+def test_horovod_ranks_skip_the_same_fp16_steps(tmp_path):
+    """2 ranks; only rank 1's gradient overflows at the second step. Gradients are allreduced before the finite
+    check, so both ranks skip it: same weights, scale and skip count everywhere (a rank-local check would let
+    rank 0 apply the step and the weights would part)."""
+    import subprocess
+    import sys
+    from conftest import ROOT, horovod_job_env, horovodrun
+    command = [horovodrun(), "-np", "2", "-H", "localhost:2", sys.executable,
+               str(ROOT / "tests" / "hvd_fp16_probe.py"), str(tmp_path)]
+    job = subprocess.run(command, env=horovod_job_env(), capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
+    ranks = [json.loads((tmp_path / ("rank%d.json" % rank)).read_text()) for rank in (0, 1)]
+    assert ranks[0] == ranks[1]
+    first, skipped = ranks[0][0], ranks[0][1]
+    assert (first["skipped"], skipped["skipped"], skipped["step"]) == (0, 1, 2)
+    assert skipped["w"] == first["w"] and skipped["m"] == first["m"]
+    assert (first["scale"], skipped["scale"], ranks[0][3]["scale"]) == (2.0 ** 15, 2.0 ** 14, 2.0 ** 14)
 
 
 def test_precision_flags_reject_bad_values():
