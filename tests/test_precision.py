@@ -5,6 +5,7 @@ accumulation), plain autodiff of the same block (recompute), the fp32 model on t
 """
 import dataclasses
 import importlib.util
+import json
 import pathlib
 import re
 
@@ -140,6 +141,25 @@ def test_adamw_temporaries_wait_for_the_gradient():
         assert [op.name for op in arithmetic if not depends_on_gradient(op, set())] == []
 
 
+def test_horovod_ranks_skip_the_same_fp16_steps(tmp_path):
+    """2 ranks; only rank 1's gradient overflows at the second step. Gradients are allreduced before the finite
+    check, so both ranks skip it: same weights, scale and skip count everywhere (a rank-local check would let
+    rank 0 apply the step and the weights would part)."""
+    import subprocess
+    import sys
+    from conftest import ROOT, horovod_job_env, horovodrun
+    command = [horovodrun(), "-np", "2", "-H", "localhost:2", sys.executable,
+               str(ROOT / "tests" / "hvd_fp16_probe.py"), str(tmp_path)]
+    job = subprocess.run(command, env=horovod_job_env(), capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
+    ranks = [json.loads((tmp_path / ("rank%d.json" % rank)).read_text()) for rank in (0, 1)]
+    assert ranks[0] == ranks[1]
+    first, skipped = ranks[0][0], ranks[0][1]
+    assert (first["skipped"], skipped["skipped"], skipped["step"]) == (0, 1, 2)
+    assert skipped["w"] == first["w"] and skipped["m"] == first["m"]
+    assert (first["scale"], skipped["scale"], ranks[0][3]["scale"]) == (2.0 ** 15, 2.0 ** 14, 2.0 ** 14)
+
+
 def test_precision_flags_reject_bad_values():
     with pytest.raises(ValueError, match="--precision must be one of"):
         training.compute_dtype("fp8")
@@ -157,9 +177,9 @@ def test_precision_flags_reject_bad_values():
 
 @pytest.fixture(scope="module")
 def fp16_run(tmp_path_factory):
-    """The embedded default trained in fp16 for 3 epochs (11 steps: fp16 matmuls run ~50x slower than fp32 on CPU)."""
+    """The embedded default trained in fp16 for 2 epochs (8 steps: fp16 matmuls run ~50x slower than fp32 on CPU)."""
     spec = experiment.embedded_default(str(tmp_path_factory.mktemp("fp16") / "out"))
-    spec.precision, spec.num_train_epochs, spec.do_predict, spec.log_every = "fp16", 3.0, False, 1000
+    spec.precision, spec.num_train_epochs, spec.do_predict, spec.log_every = "fp16", 2.0, False, 1000
     logged = []
     scores = experiment.run(spec, log=logged.append)[0]
     return spec, scores, logged
@@ -168,7 +188,7 @@ def fp16_run(tmp_path_factory):
 def test_fp16_training_converges(fp16_run):
     spec, scores, logged = fp16_run
     assert any("precision=fp16" in line for line in logged)
-    # the untrained model answers ~0 F1 (test_end_to_end); fp32 reaches ~53 after these 3 epochs
+    # the untrained model answers ~0 F1 (test_end_to_end); fp32 reaches ~55 after these 2 epochs
     assert scores["f1"] > 30.0, scores
     assert scores["total"] == 29
 
@@ -192,9 +212,9 @@ def test_fp16_checkpoint_predicts_the_same_in_fp32(fp16_run):
         logits[precision] = np.stack([np.stack([o["start_logits"], o["end_logits"]]) for o in outputs])
     assert logits["fp32"].shape == (29, 2, spec.max_seq_length)
     difference = np.abs(logits["fp16"] - logits["fp32"])
-    # fp16 activations carry ~3 significant digits through 2 layers: measured max 0.03 on logits of size ~10
-    assert difference.max() < 0.1, difference.max()
-    assert np.mean(np.argmax(logits["fp16"], -1) == np.argmax(logits["fp32"], -1)) > 0.95
+    # fp16 activations carry ~3 significant digits through 2 layers: measured max 0.0008 on logits up to 1.5
+    assert difference.max() < 0.01, difference.max()
+    assert np.mean(np.argmax(logits["fp16"], -1) == np.argmax(logits["fp32"], -1)) > 0.98
 
 
 # ---------------------------------------------------------------------------------------------------------------
