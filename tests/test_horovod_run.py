@@ -155,8 +155,9 @@ def assert_same_nbest(expected, actual, tolerance):
 def test_two_ranks_train_the_model_one_process_trains_with_the_same_global_batch(runs):
     reference, job = runs["reference"], runs["job"]
     # The same step count from the same feature count on both ranks, and the global batch in the log.
-    assert any("28 features, global batch 28 (14 x 2 workers), %d steps" % STEPS in line for line in job.lines(0))
-    assert any("28 features, global batch 28 (28 x 1 workers), %d steps" % STEPS in line
+    assert any("28 features, global batch 28 (14 x 2 workers x 1 accumulated), %d steps" % STEPS in line
+               for line in job.lines(0))
+    assert any("28 features, global batch 28 (28 x 1 workers x 1 accumulated), %d steps" % STEPS in line
                for line in reference.output.splitlines())
     final = "model.ckpt-%d" % STEPS
     difference = max_weight_difference(os.path.join(runs["one"], final), os.path.join(runs["two"], final))
