@@ -61,3 +61,14 @@ def train_xlnet_spm(folder, sentences, vocab_size, model_type="bpe", **options):
         user_defined_symbols=["<eop>", ".", "(", ")", '"', "-", u"\u2013", u"\u00a3", u"\u20ac"],
         hard_vocab_limit=False, minloglevel=2, **options)
     return str(folder / "spiece.model")
+
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def char_tokenizer(directory, chars):
+    """A WordPiece tokenizer over SPECIAL_TOKENS then ``chars`` in order, so tests can write ids by hand."""
+    from tf_mrc.tokenization import WordPieceTokenizer
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL_TOKENS + list(chars)) + "\n", encoding="utf-8")
+    return WordPieceTokenizer(str(vocab))

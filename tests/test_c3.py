@@ -8,14 +8,14 @@ import random
 import numpy as np
 import pytest
 
-from conftest import shared_file
+from conftest import SPECIAL_TOKENS, char_tokenizer, shared_file
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import DataError, FeatureSettings, get_task
 from tf_mrc.tasks.c3 import subset_files
 from tf_mrc.tasks.choice import truncate_longest_first
 from tf_mrc.tokenization import WordPieceTokenizer
 
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SPECIAL = SPECIAL_TOKENS
 CHARS = "甲乙丙丁戊己一二三四五六"
 ID = {ch: len(SPECIAL) + i for i, ch in enumerate(CHARS)}
 PAD, UNK, CLS, SEP = range(4)
@@ -23,9 +23,7 @@ PAD, UNK, CLS, SEP = range(4)
 
 @pytest.fixture
 def tokenizer(tmp_path):
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + list(CHARS)) + "\n", encoding="utf-8")
-    return WordPieceTokenizer(str(vocab))
+    return char_tokenizer(tmp_path, CHARS)
 
 
 def ids(text):

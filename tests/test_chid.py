@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from conftest import shared_file
+from conftest import SPECIAL_TOKENS, char_tokenizer, shared_file
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import DataError, FeatureSettings, get_task
 from tf_mrc.tasks.chid import assign_greedy, assign_independent, assign_optimal, centred_window
 from tf_mrc.tokenization import WordPieceTokenizer
 
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SPECIAL = SPECIAL_TOKENS
 CHARS = "甲乙丙丁戊己庚辛一二三四五六七八壬癸"
 ID = {ch: len(SPECIAL) + i for i, ch in enumerate(CHARS)}   # 甲 5, 乙 6, ... 癸 22
 PAD, UNK, CLS, SEP, MASK = range(5)
@@ -21,9 +21,7 @@ PAD, UNK, CLS, SEP, MASK = range(5)
 
 @pytest.fixture
 def tokenizer(tmp_path):
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + list(CHARS)) + "\n", encoding="utf-8")
-    return WordPieceTokenizer(str(vocab))
+    return char_tokenizer(tmp_path, CHARS)
 
 
 def ids(text):
