@@ -21,6 +21,11 @@ if not IS_TF1:
 
 estimator = tf.estimator
 
+# The fused optimizer kernels (ApplyAdam, ApplyGradientDescent and their Resource* forms): this module path
+# exists on TF 1.13 (re-exporting tensorflow.python.training.gen_training_ops) and on TF 2.x (re-exporting
+# tensorflow.python.ops.gen_training_ops).
+from tensorflow.python.training import training_ops  # noqa: E402
+
 
 _blocksparse_error = None
 
