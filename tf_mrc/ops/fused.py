@@ -1,10 +1,16 @@
-"""GELU and masked softmax as tf.custom_gradient functions whose backward pass keeps only what it needs.
+"""GELU, masked softmax and LayerNorm (+ residual) as tf.custom_gradient functions whose backward pass keeps only
+what it needs.
 
 Autodiff of the reference formulas keeps the forward intermediates alive until backprop: for the tanh GELU
 that is x, tanh(.), 1 + tanh(.) and 0.5 x, four [tokens, 3072] tensors per layer. Here:
   gelu            backward keeps only x and recomputes the derivative from it;
   masked_softmax  backward keeps only the output p: dx = scale * p * (dy - sum(dy * p, -1)); the mask gets no
                   gradient.
+  layer_norm      LayerNorm(x [+ residual]) over the last axis in fp32; backward keeps only the normalized
+                  input xhat (fp32) and 1 / std per row, and computes the three gradients in one expression each:
+                  dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = dy gamma, dgamma = sum(dy xhat),
+                  dbeta = sum(dy); the residual gets dx. Autodiff of moments + batch_normalization keeps x and
+                  its moments and differentiates every intermediate op.
 fp16/bf16 inputs are computed in fp32 and returned in the input dtype; the tensor kept for backprop stays in
 the input dtype, so this costs no saved memory, only short-lived fp32 copies inside one op. GELU is written
 without the 1 + tanh / 1 + erf cancellation for x << 0 (x sigmoid(2u), 0.5 x erfc(-x / sqrt 2)). Measured on
@@ -118,3 +124,52 @@ def masked_softmax(scores, mask, scale):
             return probs, backward
 
         return lean_softmax(scores)
+
+
+def layer_norm(x, gamma, beta, epsilon, residual=None):
+    """LayerNorm over the last axis of ``x`` (+ ``residual``), scaled by ``gamma``, shifted by ``beta`` (float32
+    variables' values). fp16/bf16 inputs are computed (the residual added too) and returned in float32."""
+    compute = _compute_dtype(x.dtype)
+
+    def forward(total, gamma, beta):
+        mean = tf.reduce_mean(total, axis=-1, keepdims=True)
+        centered = total - mean
+        rstd = tf.rsqrt(tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True) + epsilon)
+        normalized = centered * rstd
+        rows = list(range(normalized.shape.ndims - 1))
+
+        def backward(dy):
+            xhat, inverse = _after(dy, normalized), _after(dy, rstd)
+            g = dy * gamma
+            dx = inverse * (g - tf.reduce_mean(g, axis=-1, keepdims=True) -
+                            xhat * tf.reduce_mean(g * xhat, axis=-1, keepdims=True))
+            return dx, tf.reduce_sum(dy * xhat, axis=rows), tf.reduce_sum(dy, axis=rows)
+
+        return normalized * gamma + beta, backward
+
+    with tf.name_scope("layer_norm"):
+        gamma, beta = tf.cast(gamma, compute), tf.cast(beta, compute)
+        if residual is None:
+            @tf.custom_gradient
+            def lean_layer_norm(x, gamma, beta):
+                y, backward = forward(tf.cast(x, compute), gamma, beta)
+
+                def gradients(dy):
+                    dx, dgamma, dbeta = backward(dy)
+                    return tf.cast(dx, x.dtype), dgamma, dbeta
+
+                return y, gradients
+
+            return lean_layer_norm(x, gamma, beta)
+
+        @tf.custom_gradient
+        def lean_residual_layer_norm(x, residual, gamma, beta):
+            y, backward = forward(tf.cast(x, compute) + tf.cast(residual, compute), gamma, beta)
+
+            def gradients(dy):
+                dx, dgamma, dbeta = backward(dy)
+                return tf.cast(dx, x.dtype), tf.cast(dx, residual.dtype), dgamma, dbeta
+
+            return y, gradients
+
+        return lean_residual_layer_norm(x, residual, gamma, beta)
