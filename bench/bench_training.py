@@ -3,7 +3,8 @@
     python bench/bench_training.py [--layers 12] [--batch 2] [--seq 512] [--repeats 3]
                                    [--settings reference,fused,context,recompute] [--torch] [--plain]
                                    [--profile]
-    TF_ENABLE_ONEDNN_OPTS=1 python bench/bench_training.py ...   # TF 2.x with oneDNN kernels on this CPU
+    TF_ENABLE_ONEDNN_OPTS=0 python bench/bench_training.py ...   # Eigen kernels (tf_mrc.compat turns oneDNN on
+                                                                 # wherever the CPU has AVX2)
 
 A step is what training runs: forward with dropout 0.1 (BERT's), span loss, backward, gradient clipping, AdamW
 update (tf_mrc.training.create_train_op). Inputs are constants (no input pipeline). Settings:
@@ -359,13 +360,13 @@ def main():
         if "--tf_xla_cpu_global_jit" not in flags:  # read when XLA first starts, after this
             os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_cpu_global_jit").strip()
 
-    from tf_mrc.compat import tf
+    from tf_mrc.compat import cpu_kernels, tf
     config = bert_base(args.layers)
     features = inputs(args.batch, args.seq, config.vocab_size)
     flops = step_flops(config, args.batch, args.seq)
     print("training step of a BERT-base-shaped span model: L=%d H=768 A=12 I=3072, batch %d x seq %d, dropout 0.1, "
-          "AdamW; TF %s, oneDNN %s, %d threads; load average at start %.2f %.2f %.2f on %d cores"
-          % (args.layers, args.batch, args.seq, tf.VERSION, os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+          "AdamW; TF %s, %s, %d threads; load average at start %.2f %.2f %.2f on %d cores"
+          % (args.layers, args.batch, args.seq, tf.VERSION, cpu_kernels(),
              args.threads, *os.getloadavg(), os.cpu_count()))
     print("FLOPs per step (6 tokens P + 12 L B T^2 H): %.1f G" % (flops / 1e9))
 

@@ -482,3 +482,24 @@ def test_fused_layer_norm_backward_keeps_only_the_normalized_input_and_rstd(dtyp
         reference_reads, _ = gradient_reads(reference.layer_norm(x, gamma, beta, 1e-12, residual),
                                             [x, residual, gamma], upstream)
         assert len(reference_reads - {gamma}) > 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# oneDNN start-up decision
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_onednn_choice_from_cpu_flags_with_the_user_winning(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow")  # as before TensorFlow loads
+    environ = {}
+    assert "set by tf_mrc" in compat.choose_onednn(environ, {"fma", "avx2"})
+    assert environ == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    environ = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert "from the environment" in compat.choose_onednn(environ, {"avx2", "avx512_bf16"})
+    assert environ == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    environ = {}
+    assert "no AVX2" in compat.choose_onednn(environ, {"sse4_2"}) and environ == {}
+
+
+def test_onednn_choice_is_too_late_once_tensorflow_is_loaded():
+    environ = {}
+    assert "before tf_mrc.compat" in compat.choose_onednn(environ, {"avx2"}) and environ == {}
