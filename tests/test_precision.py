@@ -117,6 +117,35 @@ def test_fp16_overflow_skips_the_step_and_the_scale_recovers():
                 assert (now["scale"], now["good"]) == ((2.0 ** 14, step + 1) if step + 1 < growth else (2.0 ** 15, 0))
 
 
+def test_fp16_accumulated_steps_unscale_once_and_skip_whole_windows():
+    """fp16 with K=2: the loss-scaled sums are divided by (scale x K) inside clipping; the first window's update
+    equals NumPy AdamW on the mean gradient; a window with one overflowing micro-batch is skipped whole."""
+    x = [np.array([0.5, 0.25, -0.5, 0.125], np.float32), np.array([0.25, -0.25, 0.0, 0.5], np.float32)]
+    w0 = np.array([0.5, -0.25, 1.0, 2.0], np.float32)
+    lr = 0.01  # the mean gradient's norm is 0.55: not clipped, so m shows its scale
+    with tf.Graph().as_default():
+        w = tf.get_variable("w", initializer=w0)
+        inputs = tf.placeholder(tf.float32, [4])
+        factor = tf.placeholder_with_default(1.0, [])
+        loss = tf.cast(tf.reduce_sum(tf.cast(w, tf.float16) * tf.cast(inputs * factor, tf.float16)), tf.float32)
+        train_op, _, scale = training.create_train_op(loss, lr, num_train_steps=10 ** 6, num_warmup_steps=0,
+                                                      dist=distributed.SingleProcess(), precision="fp16",
+                                                      grad_accum_steps=2)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            for batch in x:
+                session.run(train_op, {inputs: batch})
+            grad = (x[0] + x[1]) / 2.0
+            m1, v1 = 0.1 * grad, 0.001 * grad ** 2
+            np.testing.assert_allclose(session.run(tf.global_variables("w/adam_m")[0]), m1, rtol=1e-6)
+            first = session.run(w)
+            np.testing.assert_allclose(first, w0 - lr * (m1 / (np.sqrt(v1) + 1e-6) + 0.01 * w0), rtol=2e-5)
+            session.run(train_op, {inputs: x[0], factor: 100.0})  # overflows fp16
+            session.run(train_op, {inputs: x[1]})
+            np.testing.assert_array_equal(session.run(w), first)
+            assert session.run([scale.scale, scale.skipped_steps, tf.train.get_global_step()]) == [2.0 ** 14, 1, 2]
+
+
 def test_adamw_updates_wait_for_the_gradient_and_are_fused():
     """Each variable's update is the fused kernels only (no parameter-sized elementwise temporaries, which
     bench_training once measured at 1.1 GB for BERT-base), and each runs only once the gradient exists."""
