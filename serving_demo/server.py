@@ -234,7 +234,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                              % self.server.limits.header_timeout_s})
 
     def send_error(self, code, message=None, explain=None):
-        """Malformed request lines and headers get the demo's JSON error too."""
+        """Malformed request lines and headers get the demo's JSON error too, with a status line and headers
+        even when the request line was too broken to name an HTTP version."""
+        if self.request_version in ("", "HTTP/0.9"):
+            self.request_version = "HTTP/1.0"
         self._send(code, {"error": message or self.responses.get(code, ("error",))[0]})
 
     def _send(self, status, body, content_type="application/json; charset=utf-8"):

@@ -72,3 +72,52 @@ def char_tokenizer(directory, chars):
     vocab = directory / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL_TOKENS + list(chars)) + "\n", encoding="utf-8")
     return WordPieceTokenizer(str(vocab))
+
+
+DEMO_SAMPLES = ROOT / "serving_demo" / "samples" / "samples.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """The embedded default run (tiny encoder trained on the shipped passages) exported to a .pb, with its
+    --do_predict answers on the demo's samples: built once for the export, serving and browser tests."""
+    import json
+    from export import to_pb
+    from tf_mrc import experiment
+    tmp = tmp_path_factory.mktemp("tiny_demo")
+    spec = experiment.embedded_default(str(tmp / "run"))
+    spec.predict_file = str(DEMO_SAMPLES)  # dev: the shipped passages; predict: the demo's samples (a long one too)
+    spec.log_every = 1000
+    experiment.run(spec, log=lambda line: None)
+    pb = str(tmp / "pb" / "model.pb")
+    to_pb.main(["--output_dir", spec.output_dir, "--output", pb, "--saved_model", str(tmp / "saved_model")])
+    load = lambda name: json.load(open(os.path.join(spec.output_dir, name), encoding="utf-8"))  # noqa: E731
+    return {"spec": spec, "pb": pb, "saved_model": str(tmp / "saved_model"), "predictions": load("predictions.json"),
+            "dev_predictions": load("dev_predictions.json"), "run_config": load("run_config.json")}
+
+
+def random_choice_pb(directory, task, max_seq_length=64):
+    """A .pb of the tiny encoder with a choice head and random weights (initializer range 0.2, so the choice
+    probabilities differ clearly) for ``task`` (c3 | chid), with the tiny vocabulary: the demo's choice-task
+    plumbing without a training run."""
+    import dataclasses
+    from export import to_pb
+    from tf_mrc.compat import tf
+    from tf_mrc.presets import model_preset
+    from tf_mrc.tasks import get_task
+    vocab = ROOT / "tf_mrc" / "resources" / "tiny" / "vocab.txt"
+    config = dataclasses.replace(model_preset("tiny").config, initializer_range=0.2,
+                                 vocab_size=len(vocab.read_text(encoding="utf-8").splitlines()))
+    prefix = str(pathlib.Path(directory) / "ckpt" / "model.ckpt")
+    with tf.Graph().as_default():
+        tf.set_random_seed(7)
+        to_pb.build_inference_graph(config, "choice", max_seq_length, get_task(task).num_choices)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, prefix)
+    spec = to_pb.ExportSpec(checkpoint=prefix, config=config, task=task, vocab_file=str(vocab),
+                            feature_settings={"max_seq_length": max_seq_length, "doc_stride": 32,
+                                              "max_query_length": 32, "max_answer_length": 10, "n_best_size": 5})
+    pb = str(pathlib.Path(directory) / "pb" / "model.pb")
+    to_pb.export(spec, pb, log=lambda line: None)
+    return pb
