@@ -4,7 +4,7 @@
 # boxes without one). Best effort and bounded in time: where apt-get cannot run (no root, offline) the browser
 # test skips and says why. Called by scripts/test.sh before the legs.
 set -uo pipefail
-LIMIT="${TF_MRC_BROWSER_DEPS_TIMEOUT:-600}"
+LIMIT="${TF_MRC_BROWSER_DEPS_TIMEOUT:-300}"  # seconds for apt-get update, and again for the install
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing+=(fonts-noto-cjk)

@@ -166,17 +166,30 @@ class DemoServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.model, self.limits, self.quiet = model, limits, quiet
         self.page = _page(model, sample)
         self._slots = threading.BoundedSemaphore(limits.max_connections)
+        # One stage of CPU work at a time in this process: a request reading, featurizing or post-processing,
+        # or a model run. TensorFlow's kernel threads wait on each other, and Python threads running beside
+        # them on the same cores slow every model run far more than the Python work itself costs.
+        cpu = threading.Lock()
         if batching:
-            self.batcher = DynamicBatcher(model.run_batch, model.batch_size, limits.batch_window_ms / 1e3,
-                                          limits.max_queued_windows)
-            self.answer = lambda items, check: model.answer(items, self.batcher.run, check)
-        else:
-            self.batcher, lock = None, threading.Lock()
+            def run_batch(arrays):
+                with cpu:
+                    return model.run_batch(arrays)
 
-            def answer(items, check):
-                with lock:
-                    return model.answer(items, None, check)
-            self.answer = answer
+            def run_unlocked(arrays):  # a request waits for its windows without holding the CPU
+                cpu.release()
+                try:
+                    return self.batcher.run(arrays)
+                finally:
+                    cpu.acquire()
+            self.batcher = DynamicBatcher(run_batch, model.batch_size, limits.batch_window_ms / 1e3,
+                                          limits.max_queued_windows)
+        else:
+            self.batcher, run_unlocked = None, None  # the whole request holds the CPU: one at a time
+
+        def answer(items, check):
+            with cpu:
+                return model.answer(items, run_unlocked, check)
+        self.answer = answer
         super().__init__(("127.0.0.1", port), Handler)
         self.hosts = {"127.0.0.1:%d" % self.server_address[1], "localhost:%d" % self.server_address[1]}
 

@@ -101,23 +101,11 @@ def random_choice_pb(directory, task, max_seq_length=64):
     probabilities differ clearly) for ``task`` (c3 | chid), with the tiny vocabulary: the demo's choice-task
     plumbing without a training run."""
     import dataclasses
-    from export import to_pb
-    from tf_mrc.compat import tf
+    from bench.bench_serving import export_random_model
     from tf_mrc.presets import model_preset
-    from tf_mrc.tasks import get_task
     vocab = ROOT / "tf_mrc" / "resources" / "tiny" / "vocab.txt"
     config = dataclasses.replace(model_preset("tiny").config, initializer_range=0.2,
                                  vocab_size=len(vocab.read_text(encoding="utf-8").splitlines()))
-    prefix = str(pathlib.Path(directory) / "ckpt" / "model.ckpt")
-    with tf.Graph().as_default():
-        tf.set_random_seed(7)
-        to_pb.build_inference_graph(config, "choice", max_seq_length, get_task(task).num_choices)
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            tf.train.Saver().save(sess, prefix)
-    spec = to_pb.ExportSpec(checkpoint=prefix, config=config, task=task, vocab_file=str(vocab),
-                            feature_settings={"max_seq_length": max_seq_length, "doc_stride": 32,
-                                              "max_query_length": 32, "max_answer_length": 10, "n_best_size": 5})
-    pb = str(pathlib.Path(directory) / "pb" / "model.pb")
-    to_pb.export(spec, pb, log=lambda line: None)
-    return pb
+    return export_random_model(str(directory), task, config, {
+        "max_seq_length": max_seq_length, "doc_stride": 32, "max_query_length": 32, "max_answer_length": 10,
+        "n_best_size": 5}, str(vocab))
