@@ -123,7 +123,7 @@ def main():
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=64, help="answers per level")
     parser.add_argument("--max_seconds", type=float, default=60, help="time cap per level")
-    parser.add_argument("--batch_size", type=int, default=16, help="the most windows in one batched model run")
+    parser.add_argument("--batch_size", type=int, default=4, help="the most windows in one batched model run")
     parser.add_argument("--batch_window_ms", type=float, default=5.0)
     args = parser.parse_args()
 
