@@ -4,6 +4,7 @@ submitted, and the answer appears highlighted in the passage with the n-best lis
 probability). Chromium is driven through its DevTools protocol over a pipe: no Python package needed.
 ``TF_MRC_SCREENSHOT=path.png`` also saves the span page's screenshot there (the README's picture).
 """
+import base64
 import fcntl
 import json
 import os
@@ -143,8 +144,10 @@ def fill_and_ask(browser, fields):
 
 
 def screenshot(browser, path):
-    data = browser.call("Page.captureScreenshot", {"format": "png"})["data"]
-    import base64
+    """The page down to the end of its content, as PNG bytes (also written to ``path``)."""
+    height = browser.evaluate("Math.ceil(document.body.getBoundingClientRect().bottom) + 16")
+    data = browser.call("Page.captureScreenshot", {"format": "png", "clip": {
+        "x": 0, "y": 0, "width": 900, "height": height, "scale": 1}})["data"]
     png = base64.b64decode(data)
     path.write_bytes(png)
     return png
