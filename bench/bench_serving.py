@@ -32,13 +32,13 @@ SHARED_VOCAB = os.path.join(os.path.dirname(ROOT), "shared", "data", "vocab", "c
 TINY_VOCAB = os.path.join(ROOT, "tf_mrc", "resources", "tiny", "vocab.txt")
 
 
-def export_random_model(directory, task, config, feature_settings, vocab_file, seed=7):
+def export_random_model(directory, task, config, feature_settings, vocab_file, task_options=None, seed=7):
     """A .pb (and sidecar) of ``config`` with ``task``'s head and random weights: serving without a training
     run. Returns the .pb path."""
     from export import to_pb
     from tf_mrc.compat import tf
     from tf_mrc.tasks import get_task
-    head_task = get_task(task)
+    head_task = get_task(task, task_options)
     prefix = os.path.join(directory, "ckpt", "model.ckpt")
     with tf.Graph().as_default():
         tf.set_random_seed(seed)
@@ -48,7 +48,7 @@ def export_random_model(directory, task, config, feature_settings, vocab_file, s
             sess.run(tf.global_variables_initializer())
             tf.train.Saver().save(sess, prefix)
     spec = to_pb.ExportSpec(checkpoint=prefix, config=config, task=task, vocab_file=vocab_file,
-                            feature_settings=feature_settings)
+                            feature_settings=feature_settings, task_options=task_options or {})
     pb = os.path.join(directory, "pb", "model.pb")
     to_pb.export(spec, pb, log=lambda line: None)
     return pb

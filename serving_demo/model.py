@@ -26,7 +26,7 @@ class FrozenModel:
             raise UserError("%s not found: export the graph with python -m export.to_pb, which writes it" %
                             sidecar_path)
         sidecar = self.sidecar
-        self.task = get_task(sidecar["task"], sidecar.get("task_options"))
+        self.task = get_task(sidecar["task"], questions.serving_options(sidecar.get("task_options")))
         directory = os.path.dirname(os.path.abspath(pb_path))
         files = {key: os.path.join(directory, sidecar[key]) if sidecar.get(key) else None
                  for key in ("vocab_file", "spm_model")}

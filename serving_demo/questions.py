@@ -8,6 +8,13 @@ by the task's reader, so every check of ``--predict_file`` (and DRCD's conversio
 import json
 
 NBEST_SHOWN = 5   # span candidates a result lists
+READING_OPTIONS = ("split", "split_ratio")   # CJRC options choosing which records of a file are read
+
+
+def serving_options(options):
+    """The task options a model was trained with, less those that choose records of a file: the demo reads
+    every question of a request."""
+    return {name: value for name, value in (options or {}).items() if name not in READING_OPTIONS}
 
 
 def kind_of(task):
@@ -35,10 +42,13 @@ def write_task_file(task, items, handle):
     elif task.name == "c3":
         json.dump([[[item["passage"]], [{"id": qid, "question": item["question"], "choice": item["choices"]}],
                     qid] for qid, item in zip(qids, items)], handle, ensure_ascii=False)
-    else:                       # SQuAD-style, one paragraph per item
-        json.dump({"version": "serving_demo", "data": [{"title": "request", "paragraphs": [
+    else:                       # SQuAD-style, one paragraph per item (CJRC: domain "" as in its blinded input)
+        article = {"title": "request", "paragraphs": [
             {"context": item["passage"], "qas": [{"id": qid, "question": item["question"], "answers": []}]}
-            for qid, item in zip(qids, items)]}]}, handle, ensure_ascii=False)
+            for qid, item in zip(qids, items)]}
+        if task.name == "cjrc":
+            article["domain"] = ""
+        json.dump({"version": "serving_demo", "data": [article]}, handle, ensure_ascii=False)
     return qids
 
 

@@ -96,10 +96,10 @@ def tiny_demo(tmp_path_factory):
             "dev_predictions": load("dev_predictions.json"), "run_config": load("run_config.json")}
 
 
-def random_choice_pb(directory, task, max_seq_length=64):
-    """A .pb of the tiny encoder with a choice head and random weights (initializer range 0.2, so the choice
-    probabilities differ clearly) for ``task`` (c3 | chid), with the tiny vocabulary: the demo's choice-task
-    plumbing without a training run."""
+def random_pb(directory, task, max_seq_length=64, task_options=None):
+    """A .pb of the tiny encoder with ``task``'s head and random weights (initializer range 0.2, so the class
+    and choice probabilities differ clearly), with the tiny vocabulary: the demo's plumbing for every task
+    without a training run."""
     import dataclasses
     from bench.bench_serving import export_random_model
     from tf_mrc.presets import model_preset
@@ -108,4 +108,4 @@ def random_choice_pb(directory, task, max_seq_length=64):
                                  vocab_size=len(vocab.read_text(encoding="utf-8").splitlines()))
     return export_random_model(str(directory), task, config, {
         "max_seq_length": max_seq_length, "doc_stride": 32, "max_query_length": 32, "max_answer_length": 10,
-        "n_best_size": 5}, str(vocab))
+        "n_best_size": 5}, str(vocab), task_options)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DEMO_SAMPLES, ROOT, random_choice_pb
+from conftest import DEMO_SAMPLES, ROOT, random_pb
 from serving_demo.batching import Busy, DynamicBatcher
 from serving_demo.model import FrozenModel
 from serving_demo.server import Limits, make_server
@@ -262,7 +262,7 @@ def test_page_and_its_configuration(servers):
 
 @pytest.fixture(scope="module", params=["c3", "chid"])
 def choice_model(request, tmp_path_factory):
-    return FrozenModel(random_choice_pb(tmp_path_factory.mktemp(request.param), request.param))
+    return FrozenModel(random_pb(tmp_path_factory.mktemp(request.param), request.param))
 
 
 def test_choice_tasks_report_every_choice_probability(choice_model, tmp_path):
@@ -299,6 +299,40 @@ def test_choice_tasks_report_every_choice_probability(choice_model, tmp_path):
         assert status == 400 and "'choices'" in result["error"]
     finally:
         stop(server, thread)
+
+
+def test_cjrc_reports_class_probabilities_and_reads_every_question(tmp_path):
+    """CJRC: the reply's span / yes / no / unknown probabilities are the softmax of the class logits of the
+    window holding the best span (the task's own rule); a model trained with split_ratio still reads every
+    question of a request."""
+    model = FrozenModel(random_pb(tmp_path, "cjrc", task_options={"split_ratio": 0.5}))
+    passage = "原告张某与被告李某签订借款合同，约定借款十万元，期限一年。被告到期未还款。"
+    items = [{"passage": passage, "question": question} for question in ("借款多少钱？", "被告是否还款？")]
+    server, thread = start(model)
+    try:
+        status, results = post(server.server_address[1], items)
+    finally:
+        stop(server, thread)
+    assert status == 200 and len(results) == 2, results
+    for item, result in zip(items, results):
+        examples = model.task.read_examples(_squad_file(tmp_path, item), is_training=False)
+        featurized = model.task.featurize(examples, model.tokenizer, model.settings, is_training=False)
+        outputs = model.run(featurized.arrays)
+        spans = model.task.span_candidates(examples, featurized.sidecar, outputs, model.settings)["q"]
+        logits = outputs[spans[0]["window"]]["class_logits"]
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        assert set(result["classes"]) == {"span", "yes", "no", "unknown"}
+        np.testing.assert_allclose([result["classes"][name] for name in ("span", "yes", "no", "unknown")],
+                                   expected, atol=1e-6)
+        assert result["class"] == ("span", "yes", "no", "unknown")[int(np.argmax(expected))]
+        assert [c["text"] for c in result["nbest"]] == [c["text"] for c in spans[:5]]
+
+
+def _squad_file(directory, item):
+    path = directory / "reference.json"
+    path.write_text(json.dumps({"data": [{"domain": "civil", "paragraphs": [{"context": item["passage"], "qas": [
+        {"id": "q", "question": item["question"], "answers": []}]}]}]}, ensure_ascii=False), encoding="utf-8")
+    return str(path)
 
 
 @pytest.mark.parametrize("flag", ["--batch_size", "--max_windows", "--max_connections"])

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import DEMO_SAMPLES, ROOT, random_choice_pb
+from conftest import DEMO_SAMPLES, ROOT, random_pb
 
 BROWSERS = ("chromium", "chromium-browser")
 DEADLINE_S = 60
@@ -184,7 +184,7 @@ def test_span_answer_is_highlighted_with_its_nbest(browser, tiny_demo, tmp_path)
 
 
 def test_c3_page_lists_every_choice_probability(browser, tmp_path):
-    process, url = serve(random_choice_pb(tmp_path, "c3"))
+    process, url = serve(random_pb(tmp_path, "c3"))
     choices = ["两点", "三点", "四点"]
     try:
         open_page(browser, url)
