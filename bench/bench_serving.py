@@ -5,11 +5,12 @@
 A BERT-base-shaped span model (H 768, A 12, ``--layers``) with random weights is frozen to a .pb with the Chinese
 BERT vocabulary (../shared/data, else the tiny one) and served on 127.0.0.1 twice, each time by ``python -m
 serving_demo --serve`` in its own process: ``--one_at_a_time`` (the demo before dynamic batching) and with the
-DynamicBatcher (``--batch_size`` windows per model run, ``--batch_window_ms``). Each level starts N concurrent clients that POST the demo's sample questions
-until ``--requests`` have been answered (or ``--max_seconds`` passed), in the order one-at-a-time, batched,
-batched, one-at-a-time with half the requests each (both servers run throughout, the idle one waits), so drift in
-the machine's load touches both alike; it reports answers/s and p50 / p99 latency. Every batched answer is compared with the one-at-a-time answer to the same question. Prints a table
-and, last, one JSON line. Loopback only; the server stops at the end.
+DynamicBatcher (``--batch_size`` windows per model run, ``--batch_window_ms``). Each level starts N concurrent
+clients that POST the demo's sample questions until ``--requests`` have been answered (or ``--max_seconds``
+passed), in the order one-at-a-time, batched, batched, one-at-a-time with half the requests each (both servers run
+throughout, the idle one waits), so drift in the machine's load touches both alike; it reports answers/s and
+p50 / p99 latency. Every batched answer is compared with the one-at-a-time answer to the same question. Prints a
+table and, last, one JSON line. Loopback only; the servers stop at the end.
 """
 import argparse
 import contextlib

@@ -57,8 +57,8 @@ def result(task, item, qid, answer, candidates):
     and character offset in the passage (span tasks), the n-best candidates, and the class (CJRC) or choice
     (CHID, C3) probabilities."""
     best = candidates[0] if candidates else {}
-    out = {"id": item.get("id", qid), "question": item.get("question", ""), "answer": answer, "score": best.get("score"),
-           "probability": best.get("probability"), "start": best.get("start")}
+    out = {"id": item.get("id", qid), "question": item.get("question", ""), "answer": answer,
+           "score": best.get("score"), "probability": best.get("probability"), "start": best.get("start")}
     if kind_of(task) == "choice":   # the answer: CHID's candidate index, C3's choice text
         chosen = [c for c in candidates if answer in (c["index"], c["text"])][:1] or [{}]
         out["probability"] = chosen[0].get("probability")
@@ -66,8 +66,7 @@ def result(task, item, qid, answer, candidates):
                           for c in sorted(candidates, key=lambda c: c["index"])]
         return out
     shown = [c for c in candidates if c.get("class", "span") == "span"][:NBEST_SHOWN]
-    out["nbest"] = [{"text": c["text"], "probability": c["probability"], "score": c["score"], "start": c["start"]}
-                    for c in shown]
+    out["nbest"] = [{key: c[key] for key in ("text", "probability", "score", "start")} for c in shown]
     if any("class" in c for c in candidates):   # CJRC: span | yes | no | unknown
         classes = {}
         for c in candidates:

@@ -18,6 +18,7 @@ import http.server
 import io
 import json
 import math
+import os
 import socket
 import socketserver
 import sys
@@ -141,7 +142,6 @@ def _json_bytes(body):
 
 def _page(model, sample):
     """The HTML page: the form for the task's fields and the script that shows answers."""
-    import os
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), PAGE_FILE), encoding="utf-8") as f:
         template = f.read()
     sample = dict(sample or {})
