@@ -251,6 +251,35 @@ def test_load_and_faults(servers, tiny_demo, capsys):
               % (len(faults), 1e3 * p50, 1e3 * p99, 1e3 * max(latencies), dict(server.batcher.batch_sizes)))
 
 
+def test_non_finite_scores_get_a_json_error_not_invalid_json(tiny_demo):
+    """A graph that returns NaN logits (broken weights): the reply is a 500 whose body is valid JSON."""
+    model = FrozenModel(tiny_demo["pb"])
+    real_run_batch = model.run_batch
+    model.run_batch = lambda arrays: [{name: np.full_like(value, np.nan) for name, value in output.items()}
+                                      for output in real_run_batch(arrays)]
+    server, thread = start(model)
+    try:
+        item, _ = sample_questions()[0]
+        status, body = exchange(server.server_address[1], raw_request(server.server_address[1], json.dumps(
+            item).encode("utf-8")))
+    finally:
+        stop(server, thread)
+    error = json.loads(body.decode("utf-8"), parse_constant=lambda name: pytest.fail("%s in the reply" % name))
+    assert status == 500 and "cannot be written as JSON" in error["error"]
+
+
+def test_connections_beyond_max_connections_get_503(tiny_model):
+    server, thread = start(tiny_model, limits=Limits(max_connections=1, header_timeout_s=30))
+    port = server.server_address[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as idle:
+            idle.sendall(b"POST / HTTP/1.1\r\n")  # holds the only connection slot
+            status, body = exchange(port, raw_request(port, b"{}"))
+        assert status == 503 and "at most 1" in json.loads(body.decode("utf-8"))["error"]
+    finally:
+        stop(server, thread)
+
+
 def test_page_and_its_configuration(servers):
     port = servers["batched"].server_address[1]
     status, page = exchange(port, raw_request(port, method="GET"))
