@@ -167,8 +167,8 @@ class DemoServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.page = _page(model, sample)
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         # One stage of CPU work at a time in this process: a request reading, featurizing or post-processing,
-        # or a model run. TensorFlow's kernel threads wait on each other, and Python threads running beside
-        # them on the same cores slow every model run far more than the Python work itself costs.
+        # or a model run. A model run spreads over every core; Python threads running beside it take cores its
+        # kernel threads then wait for, and the requests' own work gains nothing from overlapping it.
         cpu = threading.Lock()
         if batching:
             def run_batch(arrays):
