@@ -1,7 +1,7 @@
 """The demo's HTML page in a real browser: headless Chromium (Debian's package, installed by
 scripts/browser_deps.sh) loads the page from ``python -m serving_demo --serve``, a passage and question are
-submitted, and the answer appears highlighted in the passage with the n-best list (choice tasks: every choice's
-probability). Chromium is driven through its DevTools protocol over a pipe: no Python package needed.
+submitted, and the answer appears highlighted in the passage with the n-best list (CJRC: the answer-type
+probabilities; C3: every choice's probability). Chromium is driven through its DevTools protocol over a pipe: no Python package needed.
 ``TF_MRC_SCREENSHOT=path.png`` also saves the span page's screenshot there (the README's picture).
 """
 import base64
@@ -201,3 +201,27 @@ def test_c3_page_lists_every_choice_probability(browser, tmp_path):
     percents = [float(row[2].rstrip("%")) for row in rows]
     assert abs(sum(percents) - 100) <= 0.2
     assert best == choices[percents.index(max(percents))]
+
+
+def test_cjrc_page_shows_the_answer_type_probabilities(browser, tmp_path):
+    process, url = serve(random_pb(tmp_path, "cjrc"))
+    try:
+        open_page(browser, url)
+        fill_and_ask(browser, {"passage": "原告张某与被告李某签订借款合同，约定借款十万元。被告到期未还款。",
+                               "question": "被告是否还款？"})
+        browser.wait_for("!document.getElementById('classes-box').hidden", "the answer-type table")
+        rows = browser.evaluate("Array.from(document.querySelectorAll('#classes tr')).slice(1).map("
+                                "r => Array.from(r.cells).map(c => c.textContent))")
+        best = browser.evaluate("document.querySelector('#classes tr.best').cells[0].textContent")
+        summary = browser.evaluate("document.getElementById('summary').textContent")
+        marked = browser.evaluate("document.getElementById('answer-mark') !== null")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert sorted(row[0] for row in rows) == ["no", "span", "unknown", "yes"]
+    percents = {row[0]: float(row[1].rstrip("%")) for row in rows}
+    assert abs(sum(percents.values()) - 100) <= 0.2 and best == max(percents, key=percents.get)
+    expected = {"yes": "YES", "no": "NO", "unknown": "(no answer)"}.get(best)
+    assert marked == (best == "span")
+    if expected is not None:
+        assert summary.startswith("Answer: " + expected)
