@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from tf_mrc import outputs
 from tf_mrc.errors import UserError, fail
 from export.mapping import ACTIVATION_WORDS, ConversionError, check_xlnet_settings, heads_in, tf_config_dict, \
     torch_to_tf
@@ -132,8 +133,7 @@ def convert(pytorch_path, config_path, output, layout=None, albert_variant=None,
     # straight from this checkpoint (run_finetune.py --do_predict --init_checkpoint without --do_train).
     write_tf_checkpoint(dict(values, global_step=np.int64(0)), output)
     config_out = config_out or output + ".config.json"
-    with open(config_out, "w", encoding="utf-8") as f:
-        json.dump(tf_config_dict(config), f, indent=2, sort_keys=True)
+    outputs.write_json(config_out, tf_config_dict(config), indent=2, sort_keys=True)
     for note in notes + more_notes:
         log("note: " + note)
     heads = heads_in(values)

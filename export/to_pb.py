@@ -27,10 +27,10 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 
 import numpy as np
 
+from tf_mrc import outputs
 from tf_mrc.errors import UserError, fail
 from export.mapping import ConversionError
 
@@ -225,8 +225,7 @@ def export(spec, output, saved_model=None, log=print):
     graph_def, input_names, output_names = freeze(spec, task.head, num_choices)
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
-    with open(output, "wb") as f:
-        f.write(graph_def.SerializeToString())
+    outputs.write_bytes(output, graph_def.SerializeToString())
     stem = os.path.splitext(os.path.basename(output))[0]
     copied = {}
     for key in ("vocab_file", "spm_model"):
@@ -235,7 +234,7 @@ def export(spec, output, saved_model=None, log=print):
             if not os.path.isfile(source):
                 raise UserError("%s not found: %s" % (key, source))
             copied[key] = "%s.%s" % (stem, os.path.basename(source))
-            shutil.copyfile(source, os.path.join(directory, copied[key]))
+            outputs.copy_file(source, os.path.join(directory, copied[key]))
     sidecar = {
         "format": FORMAT, "graph": os.path.basename(output), "task": spec.task, "head": task.head,
         "task_options": spec.task_options, "layout": spec.config.layout,
@@ -247,8 +246,7 @@ def export(spec, output, saved_model=None, log=print):
         "checkpoint": os.path.abspath(spec.checkpoint), "trained_kernels": spec.trained_kernels,
         "exported_with": "tensorflow %s" % tensorflow.__version__,
     }
-    with open(output + SIDECAR_SUFFIX, "w", encoding="utf-8") as f:
-        json.dump(sidecar, f, indent=1, ensure_ascii=False)
+    outputs.write_json(output + SIDECAR_SUFFIX, sidecar)
     if saved_model:
         write_saved_model(graph_def, saved_model, input_names, output_names)
     op_count = len(graph_def.node)

@@ -101,7 +101,9 @@ def question(**fields):
     ([[["甲"], [question(choice=["二"])], "7"]], "1 (id 7)", "questions[0].choice"),
     ([[["甲"], [question(answer="四")], "7"]], "1 (id 7)", "questions[0].answer"),
     ([[["甲"], [{"question": "一", "choice": ["二", "三"]}], "7"]], "1 (id 7)", "questions[0].answer"),
-    ([[["甲"], [question(id=1)], "7"], [["乙"], [question(id=1)], "8"]], "2 (id 8)", "id"),
+    ([[["甲"], [question(id=1)], "7"], [["乙"], [question(id="1")], "8"]], "2 (id 8)", "questions[0].id"),
+    ([[["甲"], [question(id=None)], "7"]], "1 (id 7)", "questions[0].id"),
+    ([[[" \u200b", "\ufeff"], [question()], "7"]], "1 (id 7)", "context"),
 ])
 def test_malformed_records_name_file_record_and_field(tmp_path, data, record, field):
     path = write_json(tmp_path / "bad.json", data)

@@ -11,13 +11,14 @@ import shutil
 import tempfile
 from typing import Optional
 
-from tf_mrc import distributed, presets
+from tf_mrc import distributed, outputs, presets
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.tasks import FeatureSettings, get_task
 from tf_mrc.tokenization import load_tokenizer
 
 RESOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
+RUN_CONFIG = "run_config.json"
 
 
 @dataclasses.dataclass
@@ -183,6 +184,8 @@ def run(spec, log=print, dist=None):
         if role not in caches:
             caches[role] = FeatureCache(cache_dir, task, files[role], tokenizer, settings, role == "train", dist,
                                         log=log)
+            if role == "dev":
+                task.check_gold(files[role], caches[role].examples)
         return caches[role]
 
     # Rank 0 works, and alone writes, in the output directory. Another rank's Estimator needs a directory too
@@ -212,8 +215,7 @@ def _write_run_config(spec, config, settings):
               "vocab_file": os.path.abspath(spec.vocab_file) if spec.vocab_file else None,
               "spm_model": os.path.abspath(spec.spm_model) if spec.spm_model else None,
               "lower_case": spec.lower_case, "kernels": spec.kernels, "seeds": spec.seeds}
-    with open(os.path.join(spec.output_dir, "run_config.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, ensure_ascii=False)
+    outputs.write_json(os.path.join(spec.output_dir, RUN_CONFIG), record)
 
 
 def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, log):
@@ -270,8 +272,7 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, 
         if role == "dev":
             metrics = task.evaluate(data.examples, predictions)
             task.write_predictions(run_dir, "dev_", predictions, nbest)
-            with open(os.path.join(run_dir, "eval_results.json"), "w") as f:
-                json.dump(metrics, f, indent=1)
+            outputs.write_json(os.path.join(run_dir, "eval_results.json"), metrics)
             log("[eval] %s" % json.dumps(metrics))
         else:
             task.write_predictions(run_dir, "", predictions, nbest)
@@ -330,8 +331,7 @@ def _predict_gathered(estimator, data, batch_size, dist, checkpoint):
 def _write_seed_summary(spec, task, results, log):
     from tf_mrc import metrics
     aggregated = metrics.aggregate_seeds(results, task.metric_names)
-    with open(os.path.join(spec.output_dir, "results.md"), "w", encoding="utf-8") as f:
-        f.write(metrics.results_markdown(spec.task, spec.model, aggregated, task.metric_names))
-    with open(os.path.join(spec.output_dir, "eval_results.json"), "w") as f:
-        json.dump({"seeds": results, "aggregate": aggregated}, f, indent=1)
+    outputs.write_text(os.path.join(spec.output_dir, "results.md"),
+                       metrics.results_markdown(spec.task, spec.model, aggregated, task.metric_names))
+    outputs.write_json(os.path.join(spec.output_dir, "eval_results.json"), {"seeds": results, "aggregate": aggregated})
     log("[seeds] %s" % json.dumps({k: v["mean"] for k, v in aggregated.items()}))
