@@ -144,6 +144,7 @@ def shield_layer_norm_epsilon(graph_def, output_names):
 def freeze(spec, head, num_choices=None):
     """(frozen GraphDef, input names, output names) for ``spec``'s checkpoint."""
     from tf_mrc.compat import tf
+    from tf_mrc.modeling.checkpoint import verify_readable
     max_seq_length = spec.feature_settings["max_seq_length"]
     if max_seq_length > spec.config.max_position_embeddings and spec.config.layout != "xlnet":
         raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
@@ -167,6 +168,7 @@ def freeze(spec, head, num_choices=None):
                 spec.checkpoint, spec.config.layout, "; ".join(
                     (["missing: " + ", ".join(missing[:8])] if missing else []) +
                     (["wrong shape: " + ", ".join(wrong[:4])] if wrong else []))))
+        verify_readable(spec.checkpoint)
         saver = tf.train.Saver(var_list=needed)
         with tf.Session(graph=graph) as sess:
             saver.restore(sess, spec.checkpoint)

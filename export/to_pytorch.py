@@ -27,7 +27,7 @@ def read_tf_checkpoint(checkpoint):
     try:
         reader = tf.train.load_checkpoint(path or checkpoint)
         return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-    except (tf.errors.OpError, ValueError) as err:
+    except Exception as err:  # OpErrors, or the IndexError / ValueError py_checkpoint_reader turns them into
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConversionError("checkpoint %s cannot be read: %s" % (checkpoint, reason))
 
