@@ -107,12 +107,19 @@ def resolve_model(spec, log=print):
     return config, tokenizer, preset.max_seq_length
 
 
+WORD_EMBEDDINGS = ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table")  # bert/albert, xlnet
+
+
 def _check_checkpoint_vocab(init_checkpoint, config):
     from tf_mrc.compat import tf
     from tf_mrc.modeling.checkpoint import verify_readable
     verify_readable(init_checkpoint)
     shapes = dict(tf.train.list_variables(init_checkpoint))
-    for name in ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table"):
+    embeddings = WORD_EMBEDDINGS[config.layout == "xlnet"]
+    if embeddings not in shapes:   # before anything is written (tf_mrc.modeling.checkpoint checks every variable)
+        raise UserError("--init_checkpoint %s holds no %s: not a checkpoint of a %s encoder (it holds e.g. %s)"
+                        % (init_checkpoint, embeddings, config.layout, ", ".join(sorted(shapes)[:2]) or "nothing"))
+    for name in WORD_EMBEDDINGS:
         if name in shapes and shapes[name][0] != config.vocab_size:
             raise UserError("--init_checkpoint %s has %d word embeddings but the vocabulary/config has %d"
                             % (init_checkpoint, shapes[name][0], config.vocab_size))
