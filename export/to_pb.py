@@ -149,17 +149,14 @@ def freeze(spec, head, num_choices=None):
     if max_seq_length > spec.config.max_position_embeddings and spec.config.layout != "xlnet":
         raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
                         % (max_seq_length, spec.config.max_position_embeddings))
+    verify_readable(spec.checkpoint)
+    stored = dict(tf.train.list_variables(spec.checkpoint))
     graph = tf.Graph()
     with graph.as_default():
         inputs, outputs = build_inference_graph(spec.config, head, max_seq_length, num_choices)
         output_names = sorted(outputs)
         used = {node.name for node in tf.graph_util.extract_sub_graph(graph.as_graph_def(), output_names).node}
         needed = {v.op.name: v for v in tf.global_variables() if v.op.name in used}
-        try:
-            stored = dict(tf.train.list_variables(spec.checkpoint))
-        except (tf.errors.OpError, ValueError) as err:
-            raise ConversionError("checkpoint %s cannot be read: %s" % (
-                spec.checkpoint, (str(err).strip().splitlines() or [type(err).__name__])[0]))
         missing = sorted(name for name in needed if name not in stored)
         wrong = sorted("%s %s (model wants %s)" % (name, stored[name], v.shape.as_list())
                        for name, v in needed.items() if name in stored and list(stored[name]) != v.shape.as_list())
@@ -168,7 +165,6 @@ def freeze(spec, head, num_choices=None):
                 spec.checkpoint, spec.config.layout, "; ".join(
                     (["missing: " + ", ".join(missing[:8])] if missing else []) +
                     (["wrong shape: " + ", ".join(wrong[:4])] if wrong else []))))
-        verify_readable(spec.checkpoint)
         saver = tf.train.Saver(var_list=needed)
         with tf.Session(graph=graph) as sess:
             saver.restore(sess, spec.checkpoint)

@@ -15,7 +15,7 @@ import argparse
 import os
 
 from tf_mrc import outputs
-from tf_mrc.errors import UserError, fail
+from tf_mrc.errors import UserError, fail, first_line
 from export.from_pytorch import require_torch
 from export.mapping import ConversionError, hf_config_dict, tf_to_torch
 
@@ -28,8 +28,7 @@ def read_tf_checkpoint(checkpoint):
         reader = tf.train.load_checkpoint(path or checkpoint)
         return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
     except Exception as err:  # OpErrors, or the IndexError / ValueError py_checkpoint_reader turns them into
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConversionError("checkpoint %s cannot be read: %s" % (checkpoint, reason))
+        raise ConversionError("checkpoint %s cannot be read: %s" % (checkpoint, first_line(err)))
 
 
 def write_torch_state(state, directory, use_safetensors=False):

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from tf_mrc.errors import UserError
+from tf_mrc.errors import UserError, first_line
 
 SPAN_HEADS = ("span", "span_class")
 
@@ -55,8 +55,8 @@ class FrozenModel:
                 self._outputs = {name: graph.get_tensor_by_name(info["tensor"])
                                  for name, info in sidecar["outputs"].items()}
             except Exception as err:  # OSError, protobuf's DecodeError, ValueError / KeyError from a damaged graph
-                message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise UserError("cannot load frozen graph %s (truncated or corrupted?): %s" % (pb_path, message))
+                raise UserError("cannot load frozen graph %s (truncated or corrupted?): %s"
+                                % (pb_path, first_line(err)))
         self._session = tf.Session(graph=graph)
         self.run([{name: np.zeros(info["shape"][1:], np.int32) for name, info in sidecar["inputs"].items()}])
 

@@ -29,6 +29,7 @@ from tests.conftest import ROOT
 TINY = ROOT / "tf_mrc" / "resources" / "tiny"
 TINY_FLAGS = ("--task=cmrc2018 --model=tiny --vocab_file={w}/vocab.txt --max_seq_length=128 --doc_stride=32 "
               "--max_query_length=32")
+TRAIN = TINY_FLAGS + " --train_file={w}/passages.json --do_train"   # a later flag of the same name wins
 
 Case = collections.namedtuple("Case", "id cli args")
 
@@ -66,36 +67,23 @@ CASES = [
                                              "--vocab_file {w}/vocab.txt"),
     Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
     # run_finetune.py
-    Case("run-output-dir-is-a-file", "run_finetune", TINY_FLAGS + " --train_file={w}/passages.json --do_train "
-                                                                  "--output_dir={w}/a_file"),
-    Case("run-output-dir-not-creatable", "run_finetune", TINY_FLAGS + " --train_file={w}/passages.json --do_train "
-                                                                      "--output_dir={w}/a_file/sub"),
-    Case("run-output-dir-not-writable", "run_finetune", TINY_FLAGS + " --train_file={w}/passages.json --do_train "
-                                                                     "--output_dir=/proc/tf_mrc_fuzz"),
-    Case("run-restart-other-vocab", "run_finetune", TINY_FLAGS.replace("{w}/vocab.txt", "{w}/vocab_more.txt")
-         + " --train_file={w}/passages.json --do_train --output_dir={w}/run"),
-    Case("run-restart-other-casing", "run_finetune", TINY_FLAGS + " --nolower_case --train_file={w}/passages.json "
-                                                                  "--do_train --output_dir={w}/run"),
-    Case("run-restart-other-config", "run_finetune", TINY_FLAGS + " --config_file={w}/other_config.json "
-                                                                  "--train_file={w}/passages.json --do_train --output_dir={w}/run"),
-    Case("run-resume-bit-flipped-checkpoint", "run_finetune", TINY_FLAGS + " --train_file={w}/passages.json "
-                                                                           "--do_train --output_dir={w}/run_flipped"),
-    Case("run-init-checkpoint-of-another-model", "run_finetune", TINY_FLAGS + " --train_file={w}/passages.json "
-         "--do_train --init_checkpoint={w}/other_model/model.ckpt --output_dir={out}"),
-    Case("run-init-checkpoint-truncated", "run_finetune", TINY_FLAGS + " --train_file={w}/passages.json --do_train "
-                                                                       "--init_checkpoint={w}/run_truncated --output_dir={out}"),
-    Case("run-init-checkpoint-bit-flipped", "run_finetune", TINY_FLAGS + " --train_file={w}/passages.json --do_train "
-                                                                         "--init_checkpoint={w}/run_flipped --output_dir={out}"),
-    Case("run-dev-file-without-answers", "run_finetune", TINY_FLAGS + " --dev_file={w}/no_answers.json --do_eval "
-                                                                      "--init_checkpoint={w}/run --output_dir={out}"),
-    Case("run-train-file-empty-data", "run_finetune", TINY_FLAGS + " --train_file={w}/empty_data.json --do_train "
-                                                                   "--output_dir={out}"),
-    Case("run-train-file-duplicate-id", "run_finetune", TINY_FLAGS + " --train_file={w}/dup_ids.json --do_train "
-                                                                     "--output_dir={out}"),
-    Case("run-train-file-missing", "run_finetune", TINY_FLAGS + " --train_file={w}/nothing.json --do_train "
-                                                                "--output_dir={out}"),
-    Case("run-vocab-not-wordpiece", "run_finetune", TINY_FLAGS.replace("{w}/vocab.txt", "{w}/broken.json")
-         + " --train_file={w}/passages.json --do_train --output_dir={out}"),
+    Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),
+    Case("run-output-dir-not-creatable", "run_finetune", TRAIN + " --output_dir={w}/a_file/sub"),
+    Case("run-output-dir-not-writable", "run_finetune", TRAIN + " --output_dir=/proc/tf_mrc_fuzz"),
+    Case("run-restart-vocab", "run_finetune", TRAIN + " --vocab_file={w}/vocab_more.txt --output_dir={w}/run"),
+    Case("run-restart-other-casing", "run_finetune", TRAIN + " --nolower_case --output_dir={w}/run"),
+    Case("run-restart-config", "run_finetune", TRAIN + " --config_file={w}/other_config.json --output_dir={w}/run"),
+    Case("run-resume-bit-flipped-checkpoint", "run_finetune", TRAIN + " --output_dir={w}/run_flipped"),
+    Case("run-init-checkpoint-of-another-model", "run_finetune",
+         TRAIN + " --init_checkpoint={w}/other_model/model.ckpt --output_dir={out}"),
+    Case("run-init-ckpt-truncated", "run_finetune", TRAIN + " --init_checkpoint={w}/run_truncated --output_dir={out}"),
+    Case("run-init-ckpt-flipped", "run_finetune", TRAIN + " --init_checkpoint={w}/run_flipped --output_dir={out}"),
+    Case("run-dev-file-without-answers", "run_finetune",
+         TINY_FLAGS + " --dev_file={w}/no_answers.json --do_eval --init_checkpoint={w}/run --output_dir={out}"),
+    Case("run-train-file-empty-data", "run_finetune", TRAIN + " --train_file={w}/empty_data.json --output_dir={out}"),
+    Case("run-train-file-duplicate-id", "run_finetune", TRAIN + " --train_file={w}/dup_ids.json --output_dir={out}"),
+    Case("run-train-file-missing", "run_finetune", TRAIN + " --train_file={w}/nothing.json --output_dir={out}"),
+    Case("run-vocab-not-wordpiece", "run_finetune", TRAIN + " --vocab_file={w}/broken.json --output_dir={out}"),
     Case("run-nothing-to-do", "run_finetune", TINY_FLAGS + " --output_dir={out}"),
     # export.to_pb
     Case("to_pb-bit-flipped-checkpoint", "to_pb", "--output_dir {w}/run_flipped --output {out}/model.pb"),

@@ -107,7 +107,8 @@ def resolve_model(spec, log=print):
     return config, tokenizer, preset.max_seq_length
 
 
-WORD_EMBEDDINGS = ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table")  # bert/albert, xlnet
+# the word embeddings of the bert/albert layouts and of xlnet
+WORD_EMBEDDINGS = ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table")
 
 
 def _check_checkpoint_vocab(init_checkpoint, config):

@@ -10,7 +10,7 @@ import re
 from typing import List
 
 from tf_mrc.compat import tf
-from tf_mrc.errors import UserError
+from tf_mrc.errors import UserError, first_line
 
 # Checkpoint entries that are training state rather than model weights: never reported as unused.
 _TRAINING_STATE = re.compile(
@@ -61,11 +61,6 @@ def _variable_name(variable):
     return re.sub(r":\d+$", "", variable.name)
 
 
-def _first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def verify_readable(checkpoint):
     """Read every tensor of ``checkpoint`` once (the reader checks each one's CRC), so a truncated or corrupted
     .data file is a one-line CheckpointError here instead of a traceback when a session restores it."""
@@ -75,7 +70,7 @@ def verify_readable(checkpoint):
             reader.get_tensor(name)
     except Exception as err:  # OpErrors, or the IndexError / ValueError py_checkpoint_reader turns them into
         raise CheckpointError("checkpoint %s cannot be read (truncated or corrupted?): %s"
-                              % (checkpoint, _first_line(err)))
+                              % (checkpoint, first_line(err)))
 
 
 def init_from_checkpoint(init_checkpoint, log=print, variables=None):
@@ -87,7 +82,7 @@ def init_from_checkpoint(init_checkpoint, log=print, variables=None):
     try:
         stored = dict(tf.train.list_variables(init_checkpoint))
     except (tf.errors.OpError, ValueError) as err:
-        raise CheckpointError("init_checkpoint %s cannot be read: %s" % (init_checkpoint, _first_line(err)))
+        raise CheckpointError("init_checkpoint %s cannot be read: %s" % (init_checkpoint, first_line(err)))
     if variables is None:
         variables = tf.trainable_variables()
 
