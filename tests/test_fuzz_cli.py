@@ -80,6 +80,9 @@ CASES = [
     Case("run-init-ckpt-flipped", "run_finetune", TRAIN + " --init_checkpoint={w}/run_flipped --output_dir={out}"),
     Case("run-dev-file-without-answers", "run_finetune",
          TINY_FLAGS + " --dev_file={w}/no_answers.json --do_eval --init_checkpoint={w}/run --output_dir={out}"),
+    Case("run-predict-with-untrained-head", "run_finetune",
+         TINY_FLAGS + " --dev_file={w}/passages.json --do_predict --init_checkpoint={w}/encoder_only/model.ckpt "
+                      "--output_dir={out}"),
     Case("run-train-file-empty-data", "run_finetune", TRAIN + " --train_file={w}/empty_data.json --output_dir={out}"),
     Case("run-train-file-duplicate-id", "run_finetune", TRAIN + " --train_file={w}/dup_ids.json --output_dir={out}"),
     Case("run-train-file-missing", "run_finetune", TRAIN + " --train_file={w}/nothing.json --output_dir={out}"),
@@ -204,6 +207,10 @@ def build_world(w):
     for name, how in (("run_truncated", "truncate"), ("run_flipped", "flip")):
         shutil.copytree(str(w / "run"), str(w / name))
         _damage(w / name, how)
+    from export.from_pytorch import write_tf_checkpoint
+    reader = tf.train.load_checkpoint(str(w / "run"))
+    write_tf_checkpoint({name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+                         if name.startswith("bert/")}, str(w / "encoder_only" / "model.ckpt"))
     with tf.Graph().as_default():
         tf.get_variable("other_model/dense/kernel", [2, 2])
         with tf.Session() as sess:

@@ -404,8 +404,14 @@ def _predict_gathered(estimator, data, batch_size, dist, checkpoint):
     """Every rank predicts its own slice of the features: tf.data's shard gives rank r the features r, r + size,
     r + 2 size, ..., so feature i is item i // size of rank i % size's slice (slices differ in length by at
     most one). Rank 0 gets every output in feature order; the other ranks, which write nothing, get None."""
+    from tf_mrc.compat import tf
+    from tf_mrc.errors import first_line
     from tf_mrc.estimator import predict_outputs
-    mine = predict_outputs(estimator, data.input_fn_builder(batch_size, dist), checkpoint)
+    try:
+        mine = predict_outputs(estimator, data.input_fn_builder(batch_size, dist), checkpoint)
+    except tf.errors.NotFoundError as err:   # e.g. a pre-trained --init_checkpoint without the task's head
+        raise UserError("checkpoint %s lacks variables the model predicts with (no trained task head? train with "
+                        "--do_train first): %s" % (checkpoint, first_line(err)))
     slices = dist.allgather_objects(mine)
     if not dist.is_chief:
         return None
