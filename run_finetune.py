@@ -86,7 +86,7 @@ def spec_from_flags():
 
 
 def main(argv):
-    from tf_mrc import distributed, experiment
+    from tf_mrc import distributed, experiment, restart
     started = time.time()
     try:
         dist = distributed.detect()
@@ -107,7 +107,7 @@ def main(argv):
         except UserError as err:
             fail(err)
         except KeyboardInterrupt:   # Ctrl-C: no traceback, say how to resume; 130 = killed by SIGINT
-            sys.stderr.write("%s\n" % (experiment.interruption_message(spec) if spec else "interrupted"))
+            sys.stderr.write("%s\n" % (restart.interruption_message(spec) if spec else "interrupted"))
             sys.exit(130)
     if dist.is_chief:
         print("[run] done in %.0f s; outputs in %s (predictions.json, nbest_predictions.json, eval_results.json)"

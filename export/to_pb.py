@@ -32,12 +32,12 @@ import numpy as np
 
 from tf_mrc import outputs
 from tf_mrc.errors import UserError, fail
+from tf_mrc.restart import RUN_CONFIG
 from export.mapping import ConversionError
 
 FORMAT = "tf_mrc-frozen-graph-1"
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 SIDECAR_SUFFIX = ".json"
-RUN_CONFIG = "run_config.json"
 EPSILON_NODE = "layer_norm_epsilon"  # see shield_layer_norm_epsilon: not an input, never fed
 
 
