@@ -114,5 +114,10 @@ def main(argv):
               % (time.time() - started, spec.output_dir))
 
 
-if __name__ == "__main__":
+def cli():
+    """The console command ``tf-mrc-finetune`` (pip install .): the same as ``python run_finetune.py``."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

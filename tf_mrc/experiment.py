@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from typing import Optional
 
-from tf_mrc import distributed, outputs, presets, restart
+from tf_mrc import distributed, outputs, presets, pretrained, restart
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.tasks import FeatureSettings, get_task
@@ -149,6 +149,7 @@ def run(spec, log=print, dist=None):
     ``dist``: the process layout (default: ``distributed.detect()``)."""
     if dist is None:
         dist = distributed.detect()
+    spec = pretrained.resolve_init_checkpoint(spec, dist, log)
     task = get_task(spec.task, spec.task_options)
     config, tokenizer, preset_max_len = resolve_model(spec, log)
     _check_training_options(spec, config)
