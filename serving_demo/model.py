@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from serving_demo import questions
-from tf_mrc.errors import UserError
+from tf_mrc.errors import UserError, first_line
 
 
 class FrozenModel:
@@ -25,6 +25,8 @@ class FrozenModel:
         except FileNotFoundError:
             raise UserError("%s not found: export the graph with python -m export.to_pb, which writes it" %
                             sidecar_path)
+        except (OSError, ValueError) as err:
+            raise UserError("%s cannot be read: %s" % (sidecar_path, err))
         sidecar = self.sidecar
         self.task = get_task(sidecar["task"], questions.serving_options(sidecar.get("task_options")))
         directory = os.path.dirname(os.path.abspath(pb_path))
@@ -43,11 +45,14 @@ class FrozenModel:
             try:
                 with open(pb_path, "rb") as f:
                     graph_def.ParseFromString(f.read())
-            except (OSError, ValueError) as err:
-                raise UserError("cannot read frozen graph %s: %s" % (pb_path, err))
-            tf.import_graph_def(graph_def, name="")
-        self._inputs = {name: graph.get_tensor_by_name(info["tensor"]) for name, info in sidecar["inputs"].items()}
-        self._outputs = {name: graph.get_tensor_by_name(info["tensor"]) for name, info in sidecar["outputs"].items()}
+                tf.import_graph_def(graph_def, name="")
+                self._inputs = {name: graph.get_tensor_by_name(info["tensor"])
+                                for name, info in sidecar["inputs"].items()}
+                self._outputs = {name: graph.get_tensor_by_name(info["tensor"])
+                                 for name, info in sidecar["outputs"].items()}
+            except Exception as err:  # OSError, protobuf's DecodeError, ValueError / KeyError from a damaged graph
+                raise UserError("cannot load frozen graph %s (truncated or corrupted?): %s"
+                                % (pb_path, first_line(err)))
         self._session = tf.Session(graph=graph)
         self.run([{name: np.zeros(info["shape"][1:], np.int32) for name, info in sidecar["inputs"].items()}])
 

@@ -29,7 +29,7 @@ from serving_demo import questions
 from serving_demo.batching import Busy, DynamicBatcher
 from tf_mrc.errors import UserError
 
-PAGE_FILE = "page.html"
+PAGE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "page.html")
 
 
 @dataclasses.dataclass
@@ -142,7 +142,7 @@ def _json_bytes(body):
 
 def _page(model, sample):
     """The HTML page: the form for the task's fields and the script that shows answers."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), PAGE_FILE), encoding="utf-8") as f:
+    with open(PAGE_FILE, encoding="utf-8") as f:
         template = f.read()
     sample = dict(sample or {})
     config = {"task": model.task.name, "kind": questions.kind_of(model.task),
