@@ -446,7 +446,8 @@ def main():
             ratio(torch_time, seconds) if torch_time else "-", flops / seconds / 1e9, flops / seconds / peak))
     print("(min-max step s: %s)" % ", ".join("%s %.2f-%.2f" % (step.name, min(step.times), max(step.times))
                                             for step in steps + ([torch_step] if torch_step else [])))
-    print("(vs plain / vs torch = examples/s of the setting / examples/s of the plain graph / transformers; load average at end %.2f %.2f %.2f)"
+    print("(vs plain / vs torch = examples/s of the setting / examples/s of the plain graph / transformers; "
+          "load average at end %.2f %.2f %.2f)"
           % os.getloadavg())
 
 

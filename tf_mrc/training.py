@@ -2,8 +2,8 @@
 precision and gradient accumulation.
 
 AdamW is tf_mrc's own optimizer (as google BERT's AdamWeightDecayOptimizer is) because TF 1.13 has no decoupled
-weight decay, and the same update must run on both stacks; it runs as two fused kernels per variable. Its slot names (``<var>/adam_m``,
-``<var>/adam_v``) match google BERT's, so checkpoints of either resume in the other.
+weight decay, and the same update must run on both stacks; it runs as two fused kernels per variable. Its slot
+names (``<var>/adam_m``, ``<var>/adam_v``) match google BERT's, so checkpoints of either resume in the other.
 
 One optimizer step (``create_train_op``), in this order:
   loss (fp32) x loss scale -> gradients, allreduced across Horovod ranks inside dist's optimizer -> [summed over
@@ -84,8 +84,9 @@ class AdamWeightDecay(tf.train.Optimizer):
              m += (g - m)(1 - beta1), v += (g^2 - v)(1 - beta2), var -= lr m / (sqrt(v) + epsilon),
              epsilon where BERT puts it.
     The result equals BERT's arithmetic up to rounding; the kernel's 1 - beta2 is computed in fp32, which makes
-    v's new-gradient weight 1.3e-5 relative off 0.001 (float32(0.999) is not 0.999). Both kernels read m, v and var inside the op, so no
-    parameter-sized temporary exists, and both run only once the (clipped) gradient exists.
+    v's new-gradient weight 1.3e-5 relative off 0.001 (float32(0.999) is not 0.999). Both kernels read m, v and
+    var inside the op, so no parameter-sized temporary exists, and both run only once the (clipped) gradient
+    exists.
     """
 
     def __init__(self, learning_rate, weight_decay_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
@@ -184,8 +185,8 @@ class LossScale:
 
 
 class GradientAccumulator:
-    """Sums the (loss-scaled) gradients of ``steps`` micro-batches in fp32 variables ``<var>/accum_grad``; ``micro_step``
-    counts the micro-batches summed since the last optimizer step."""
+    """Sums the (loss-scaled) gradients of ``steps`` micro-batches in fp32 variables ``<var>/accum_grad``;
+    ``micro_step`` counts the micro-batches summed since the last optimizer step."""
 
     def __init__(self, variables, steps):
         self.steps = steps
