@@ -27,11 +27,13 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from tf_mrc.errors import UserError, fail  # noqa: E402
 
 SHARED_DATA = os.environ.get("TF_MRC_SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 NO_DECAY = ("LayerNorm", "bias")  # transformers' names for what tf_mrc.training.NO_DECAY excludes
 TRAJECTORY_TARGET = 1e-3
+BF16_TOLERANCE = 0.02  # bf16 keeps 8 mantissa bits (relative rounding 2^-9 per operation)
 
 
 def parse_args(argv=None):
@@ -47,14 +49,14 @@ def parse_args(argv=None):
     parser.add_argument("--pytorch", help="transformers BertForQuestionAnswering weights directory to start from "
                                           "(config.json + weights; its own vocabulary via --vocab_file)")
     parser.add_argument("--model", default="small", help="tf_mrc preset the random model takes its shape from")
-    parser.add_argument("--train_questions", type=int, default=6000, help="questions taken from the train file "
+    parser.add_argument("--train_questions", type=int, default=1500, help="questions taken from the train file "
                                                                           "(whole passages, seeded order)")
-    parser.add_argument("--dev_questions", type=int, default=0, help="first N dev questions (0: all)")
+    parser.add_argument("--dev_questions", type=int, default=500, help="first N dev questions (0: all)")
     parser.add_argument("--max_seq_length", type=int, default=256)
     parser.add_argument("--doc_stride", type=int, default=128)
     parser.add_argument("--max_query_length", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=5e-4)
-    parser.add_argument("--train_batch_size", type=int, default=32)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--train_batch_size", type=int, default=16)
     parser.add_argument("--num_train_epochs", type=float, default=1.0)
     parser.add_argument("--warmup_proportion", type=float, default=0.1)
     parser.add_argument("--weight_decay", type=float, default=0.01)
@@ -64,9 +66,13 @@ def parse_args(argv=None):
     parser.add_argument("--trajectory_batch_size", type=int, default=8)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: also train tf_mrc in bf16 in both parts and compare with its fp32")
-    parser.add_argument("--bf16_tolerance", type=float, default=0.02,
+    parser.add_argument("--bf16_tolerance", type=float, default=BF16_TOLERANCE,
                         help="largest relative difference of the bf16 loss curve from fp32's that passes")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag in ("train_file", "dev_file", "vocab_file"):
+        if not os.path.isfile(getattr(args, flag)):
+            raise UserError("--%s %s not found" % (flag, getattr(args, flag)))
+    return args
 
 
 def log(message):
@@ -338,19 +344,20 @@ def tf_mrc_spec(args, files, checkpoint, tf_config, vocab, out_dir, **fields):
                   max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
                   max_query_length=args.max_query_length, learning_rate=args.learning_rate,
                   train_batch_size=args.train_batch_size, num_train_epochs=args.num_train_epochs,
-                  warmup_proportion=args.warmup_proportion, seed=args.seed, seeds=args.seeds,
+                  warmup_proportion=args.warmup_proportion,
                   cache_dir=os.path.join(args.work_dir, "cache"), save_checkpoints_steps=10 ** 9, log_every=100,
                   eval_every_epochs=0)  # evaluation during training: off (its own cost, not learning)
     values.update(fields)
     return RunSpec(**{name: value for name, value in values.items() if name in known})
 
 
-def tf_mrc_outcome(args, files, checkpoint, tf_config, vocab, precision):
+def tf_mrc_outcome(args, files, checkpoint, tf_config, vocab, precision, seed):
     from tf_mrc import experiment
     spec = tf_mrc_spec(args, files, checkpoint, tf_config, vocab,
-                       os.path.join(args.work_dir, "tf_mrc_" + precision), do_train=True, do_eval=True,
-                       precision=precision)
-    return [{"f1": m["f1"], "em": m["em"]} for m in experiment.run(spec, log=log)]
+                       os.path.join(args.work_dir, "tf_mrc_%s_seed%d" % (precision, seed)), do_train=True,
+                       do_eval=True, precision=precision, seed=seed, seeds=1)
+    metrics = experiment.run(spec, log=log)[0]
+    return {"f1": metrics["f1"], "em": metrics["em"]}
 
 
 def untrained_outcome(args, files, checkpoint, tf_config, vocab):
@@ -390,7 +397,7 @@ def transformers_train(source, features, args, seed):
         schedule.step()
         optimizer.zero_grad()
         if (step + 1) % 100 == 0 or step + 1 == steps:
-            log("[transformers] seed %d step %d/%d loss %.4f (%.0f s)" % (seed, step + 1, steps, float(loss),
+            log("[transformers] seed %d step %d/%d loss %.4f (%.0f s)" % (seed, step + 1, steps, loss.item(),
                                                                           time.time() - started))
     return model.eval()
 
@@ -410,17 +417,14 @@ def transformers_predict(model, features, batch_size=64):
     return outputs
 
 
-def transformers_outcome(args, source, train, dev, settings):
+def transformers_outcome(args, source, train, dev, settings, seed):
     from tf_mrc.tasks import get_task
     task = get_task("cmrc2018")
-    results = []
-    for seed in range(args.seed, args.seed + args.seeds):
-        model = transformers_train(source, train, args, seed)
-        predictions, _ = task.postprocess(dev.examples, dev.sidecar, transformers_predict(model, dev), settings)
-        metrics = task.evaluate(dev.examples, predictions)
-        log("[transformers] seed %d dev %s" % (seed, json.dumps(metrics)))
-        results.append({"f1": metrics["f1"], "em": metrics["em"]})
-    return results
+    model = transformers_train(source, train, args, seed)
+    predictions, _ = task.postprocess(dev.examples, dev.sidecar, transformers_predict(model, dev), settings)
+    metrics = task.evaluate(dev.examples, predictions)
+    log("[transformers] seed %d dev %s" % (seed, json.dumps(metrics)))
+    return {"f1": metrics["f1"], "em": metrics["em"]}
 
 
 def mean_of(runs):
@@ -476,10 +480,16 @@ def main(argv=None):
     if args.seeds:
         dev = featurize(files["dev"], tokenizer, settings, False)
         untrained = untrained_outcome(args, files, checkpoint, tf_config, vocab)
-        runs = {"tf_mrc": tf_mrc_outcome(args, files, checkpoint, tf_config, vocab, "fp32"),
-                "transformers": transformers_outcome(args, source, train, dev, settings)}
+        runs = {"tf_mrc": [], "transformers": []}
         if args.precision == "bf16":
-            runs["tf_mrc_bf16"] = tf_mrc_outcome(args, files, checkpoint, tf_config, vocab, "bf16")
+            runs["tf_mrc_bf16"] = []
+        for seed in range(args.seed, args.seed + args.seeds):  # seed by seed: a cut-short run still compares
+            runs["tf_mrc"].append(tf_mrc_outcome(args, files, checkpoint, tf_config, vocab, "fp32", seed))
+            runs["transformers"].append(transformers_outcome(args, source, train, dev, settings, seed))
+            if args.precision == "bf16":
+                runs["tf_mrc_bf16"].append(tf_mrc_outcome(args, files, checkpoint, tf_config, vocab, "bf16", seed))
+            with open(os.path.join(args.work_dir, "outcome.json"), "w") as f:
+                json.dump({"untrained": untrained, "runs": runs}, f, indent=1)
         noise = seed_std(runs["tf_mrc"], runs["transformers"])
         figures.update({name: mean_of(per_seed) for name, per_seed in runs.items()})
         figures.update(untrained=untrained, seed_std=noise,
@@ -508,4 +518,7 @@ def print_table(figures, args):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:
+        fail(err)
