@@ -65,7 +65,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_seq_length", type=int, default=256)
     parser.add_argument("--doc_stride", type=int, default=128)
     parser.add_argument("--max_query_length", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--learning_rate", type=float, default=2e-4)
     parser.add_argument("--train_batch_size", type=int, default=16)
     parser.add_argument("--num_train_epochs", type=float, default=1.0)
     parser.add_argument("--warmup_proportion", type=float, default=0.1)
