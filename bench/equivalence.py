@@ -43,7 +43,9 @@ SHARED_DATA = os.environ.get("TF_MRC_SHARED_DATA", os.path.join(os.path.dirname(
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 NO_DECAY = ("LayerNorm", "bias")  # transformers' names for what tf_mrc.training.NO_DECAY excludes
 TRAJECTORY_TARGET = 1e-3
-BF16_TOLERANCE = 0.02  # bf16 keeps 8 mantissa bits (relative rounding 2^-9 per operation)
+# bf16 keeps 8 mantissa bits (relative rounding 2^-9 per operation). The tolerance bounds the median over steps:
+# a loss spike amplifies any perturbation for a few steps, and the maximum is reported beside it.
+BF16_TOLERANCE = 0.005
 
 
 def parse_args(argv=None):
@@ -77,7 +79,8 @@ def parse_args(argv=None):
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: also train tf_mrc in bf16 in both parts and compare with its fp32")
     parser.add_argument("--bf16_tolerance", type=float, default=BF16_TOLERANCE,
-                        help="largest relative difference of the bf16 loss curve from fp32's that passes")
+                        help="largest median (over steps) relative difference of the bf16 loss curve from "
+                             "fp32's that passes")
     args = parser.parse_args(argv)
     for flag in ("train_file", "dev_file", "vocab_file"):
         if not os.path.isfile(getattr(args, flag)):
@@ -301,8 +304,12 @@ def transformers_losses(source, features, batches, args, bias_correction=False):
     return losses
 
 
+def relative_differences(curve, reference):
+    return np.abs(np.asarray(curve) - np.asarray(reference)) / np.abs(np.asarray(reference))
+
+
 def max_relative_difference(curve, reference):
-    return float(np.max(np.abs(np.asarray(curve) - np.asarray(reference)) / np.abs(np.asarray(reference))))
+    return float(np.max(relative_differences(curve, reference)))
 
 
 def trajectory(args, source, checkpoint, tf_config, features, work_dir):
@@ -323,7 +330,8 @@ def trajectory(args, source, checkpoint, tf_config, features, work_dir):
               "control_max_rel_diff": max_relative_difference(curves["transformers_bias_corrected"],
                                                               curves["transformers"])}
     if "tf_mrc_bf16" in curves:
-        result["bf16_max_rel_diff"] = max_relative_difference(curves["tf_mrc_bf16"], curves["tf_mrc_fp32"])
+        bf16 = relative_differences(curves["tf_mrc_bf16"], curves["tf_mrc_fp32"])
+        result.update(bf16_max_rel_diff=float(np.max(bf16)), bf16_median_rel_diff=float(np.median(bf16)))
     return result
 
 
@@ -455,9 +463,11 @@ def main(argv=None):
             args.trajectory_steps, args.trajectory_batch_size, path["max_rel_diff"], TRAJECTORY_TARGET,
             path["control_max_rel_diff"]))
     if "bf16_max_rel_diff" in path:
-        figures["bf16_trajectory_max_rel_diff"] = path["bf16_max_rel_diff"]
-        log("[trajectory] bf16 vs fp32 tf_mrc: max relative loss difference %.2e (tolerance %g)"
-            % (path["bf16_max_rel_diff"], args.bf16_tolerance))
+        figures.update(bf16_trajectory_max_rel_diff=path["bf16_max_rel_diff"],
+                       bf16_trajectory_median_rel_diff=path["bf16_median_rel_diff"])
+        log("[trajectory] bf16 vs fp32 tf_mrc: relative loss difference median %.2e (tolerance %g: %s), max %.2e"
+            % (path["bf16_median_rel_diff"], args.bf16_tolerance,
+               "yes" if path["bf16_median_rel_diff"] <= args.bf16_tolerance else "NO", path["bf16_max_rel_diff"]))
     with open(os.path.join(args.work_dir, "trajectory.json"), "w") as f:
         json.dump(path, f, indent=1)
 
