@@ -40,8 +40,8 @@ from tf_mrc.tasks import FeatureSettings, get_task  # noqa: E402
 from tf_mrc.tokenization import load_tokenizer  # noqa: E402
 
 SHARED_DATA = os.environ.get("TF_MRC_SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
-INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 NO_DECAY = ("LayerNorm", "bias")  # transformers' names for what tf_mrc.training.NO_DECAY excludes
+WEIGHT_DECAY = 0.01  # what tf_mrc's run_finetune path trains with (tf_mrc.training.create_train_op)
 TRAJECTORY_TARGET = 1e-3
 # bf16 keeps 8 mantissa bits (relative rounding 2^-9 per operation). The tolerance bounds the median over steps:
 # a loss spike amplifies any perturbation for a few steps, and the maximum is reported beside it.
@@ -59,8 +59,10 @@ def parse_args(argv=None):
                         help="WordPiece vocabulary; restricted to the pieces the train and dev files use")
     parser.add_argument("--work_dir", default="/tmp/tf_mrc_equivalence")
     parser.add_argument("--pytorch", help="transformers BertForQuestionAnswering weights directory to start from "
-                                          "(config.json + weights; its own vocabulary via --vocab_file)")
-    parser.add_argument("--model", default="small", help="tf_mrc preset the random model takes its shape from")
+                                          "(config.json + weights; its own vocabulary via --vocab_file; --model "
+                                          "the preset of the same shape)")
+    parser.add_argument("--model", default="small", help="tf_mrc preset: the random model's shape, and the preset "
+                                                         "tf_mrc's run checks the converted config against")
     parser.add_argument("--train_questions", type=int, default=1500, help="questions taken from the train file "
                                                                           "(whole passages, seeded order)")
     parser.add_argument("--dev_questions", type=int, default=500, help="first N dev questions (0: all)")
@@ -71,7 +73,6 @@ def parse_args(argv=None):
     parser.add_argument("--train_batch_size", type=int, default=16)
     parser.add_argument("--num_train_epochs", type=float, default=1.0)
     parser.add_argument("--warmup_proportion", type=float, default=0.1)
-    parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--seeds", type=int, default=2, help="outcome seeds per framework (0: trajectory only)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trajectory_steps", type=int, default=50)
@@ -300,7 +301,7 @@ def transformers_losses(source, features, batches, args, bias_correction=False):
         rate = warmup_linear_rate(args.learning_rate, step, steps, warmup)
         if bias_correction:
             rate *= math.sqrt(1.0 - 0.999 ** (step + 1)) / (1.0 - 0.9 ** (step + 1))
-        google_adamw_step(list(model.named_parameters()), state, rate, args.weight_decay)
+        google_adamw_step(list(model.named_parameters()), state, rate, WEIGHT_DECAY)
     return losses
 
 
@@ -339,6 +340,7 @@ def trajectory(args, source, checkpoint, tf_config, features, work_dir):
 # (b) outcome
 
 def tf_mrc_spec(args, files, checkpoint, tf_config, vocab, out_dir, **fields):
+    # fields this RunSpec lacks are left out (eval_every_epochs exists once tf_mrc evaluates during training)
     known = {field.name for field in dataclasses.fields(experiment.RunSpec)}
     values = dict(task="cmrc2018", model=args.model, output_dir=out_dir, train_file=files["train"],
                   dev_file=files["dev"], init_checkpoint=checkpoint, config_file=tf_config, vocab_file=vocab,
@@ -374,7 +376,7 @@ def transformers_train(source, features, args, seed):
     model = load_transformers(source, 0.1)
     named = list(model.named_parameters())
     groups = [{"params": [p for n, p in named if not any(w in n for w in NO_DECAY)],
-               "weight_decay": args.weight_decay},
+               "weight_decay": WEIGHT_DECAY},
               {"params": [p for n, p in named if any(w in n for w in NO_DECAY)], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
     count = len(features.arrays["input_ids"])
