@@ -23,9 +23,13 @@ import os
 import sys
 import time
 
-import numpy as np
-import torch
-import transformers
+# torch's OpenMP workers spin while they wait for each other; on a CPU shared with other jobs they spin on cores
+# the other workers need, and a training step takes many times longer. Passive waiting must be set before torch
+# loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -66,10 +70,10 @@ def parse_args(argv=None):
     parser.add_argument("--train_questions", type=int, default=1500, help="questions taken from the train file "
                                                                           "(whole passages, seeded order)")
     parser.add_argument("--dev_questions", type=int, default=500, help="first N dev questions (0: all)")
-    parser.add_argument("--max_seq_length", type=int, default=256)
-    parser.add_argument("--doc_stride", type=int, default=128)
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--doc_stride", type=int, default=64)
     parser.add_argument("--max_query_length", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=2e-4)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
     parser.add_argument("--train_batch_size", type=int, default=16)
     parser.add_argument("--num_train_epochs", type=float, default=1.0)
     parser.add_argument("--warmup_proportion", type=float, default=0.1)

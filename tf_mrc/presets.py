@@ -63,7 +63,7 @@ _HPARAMS = {
     ("brightmart_albert_xlarge", "cjrc"): {"learning_rate": 2.5e-5, "warmup_proportion": 0.05},
     ("tiny", None): _TINY_HPARAMS,
     ("tiny_xlnet", None): _TINY_HPARAMS,
-    ("small", None): {"num_train_epochs": 1.0, "train_batch_size": 16, "learning_rate": 2e-4,
+    ("small", None): {"num_train_epochs": 1.0, "train_batch_size": 16, "learning_rate": 5e-4,
                       "warmup_proportion": 0.1},
 }
 
