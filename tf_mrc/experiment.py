@@ -1,7 +1,7 @@
 """One fine-tuning experiment: resolve files, model and hyperparameters, then train / evaluate / predict.
 
-``run_finetune.py`` turns flags into a RunSpec; tests and tools build one directly. Every task, encoder and
-process count goes through the same ``run``.
+``run_finetune.py`` turns flags into a RunSpec (tf_mrc.options); tests and tools build one directly. Every task,
+encoder and process count goes through the same ``run``, which validates the spec before any work.
 """
 import dataclasses
 import json
@@ -9,61 +9,14 @@ import math
 import os
 import shutil
 import tempfile
-from typing import Optional
-
-from tf_mrc import distributed, presets
+from tf_mrc import distributed, options, presets
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
+from tf_mrc.options import RunSpec
 from tf_mrc.tasks import FeatureSettings, get_task
 from tf_mrc.tokenization import load_tokenizer
 
 RESOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
-
-
-@dataclasses.dataclass
-class RunSpec:
-    task: str = "cmrc2018"
-    model: str = "roberta_wwm_ext_base"
-    output_dir: str = "runs/out"
-    data_dir: Optional[str] = None
-    train_file: Optional[str] = None
-    dev_file: Optional[str] = None
-    predict_file: Optional[str] = None
-    init_checkpoint: Optional[str] = None
-    vocab_file: Optional[str] = None
-    spm_model: Optional[str] = None
-    config_file: Optional[str] = None
-    do_train: bool = False
-    do_eval: bool = False
-    do_predict: bool = False
-    seeds: int = 1
-    seed: int = 12345
-    lower_case: Optional[bool] = None     # None: the layout's convention (see load_tokenizer)
-    max_seq_length: Optional[int] = None
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 50
-    n_best_size: int = 20
-    num_train_epochs: Optional[float] = None
-    train_batch_size: Optional[int] = None
-    predict_batch_size: int = 32
-    learning_rate: Optional[float] = None
-    warmup_proportion: Optional[float] = None
-    max_train_steps: Optional[int] = None
-    save_checkpoints_steps: int = 1000
-    keep_checkpoint_max: int = 3
-    log_every: int = 50
-    kernels: str = "fused"
-    cache_dir: Optional[str] = None
-    lr_scale_with_workers: bool = False
-    fp16_allreduce: bool = False
-    precision: str = "fp32"               # fp32 | fp16 | bf16 compute; variables stay fp32 (see tf_mrc.training)
-    loss_scale_growth_interval: int = 2000  # fp16: clean steps before the loss scale doubles
-    grad_accum_steps: int = 1             # micro-batches per optimizer step (effective batch x K)
-    recompute: bool = False               # gradient checkpointing per transformer block
-    attention_dropout_placement: str = "probs"  # probs (BERT) | context (see tf_mrc.ops.attention_dropout)
-    xla: bool = False                     # XLA JIT auto-clustering, best effort
-    task_options: dict = dataclasses.field(default_factory=dict)
 
 
 def embedded_default(output_dir="runs/embedded_default"):
@@ -118,43 +71,22 @@ def _check_checkpoint_vocab(init_checkpoint, config):
                             % (init_checkpoint, shapes[name][0], config.vocab_size))
 
 
-def _check_training_options(spec, config):
-    from tf_mrc import ops
-    from tf_mrc.compat import IS_TF1
-    from tf_mrc.training import PRECISIONS
-    if spec.precision not in PRECISIONS:
-        raise UserError("--precision must be one of %s, got %r" % ("|".join(PRECISIONS), spec.precision))
-    if spec.precision == "bf16" and IS_TF1:
-        raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); use fp16")
-    if spec.grad_accum_steps < 1:
-        raise UserError("--grad_accum_steps must be >= 1, got %d" % spec.grad_accum_steps)
-    if spec.loss_scale_growth_interval < 1:
-        raise UserError("--loss_scale_growth_interval must be >= 1, got %d" % spec.loss_scale_growth_interval)
-    if spec.attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
-        raise UserError("--attention_dropout_placement must be one of %s, got %r"
-                        % ("|".join(ops.ATTENTION_DROPOUT_SITES), spec.attention_dropout_placement))
-    if spec.recompute and config.layout == "xlnet":
-        raise UserError("--recompute supports the bert and albert layouts, not xlnet")
-
-
 def run(spec, log=print, dist=None):
     """Run ``spec`` for every seed; returns the per-seed metric dicts (rank 0) and writes results.md.
     ``dist``: the process layout (default: ``distributed.detect()``)."""
     if dist is None:
         dist = distributed.detect()
+    options.validate(spec)
     task = get_task(spec.task, spec.task_options)
     config, tokenizer, preset_max_len = resolve_model(spec, log)
-    _check_training_options(spec, config)
     hparams = presets.hyperparameters(spec.model, spec.task)
     for key in hparams:
         if getattr(spec, key) is not None:
             hparams[key] = getattr(spec, key)
     max_len = spec.max_seq_length or min(preset_max_len, task.default_max_seq_length)
-    if max_len > config.max_position_embeddings and config.layout != "xlnet":
-        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
-                        % (max_len, config.max_position_embeddings))
     settings = FeatureSettings(max_len, spec.doc_stride, spec.max_query_length, spec.max_answer_length,
                                spec.n_best_size)
+    options.validate_for_model(spec, task, config, tokenizer, settings)
     files = {}
     if spec.do_train:
         files["train"] = _resolve(spec, spec.train_file, "train", task)

@@ -1,2 +1,64 @@
-"""Tasks: one module each, all behind tf_mrc.tasks.base.Task. ``get_task(name)`` finds them."""
-from tf_mrc.tasks.base import DataError, FeatureSettings, Featurized, Task, get_task  # noqa: F401
+"""Tasks: one module each, all behind tf_mrc.tasks.base.Task, found by ``get_task(name)``.
+
+A module of this package that registers a Task subclass (``@register``) is a task: the commands list it, build
+its options' flags and pass them to it without naming it anywhere else.
+"""
+import importlib
+import pkgutil
+
+from tf_mrc.errors import UserError
+from tf_mrc.tasks.base import (DataError, FeatureSettings, Featurized, Task, TaskOption,  # noqa: F401
+                               _REGISTRY, register)
+
+
+def _registry():
+    """Every registered task, importing each module of this package once (an import error in one surfaces)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module("%s.%s" % (__name__, module.name))
+    return _REGISTRY
+
+
+def task_names():
+    return sorted(_registry())
+
+
+def get_task(name, options=None):
+    """The task called ``name`` built with ``options`` ({option name: value})."""
+    tasks = _registry()
+    if name not in tasks:
+        raise UserError("unknown task %r; known: %s" % (name, ", ".join(sorted(tasks))))
+    return tasks[name](options)
+
+
+def all_task_options():
+    """Every task's declared options, one per name (tasks that share a name share its kind and choices); the
+    help names the tasks that read it."""
+    merged = {}
+    for name in task_names():
+        for option in _registry()[name].declared_options:
+            merged.setdefault(option.name, []).append((name, option))
+    options = []
+    for option_name, readers in merged.items():
+        first = readers[0][1]
+        if any((option.kind, option.choices) != (first.kind, first.choices) for _, option in readers):
+            raise TypeError("tasks %s declare --%s differently" % (", ".join(t for t, _ in readers), option_name))
+        allowed = "; one of %s" % "|".join(first.choices) if first.choices else ""
+        options.append(TaskOption(option_name, first.kind, None, "; ".join(
+            "%s: %s (default: %s%s)" % (task, option.help, "none" if option.default is None else option.default,
+                                        allowed) for task, option in readers), first.choices))
+    return options
+
+
+def task_options_from(values, task):
+    """{option: value} of ``task``'s declared options among ``values`` (a name -> value mapping, None = not
+    given); a value given for an option ``task`` does not read is a UserError."""
+    readers = {option.name for option in _registry()[task].declared_options} if task in _registry() else set()
+    chosen = {}
+    for option in all_task_options():
+        value = values.get(option.name)
+        if value is None:
+            continue
+        if option.name not in readers:
+            raise UserError("--%s is not an option of task %s" % (option.name, task))
+        chosen[option.name] = value
+    return chosen

@@ -18,7 +18,7 @@ import os
 import re
 
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, load_json, register
+from tf_mrc.tasks.base import DataError, TaskOption, load_json, register
 from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids, truncate_longest_first
 
 SUBSETS = ("d", "m")
@@ -53,13 +53,15 @@ class C3Task(ChoiceTask):
     default_files = {"train": "c3-d-train.json", "dev": "c3-d-dev.json", "predict": "c3-d-test.json"}
     num_choices = 4
     submission_key = "label"
+    declared_options = (TaskOption("c3_subsets", str, "d,m", "which subsets a subset-named file stands for: d, m "
+                                   "or d,m"),)
 
     def __init__(self, options=None):
         super().__init__(options)
-        subsets = [s.strip() for s in (self.options.get("c3_subsets") or "d,m").split(",") if s.strip()]
+        subsets = [s.strip() for s in self.options["c3_subsets"].split(",") if s.strip()]
         if not subsets or any(s not in SUBSETS for s in subsets):
-            raise UserError("c3_subsets must be a comma-separated choice of d,m; got %r"
-                             % self.options.get("c3_subsets"))
+            raise UserError("c3: --c3_subsets must be a comma-separated choice of d,m; got %r"
+                            % self.options["c3_subsets"])
         self.subsets = subsets
 
     # -- reading ----------------------------------------------------------------------------------------

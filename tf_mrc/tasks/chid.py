@@ -37,7 +37,7 @@ import re
 import numpy as np
 
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, load_json, load_json_lines, register
+from tf_mrc.tasks.base import DataError, TaskOption, load_json, load_json_lines, register
 from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids
 from tf_mrc.tokenization import TokenizerError
 
@@ -140,12 +140,16 @@ class ChidTask(ChoiceTask):
     default_files = {"train": "train.json", "dev": "dev.json", "predict": "test1.1.json"}   # CLUE's names
     num_choices = 10
     submission_key = "answer"
+    declared_options = (
+        TaskOption("chid_answers", str, None, "the answer map file(s) of the original ChID/CLUE format, "
+                   "comma-separated (none: <name>_answer.json beside the data file)"),
+        TaskOption("chid_decoding", str, "optimal", "assign candidates to the blanks of a passage jointly "
+                   "(optimal, greedy) or blank by blank", DECODINGS),
+    )
 
     def __init__(self, options=None):
         super().__init__(options)
-        self.decoding = self.options.get("chid_decoding") or "optimal"
-        if self.decoding not in DECODINGS:
-            raise UserError("chid_decoding must be one of %s, got %r" % ("/".join(DECODINGS), self.decoding))
+        self.decoding = self.options["chid_decoding"]
 
     # -- reading ----------------------------------------------------------------------------------------
     def read_examples(self, path, is_training):
