@@ -145,9 +145,6 @@ def freeze(spec, head, num_choices=None):
     """(frozen GraphDef, input names, output names) for ``spec``'s checkpoint."""
     from tf_mrc.compat import tf
     max_seq_length = spec.feature_settings["max_seq_length"]
-    if max_seq_length > spec.config.max_position_embeddings and spec.config.layout != "xlnet":
-        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
-                        % (max_seq_length, spec.config.max_position_embeddings))
     graph = tf.Graph()
     with graph.as_default():
         inputs, outputs = build_inference_graph(spec.config, head, max_seq_length, num_choices)
@@ -258,8 +255,12 @@ def export(spec, output, saved_model=None, log=print):
     return sidecar
 
 
+SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "n_best_size")
+
+
 def main(argv=None):
-    from tf_mrc.tasks import FeatureSettings
+    from tf_mrc import options
+    from tf_mrc.tasks import add_task_arguments
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="the frozen graph to write, e.g. model.pb")
     parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below)")
@@ -267,16 +268,13 @@ def main(argv=None):
     parser.add_argument("--config", help="the checkpoint's JSON config")
     parser.add_argument("--layout", choices=["bert", "albert", "xlnet"])
     parser.add_argument("--albert_variant", choices=["google", "brightmart"])
-    parser.add_argument("--task", choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
-    parser.add_argument("--max_seq_length", type=int)
+    add_task_arguments(parser, required=False)
     parser.add_argument("--vocab_file", help="WordPiece vocab.txt (bert, albert)")
     parser.add_argument("--spm_model", help="SentencePiece spiece.model (xlnet)")
     parser.add_argument("--lower_case", dest="lower_case", action="store_true")
     parser.add_argument("--nolower_case", dest="lower_case", action="store_false")
     parser.set_defaults(lower_case=None)  # the layout's convention: uncased BERT/ALBERT, cased XLNet
-    defaults = FeatureSettings()
-    for name in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
-        parser.add_argument("--" + name, type=int, default=getattr(defaults, name))
+    options.add_arguments(parser, SETTINGS)
     parser.add_argument("--saved_model", help="also write a SavedModel (serving_default signature) here")
     args = parser.parse_args(argv)
     try:
@@ -286,7 +284,9 @@ def main(argv=None):
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
             if absent:
                 raise UserError("pass --output_dir, or all of --%s" % ", --".join(absent))
+            options.check_arguments(args, SETTINGS)
             spec = _spec_from_flags(args)
+        options.check_position_embeddings(spec.feature_settings["max_seq_length"], spec.config)
         export(spec, args.output, args.saved_model)
     except UserError as err:
         fail(err)
@@ -299,10 +299,11 @@ def _spec_from_flags(args):
     checkpoint = tf.train.latest_checkpoint(args.checkpoint) if os.path.isdir(args.checkpoint) else args.checkpoint
     if checkpoint is None:
         raise UserError("no checkpoint in %s" % args.checkpoint)
-    settings = {name: getattr(args, name) for name in ("max_seq_length", "doc_stride", "max_query_length",
-                                                       "max_answer_length", "n_best_size")}
+    from tf_mrc.tasks import task_options_from
+    settings = {name: getattr(args, name) for name in SETTINGS}
     return ExportSpec(checkpoint=checkpoint, config=config, task=args.task, feature_settings=settings,
-                      vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case)
+                      vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case,
+                      task_options=task_options_from(vars(args), args.task))
 
 
 if __name__ == "__main__":

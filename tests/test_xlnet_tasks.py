@@ -10,8 +10,7 @@ import re
 
 import pytest
 
-from conftest import shared_file, train_xlnet_spm
-from test_tasks_end_to_end import _c3_file, _chid_file, _cjrc_file
+from conftest import c3_file, chid_file, cjrc_file, data_file, train_xlnet_spm
 from tf_mrc import audit, experiment
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import FeatureSettings, get_task
@@ -167,7 +166,7 @@ def test_drcd_spans_stay_in_the_original_characters(tokenizer, tmp_path):
 
 def test_c3_packs_three_parts_the_xlnet_way(tokenizer, tmp_path):
     task = get_task("c3")
-    examples = task.read_examples(_c3_file(tmp_path / "c3.json"), is_training=False)
+    examples = task.read_examples(c3_file(tmp_path / "c3.json"), is_training=False)
     settings = FeatureSettings(max_seq_length=48)
     featurized = task.featurize(examples[:3], tokenizer, settings, is_training=False)
     for example, arrays in zip(examples, featurized.arrays):
@@ -203,9 +202,9 @@ def test_chid_blank_is_mask_tokens_other_blanks_unknown(tokenizer, tmp_path):
 
 @pytest.mark.parametrize("task_name, make, max_len, metric", [
     ("cmrc2018", None, 128, "em"),
-    ("cjrc", _cjrc_file, 128, "em"),
-    ("c3", _c3_file, 128, "accuracy"),
-    ("chid", _chid_file, 64, "accuracy"),
+    ("cjrc", cjrc_file, 128, "em"),
+    ("c3", c3_file, 128, "accuracy"),
+    ("chid", chid_file, 64, "accuracy"),
 ])
 def test_oracle_is_perfect_on_every_task(tokenizer, tmp_path, task_name, make, max_len, metric):
     """Gold labels pushed through the XLNet features, post-processing and metric: choice tasks score 100, span
@@ -271,7 +270,7 @@ def test_cmrc2018_trains_evaluates_and_predicts(tmp_path, spm_model, tokenizer):
 
 
 def test_c3_trains_evaluates_and_predicts(tmp_path, spm_model):
-    data = _c3_file(tmp_path / "c3.json")
+    data = c3_file(tmp_path / "c3.json")
     spec = xlnet_spec(tmp_path, spm_model, task="c3", train_file=data, dev_file=data, max_seq_length=128,
                       num_train_epochs=6.0)
     results = experiment.run(spec)

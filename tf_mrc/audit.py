@@ -14,6 +14,8 @@ import json
 
 from tf_mrc.errors import UserError, fail
 
+SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length")   # RunSpec's, same defaults
+
 
 def audit(task, data_file, tokenizer, settings):
     examples = task.read_examples(data_file, is_training=False)
@@ -33,29 +35,28 @@ def audit(task, data_file, tokenizer, settings):
 
 
 def main(argv=None):
+    from tf_mrc import options, presets
+    from tf_mrc.tasks import FeatureSettings, add_task_arguments, task_from_arguments
+    from tf_mrc.tokenization import load_tokenizer
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
+    add_task_arguments(parser)
     parser.add_argument("--data", required=True)
     parser.add_argument("--model", default="roberta_wwm_ext_base", help="preset: decides the tokenizer family")
     parser.add_argument("--vocab_file")
     parser.add_argument("--spm_model")
     parser.add_argument("--lower_case", choices=["yes", "no"], help="default: the model's convention")
-    parser.add_argument("--max_seq_length", type=int)
-    parser.add_argument("--doc_stride", type=int, default=128)
-    parser.add_argument("--max_query_length", type=int, default=64)
-    parser.add_argument("--max_answer_length", type=int, default=50)
-    parser.add_argument("--chid_answers")
+    options.add_arguments(parser, SETTINGS)
     args = parser.parse_args(argv)
-    from tf_mrc import presets
-    from tf_mrc.tasks import FeatureSettings, get_task
-    from tf_mrc.tokenization import load_tokenizer
     try:
+        options.check_arguments(args, SETTINGS + ("model",))
         preset = presets.model_preset(args.model)
-        task = get_task(args.task, {"chid_answers": args.chid_answers} if args.chid_answers else {})
+        task = task_from_arguments(args)
         tokenizer = load_tokenizer(preset.config.layout, args.vocab_file, args.spm_model,
                                    None if args.lower_case is None else args.lower_case == "yes")
         max_len = args.max_seq_length or min(preset.max_seq_length, task.default_max_seq_length)
         settings = FeatureSettings(max_len, args.doc_stride, args.max_query_length, args.max_answer_length)
+        options.check_position_embeddings(max_len, preset.config)
+        task.check_settings(settings, tokenizer)
         report = audit(task, args.data, tokenizer, settings)
     except UserError as err:
         fail(err)

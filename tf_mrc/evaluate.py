@@ -11,17 +11,14 @@ from tf_mrc.errors import UserError, fail
 
 
 def main(argv=None):
+    from tf_mrc.tasks import add_task_arguments, task_from_arguments
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
-    parser.add_argument("--metric", default=None, help="cjrc: official (default) or cmrc")
-    parser.add_argument("--chid_answers", default=None, help="chid (original format): the answer map")
+    add_task_arguments(parser)
     parser.add_argument("data")
     parser.add_argument("predictions")
     args = parser.parse_args(argv)
-    from tf_mrc.tasks import get_task
-    options = {key: value for key, value in (("metric", args.metric), ("chid_answers", args.chid_answers)) if value}
     try:
-        task = get_task(args.task, options)
+        task = task_from_arguments(args)
         examples = task.read_examples(args.data, is_training=False)
         predictions = task.load_predictions(args.predictions)
         result = task.evaluate(examples, predictions)

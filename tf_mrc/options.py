@@ -212,16 +212,17 @@ def check_position_embeddings(max_seq_length, config):
 
 # -- command lines ------------------------------------------------------------------------------------------------
 
-def define_absl_flags(flags):
+def define_absl_flags(flags, flag_values=None):
     """One absl flag per declared RunSpec field and per task option, with the declared name, default and help.
     Choices are listed in the help and checked by ``validate`` (a one-line error, like every other value)."""
     from tf_mrc.tasks import all_task_options
     definers = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
                 str: flags.DEFINE_string}
+    where = {} if flag_values is None else {"flag_values": flag_values}
     for field in declared():
-        definers[field.metadata["kind"]](field.name, field.default, field_help(field))
+        definers[field.metadata["kind"]](field.name, field.default, field_help(field), **where)
     for task_option in all_task_options():
-        definers[task_option.kind](task_option.name, None, task_option.help)
+        definers[task_option.kind](task_option.name, None, task_option.help, **where)
 
 
 def grouped_help(flag_values, doc):

@@ -62,3 +62,15 @@ def task_options_from(values, task):
             raise UserError("--%s is not an option of task %s" % (option.name, task))
         chosen[option.name] = value
     return chosen
+
+
+def add_task_arguments(parser, required=True):
+    """``--task`` and every task's options on an argparse ``parser`` (the commands other than run_finetune)."""
+    parser.add_argument("--task", required=required, choices=task_names())
+    for option in all_task_options():
+        parser.add_argument("--" + option.name, type=option.kind, default=None, help=option.help)
+
+
+def task_from_arguments(args):
+    """The task an argparse namespace built with ``add_task_arguments`` asks for, with its options."""
+    return get_task(args.task, task_options_from(vars(args), args.task))

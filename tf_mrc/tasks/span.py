@@ -271,16 +271,7 @@ class SpanTask(Task):
 
     def evaluate(self, examples, predictions):
         from tf_mrc import metrics
-        f1 = em = 0.0
-        missing = 0
-        for example in examples:
-            if example.qid not in predictions:
-                missing += 1
-                continue
-            f1 += metrics.cmrc_f1(example.gold_texts, predictions[example.qid])
-            em += metrics.cmrc_em(example.gold_texts, predictions[example.qid])
-        total = max(len(examples), 1)
-        return {"f1": 100.0 * f1 / total, "em": 100.0 * em / total, "total": len(examples), "skipped": missing}
+        return metrics.evaluate_cmrc([(example.qid, example.gold_texts) for example in examples], predictions)
 
 
 def squad_example(qa, context, **extra):
