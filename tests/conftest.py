@@ -122,15 +122,16 @@ def c3_file(path):
 
 def chid_file(path):
     """FewCLUE-shaped cloze lines, one per shipped question: the four characters where its answer starts are the
-    blank; the candidates are that text and six other lines' blank texts."""
+    blank; the six other candidates are four-character pieces that start no answer (so a tiny model can tell the
+    gold ones apart after a few epochs, as C3's fixture lets it)."""
     spans = [(context, context.find(qa["answers"][0]["text"])) for context, qa in _tiny_questions()]
     spans = [(context, start, context[start:start + 4]) for context, start in spans
              if len(context[start:start + 4].strip()) == 4]
-    pool = sorted(set(text for _, _, text in spans))
+    golds = set(text for _, _, text in spans)
+    pieces = sorted(set(context[i:i + 4] for context, _, _ in spans for i in range(0, len(context) - 4, 4)) - golds)
     lines = []
     for index, (context, start, text) in enumerate(spans):
-        others = [candidate for candidate in pool if candidate != text]
-        candidates = sorted([text] + [others[(index + step * 5) % len(others)] for step in range(6)])
+        candidates = sorted([text] + [pieces[(index * 6 + step) % len(pieces)] for step in range(6)])
         content = context[:start] + "#idiom#" + context[start + 4:]
         lines.append(json.dumps({"id": index, "candidates": candidates, "content": content,
                                  "answer": candidates.index(text)}, ensure_ascii=False))

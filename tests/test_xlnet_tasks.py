@@ -2,7 +2,7 @@
 
 References: XLNet's input layout (``A <sep> B <sep> <cls>``, left padding, segment ids 0/1, <cls> 2, padding 3)
 rebuilt here from the task's own parts; the original passages (answers must come back as their exact characters);
-a tiny model that must fit the shipped passages; the publishers' CMRC 2018 trial sample through the audit.
+a tiny model that must fit the shipped passages; the publishers' CMRC 2018 trial excerpt (tests/data) through the audit.
 The SentencePiece models are trained inside the tests (XLNet's special symbols on ids 0..8), never committed.
 """
 import json
@@ -284,11 +284,11 @@ def test_c3_trains_evaluates_and_predicts(tmp_path, spm_model):
 
 
 # -- the publishers' CMRC 2018 trial sample -----------------------------------------------------------------
-def test_audit_of_the_cmrc2018_trial_sample(tmp_path, capsys):
+def test_audit_of_the_cmrc2018_trial_excerpt(tmp_path, capsys):
     """``tf_mrc.audit --model xlnet_mid --spm_model ..`` on the real sample, with a unigram model (XLNet's kind)
     trained on the sample's own passages. Character offsets bring every answer back: the oracle loses exactly
     the answers decoding cannot return (longer than --max_answer_length, or a boundary inside a piece)."""
-    data = str(shared_file("cmrc2018/cmrc2018_trial.json"))
+    data = data_file("cmrc2018/cmrc2018_trial.excerpt.json")
     trial = json.load(open(data, encoding="utf-8"))["data"]
     contexts = [p["context"] for a in trial for p in a["paragraphs"]]
     spm_model = train_xlnet_spm(tmp_path, contexts, 8000, "unigram")
@@ -298,7 +298,8 @@ def test_audit_of_the_cmrc2018_trial_sample(tmp_path, capsys):
         return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     report = run_audit()
-    assert report["examples"] == 1002 and report["unaligned"] == 0 and report["truncated"] == 0
+    assert report["examples"] == len(get_task("cmrc2018").read_examples(data, False)) and report["unaligned"] == 0
+    assert report["truncated"] == 0
     assert report["other"]["too_long"] > 0 and report["other"]["inexact"] > 0
     assert report["oracle"]["em"] >= oracle_floor(report), report
     unlimited = run_audit("--max_answer_length", "512")

@@ -14,16 +14,13 @@ The window is the passage tokens that fit beside the longest candidate, centred 
 at the passage's ends), and the same for every candidate, so only the candidate differs between sequences.
 The blank itself becomes four of the tokenizer's mask tokens (``[MASK]`` / ``<mask>``) -- an idiom-sized gap,
 for BERT the signal masked-LM pre-training taught for "characters missing here" -- and the passage's other
-blanks four unknown tokens, so the target stands apart from them. (The reference project marked the blank
-with a single ``[unused1]`` and the other blanks with ``[MASK]`` x4; its vocabulary-specific marker has no
-counterpart in SentencePiece vocabularies.)
+blanks four unknown tokens, so the target stands apart from them. Mask and unknown tokens exist in every
+encoder's vocabulary (a marker such as ``[unused1]`` has no SentencePiece counterpart).
 
 Decoding (option ``chid_decoding``): blanks of one line share the candidates and each idiom fills one blank,
 so by default the blanks of a line are assigned jointly, maximising the summed log-probability
-(``optimal``, the Hungarian algorithm); ``greedy`` takes the most probable (blank, idiom) pair first, as the
-reference did; ``independent`` takes each blank's own argmax. On simulated scores (bench/chid_decoding.py)
-optimal ties greedy at 2-4 blanks per line and beats it at 6-10 (0.1-0.7 points at 6, 0.6-4.5 at 10, the
-more the weaker the model).
+(``optimal``, the Hungarian algorithm); ``greedy`` takes the most probable (blank, idiom) pair first;
+``independent`` takes each blank's own argmax. bench/chid_decoding.py compares the three on simulated scores.
 
 Predictions map the blank id (``#idiomNNNNNN#``, or the FewCLUE ``id``) to the candidate index: the CLUE
 submission format; FewCLUE runs also get ``chidf_predict.json``, FewCLUE's ``{"id", "answer"}`` lines.

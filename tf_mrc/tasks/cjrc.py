@@ -7,14 +7,14 @@ Data (SQuAD 2.0-like): ``data[]`` articles carry ``domain`` ('civil' | 'criminal
 competition's blinded input sets domain, casename and is_impossible to "" and answers to []: it reads, but
 cannot be scored.
 
-The answer type is that of the first answer's text, not ``is_impossible``: in the published dev set the flag is
-"true" for 31 of the 161 sample questions whose annotators all gave a real answer (e.g. 4_5, three times
-'准格尔旗民族幼儿园'), and the official metric reads only the texts.
+The answer type is that of the first answer's text, not ``is_impossible``: the published dev set flags "true" on
+questions whose annotators all gave a real answer (e.g. 4_5, three times '准格尔旗民族幼儿园'), and the official
+metric reads only the texts.
 
-Options (``get_task("cjrc", options)``):
+Options (``declared_options``; flags of every command):
 
 * ``metric``: 'official' (default; the CAIL 2019 script: civil / criminal / overall) or 'cmrc' (the CMRC 2018
-  definition of F1 / EM on the same texts, which the reference tables used).
+  definition of F1 / EM on the same texts, the one the reference tables report).
 * ``split_ratio`` / ``split``: the reference tables trained on 90 % of the training file and evaluated on the
   remaining 10 %. Setting ``split_ratio`` (or ``split``; the ratio then defaults to 0.9) cuts the file by passage
   with a fixed seed (``split_by_passage``): training reads (``is_training=True``) get the first part, every other
