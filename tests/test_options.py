@@ -118,6 +118,10 @@ def test_the_embedded_default_and_every_declared_default_are_valid(tmp_path):
                                                      "special tokens + 1 passage token), got 40"),
     ({"max_seq_length": 256}, "--max_seq_length must be <= 128 (the model's position embeddings), got 256"),
     ({"task_options": {"c3_subsets": "d"}}, "--c3_subsets is not an option of task cmrc2018"),
+    ({"task": "c3", "max_seq_length": 5}, "--max_seq_length must be >= 7 (a token of passage, question and choice + 4 "
+                                          "special tokens), got 5"),
+    ({"task": "chid", "max_seq_length": 10}, "--max_seq_length must be >= 11 (a four-character idiom, the 4-token "
+                                             "blank and 3 special tokens), got 10"),
 ])
 def test_run_stops_before_any_work(tmp_path, overrides, message):
     spec = experiment.embedded_default(str(tmp_path / "out"))

@@ -118,6 +118,12 @@ class C3Task(ChoiceTask):
                 yield C3Example(qid, choices, label, passage, question["question"]), where
 
     # -- features ---------------------------------------------------------------------------------------
+    def check_settings(self, settings, tokenizer):
+        least = tokenizer.num_special_tokens(3) + 3
+        if settings.max_seq_length < least:
+            raise UserError("--max_seq_length must be >= %d (a token of passage, question and choice + %d special "
+                            "tokens), got %d" % (least, least - 3, settings.max_seq_length))
+
     def pack_choices(self, example, tokenizer, settings):
         passage = encoded_ids(tokenizer, example.passage)
         question = encoded_ids(tokenizer, example.question)

@@ -263,6 +263,13 @@ class ChidTask(ChoiceTask):
                                                   % os.path.splitext(os.path.basename(path))[0]))
 
     # -- features ---------------------------------------------------------------------------------------
+    def check_settings(self, settings, tokenizer):
+        least = tokenizer.num_special_tokens(2) + 2 * BLANK_LENGTH
+        if settings.max_seq_length < least:
+            raise UserError("--max_seq_length must be >= %d (a four-character idiom, the %d-token blank and %d "
+                            "special tokens), got %d" % (least, BLANK_LENGTH, least - 2 * BLANK_LENGTH,
+                                                         settings.max_seq_length))
+
     def pack_choices(self, example, tokenizer, settings):
         if tokenizer.mask_id is None or tokenizer.unk_id is None:
             raise TokenizerError("CHID needs a tokenizer with mask and unknown tokens for its blanks")
