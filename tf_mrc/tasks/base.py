@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from tf_mrc.errors import UserError
+from tf_mrc.options import RunSpec
 
 
 class DataError(UserError):
@@ -22,12 +23,12 @@ class DataError(UserError):
 
 @dataclasses.dataclass
 class FeatureSettings:
-    """Everything featurization depends on; part of the feature-cache key."""
+    """Everything featurization depends on; part of the feature-cache key. Defaults: the run options'."""
     max_seq_length: int = 512
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 50
-    n_best_size: int = 20
+    doc_stride: int = RunSpec.doc_stride
+    max_query_length: int = RunSpec.max_query_length
+    max_answer_length: int = RunSpec.max_answer_length
+    n_best_size: int = RunSpec.n_best_size
 
     def key(self):
         return "s%d-d%d-q%d" % (self.max_seq_length, self.doc_stride, self.max_query_length)
