@@ -194,17 +194,17 @@ def test_a_sixth_task_is_one_module(extra_task_module, tmp_path, capsys):
 
 
 def test_evaluate_chooses_c3_subsets(tmp_path, capsys):
-    """``--c3_subsets`` reaches tf_mrc.evaluate: a d-named file stands for d and m, or for d alone."""
+    """``--c3_subsets`` reaches tf_mrc.evaluate: a d-named file is that file alone unless d,m asks for both."""
     data = data_file("c3/c3-d-dev.json")
     with open(data, encoding="utf-8") as f:
         d_questions = sum(len(document[1]) for document in json.load(f))
     predictions = tmp_path / "predictions.json"
-    predictions.write_text("{}")
+    predictions.write_text(json.dumps({"d-d1-0": "十点"}, ensure_ascii=False), encoding="utf-8")
     totals = {}
-    for subsets in ("d", "d,m"):
-        evaluate.main(["--task=c3", "--c3_subsets=" + subsets, data, str(predictions)])
-        totals[subsets] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["total"]
-    assert totals["d"] == d_questions < totals["d,m"]
+    for arguments in ([], ["--c3_subsets=d,m"]):
+        evaluate.main(["--task=c3"] + arguments + [data, str(predictions)])
+        totals[" ".join(arguments)] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["total"]
+    assert totals[""] == d_questions < totals["--c3_subsets=d,m"]
 
 
 def test_audit_passes_the_opencc_config_on(chinese_vocab, capsys):

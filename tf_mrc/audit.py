@@ -6,7 +6,8 @@
 The oracle pushes the gold labels through the real features, post-processing and metric: anything below
 ~100 on clean data points at alignment, truncation or decoding losses, which the report counts
 (span tasks: ``too_long`` answers exceed --max_answer_length tokens; ``inexact`` answers start or end
-inside a word piece or SentencePiece piece). The last line is JSON:
+inside a word piece or SentencePiece piece). The oracle scores the questions that carry gold answers
+(``without_gold`` counts the others: a test file has no oracle). The last line is JSON:
 {"examples": .., "features": .., "unaligned": .., "truncated": .., "oracle": {...}}
 """
 import argparse
@@ -22,12 +23,17 @@ def audit(task, data_file, tokenizer, settings):
     featurized = task.featurize(examples, tokenizer, settings, is_training=False)
     outputs = task.oracle_outputs(examples, featurized)
     predictions, _ = task.postprocess(examples, featurized.sidecar, outputs, settings)
-    scores = task.evaluate(examples, predictions)
-    oracle = {name: round(scores[name], 3) if isinstance(scores.get(name), float) else scores.get(name)
-              for name in task.metric_names}
+    scored = [example for example in examples if task.has_gold(example)]
+    oracle = None
+    if scored:
+        scores = task.evaluate(scored, predictions)
+        oracle = {name: round(scores[name], 3) if isinstance(scores.get(name), float) else scores.get(name)
+                  for name in task.metric_names}
     report = {"examples": len(examples), "features": len(featurized.arrays),
               "unaligned": featurized.stats.get("unaligned", 0), "truncated": featurized.stats.get("truncated", 0),
               "oracle": oracle}
+    if len(scored) < len(examples):
+        report["without_gold"] = len(examples) - len(scored)
     extra = {k: v for k, v in featurized.stats.items() if k not in report and k != "examples"}
     if extra:
         report["other"] = extra
@@ -50,7 +56,7 @@ def main(argv=None):
     try:
         options.check_arguments(args, SETTINGS + ("model",))
         preset = presets.model_preset(args.model)
-        task = task_from_arguments(args)
+        task = task_from_arguments(args, args.data)
         tokenizer = load_tokenizer(preset.config.layout, args.vocab_file, args.spm_model,
                                    None if args.lower_case is None else args.lower_case == "yes")
         max_len = args.max_seq_length or min(preset.max_seq_length, task.default_max_seq_length)

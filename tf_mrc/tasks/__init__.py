@@ -71,6 +71,16 @@ def add_task_arguments(parser, required=True):
         parser.add_argument("--" + option.name, type=option.kind, default=None, help=option.help)
 
 
-def task_from_arguments(args):
-    """The task an argparse namespace built with ``add_task_arguments`` asks for, with its options."""
-    return get_task(args.task, task_options_from(vars(args), args.task))
+def task_for_file(name, options, path):
+    """The task for reading ``path`` as a file the user named (``tf_mrc.evaluate``, ``tf_mrc.audit``): the task
+    may adapt its options to the file (a C3 file named for one subset then means that file alone)."""
+    tasks = _registry()
+    if name not in tasks:
+        raise UserError("unknown task %r; known: %s" % (name, ", ".join(sorted(tasks))))
+    return tasks[name](tasks[name].options_for_file(dict(options), path))
+
+
+def task_from_arguments(args, path):
+    """The task an argparse namespace built with ``add_task_arguments`` asks for, with its options, for reading
+    the file ``path`` the user named."""
+    return task_for_file(args.task, task_options_from(vars(args), args.task), path)
