@@ -56,8 +56,13 @@ def main(argv):
               % (time.time() - started, spec.output_dir))
 
 
-if __name__ == "__main__":
+def cli():
+    """The console command ``tf-mrc-finetune`` (pip install .): the same as ``python run_finetune.py``."""
     if any(arg in HELP_FLAGS for arg in sys.argv[1:]):   # grouped help; --helpfull stays absl's
         print(options.grouped_help(FLAGS, __doc__))
         sys.exit(0)
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

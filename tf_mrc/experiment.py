@@ -9,7 +9,7 @@ import math
 import os
 import shutil
 import tempfile
-from tf_mrc import distributed, options, outputs, presets, restart
+from tf_mrc import distributed, options, outputs, presets, pretrained, restart
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.options import RunSpec
@@ -84,6 +84,7 @@ def run(spec, log=print, dist=None):
     if dist is None:
         dist = distributed.detect()
     options.validate(spec)
+    spec = pretrained.resolve_init_checkpoint(spec, dist, log)
     task = get_task(spec.task, spec.task_options)
     config, tokenizer, preset_max_len = resolve_model(spec, log)
     hparams = presets.hyperparameters(spec.model, spec.task)
