@@ -34,9 +34,9 @@ HAND_WRITTEN_FLAGS = [
     ("loss_scale_growth_interval", 2000), ("grad_accum_steps", 1), ("recompute", False),
     ("attention_dropout_placement", "probs"), ("xla", False)]
 # Task options: their flags default to None ("the task's default"); the task's default is what a run gets.
-HAND_WRITTEN_TASK_FLAGS = [("opencc_config", "drcd", "t2s"), ("split_ratio", "cjrc", None), ("metric", "cjrc", "official"),
-                           ("chid_answers", "chid", None), ("chid_decoding", "chid", "optimal"),
-                           ("c3_subsets", "c3", "d,m")]
+HAND_WRITTEN_TASK_FLAGS = [("opencc_config", "drcd", "t2s"), ("split_ratio", "cjrc", None),
+                           ("metric", "cjrc", "official"), ("chid_answers", "chid", None),
+                           ("chid_decoding", "chid", "optimal"), ("c3_subsets", "c3", "d,m")]
 
 
 @pytest.fixture
@@ -168,7 +168,8 @@ def test_a_sixth_task_is_one_module(extra_task_module, tmp_path, capsys):
         "@register\n"
         "class SixthTask(SpanTask):\n"
         "    name = 'sixth'\n"
-        "    declared_options = (TaskOption('sixth_case', str, 'keep', 'how answers are cased', ('keep', 'upper')),)\n\n"
+        "    declared_options = (TaskOption('sixth_case', str, 'keep', 'how answers are cased',\n"
+        "                                   ('keep', 'upper')),)\n\n"
         "    def read_examples(self, path, is_training):\n"
         "        return read_squad_style(path, lambda record, article, paragraph, qa, context:\n"
         "                                squad_example(qa, context))\n\n"

@@ -179,7 +179,8 @@ class SpanTask(Task):
                 stats["unaligned"] += 1
                 if is_training:
                     continue
-            max_doc = settings.max_seq_length - len(query_ids) - tokenizer.num_special_tokens(2)   # >= 1: check_settings
+            # >= 1 passage token: check_settings ensures it before any work
+            max_doc = settings.max_seq_length - len(query_ids) - tokenizer.num_special_tokens(2)
             windows, start = [], 0
             while True:
                 length = min(len(doc_ids) - start, max_doc)
