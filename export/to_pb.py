@@ -119,7 +119,7 @@ def shield_layer_norm_epsilon(graph_def, output_names):
 
     TF 2.x with oneDNN (on by default on CPUs with AVX-512) rewrites the moments/batch_normalization LayerNorm
     into _MklLayerNorm when gamma, beta and epsilon are all constants - as freezing makes them - and that fused
-    op ignores the graph's epsilon (it uses 1e-3, not 1e-12): logits move by ~1e-2. A non-constant epsilon keeps
+    op ignores the graph's epsilon (it uses 1e-3, not 1e-12), so the logits move. A non-constant epsilon keeps
     the pattern from matching, and the graph computes the same function on every TensorFlow."""
     from tf_mrc.compat import tf
     from tf_mrc.modeling.config import LAYER_NORM_EPSILON
