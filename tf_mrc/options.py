@@ -194,13 +194,18 @@ def validate(spec):
 def validate_for_model(spec, task, config, tokenizer, settings):
     """The checks that need the resolved task and model: precision and recompute support, the position
     embeddings, the window settings against the task's inputs."""
-    from tf_mrc.compat import IS_TF1
-    if spec.precision == "bf16" and IS_TF1:
-        raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); use fp16")
+    check_precision(spec.precision)
     if spec.recompute and config.layout == "xlnet":
         raise UserError("--recompute supports the bert and albert layouts, not xlnet")
     check_position_embeddings(settings.max_seq_length, config)
     task.check_settings(settings, tokenizer)
+
+
+def check_precision(precision):
+    """bf16 compute needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel)."""
+    from tf_mrc.compat import IS_TF1
+    if precision == "bf16" and IS_TF1:
+        raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); use fp16")
 
 
 def check_position_embeddings(max_seq_length, config):
