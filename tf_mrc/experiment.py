@@ -77,7 +77,7 @@ def embedded_default(output_dir="runs/embedded_default"):
     return RunSpec(task="cmrc2018", model="tiny", output_dir=output_dir, train_file=passages, dev_file=passages,
                    vocab_file=os.path.join(tiny, "vocab.txt"), do_train=True, do_eval=True, do_predict=True,
                    max_seq_length=128, doc_stride=32, max_query_length=32, log_every=20,
-                   eval_every_epochs=10.0)  # 2 dev evaluations during its 30 epochs, then the final one
+                   eval_every_epochs=15.0)  # one dev evaluation half-way through its 30 epochs, then the last
 
 
 def _resolve(spec, explicit, role, task):
