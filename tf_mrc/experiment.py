@@ -329,20 +329,7 @@ def _run_one(run, run_dir, seed):
             raise UserError("no trained checkpoint in %s and no --init_checkpoint to evaluate" % spec.output_dir)
         predicted = {}
         if spec.do_eval:
-            scored = _score_dev(run, estimator, checkpoint, predicted)
-            if dist.is_chief:
-                predictions, nbest, metrics = scored
-                run.task.write_predictions(run_dir, "dev_", predictions, nbest)
-                if spec.do_train:
-                    _write_dev_summaries(run_dir, plan.num_train_steps, metrics, run.task.metric_names)
-                    if best is not None:
-                        best.update(plan.num_train_steps, plan.num_train_steps / plan.steps_per_epoch, metrics,
-                                    checkpoint, log)
-                    metrics = dict(metrics, step=plan.num_train_steps)
-                    if best is not None:
-                        metrics["best"] = best.record["best"]
-                _write_json(os.path.join(run_dir, "eval_results.json"), metrics)
-                log("[eval] %s" % json.dumps(metrics))
+            metrics = _final_evaluation(run, estimator, plan, run_dir, best, checkpoint, predicted)
         if spec.do_predict:
             outputs = _predict_once(run, estimator, "predict", checkpoint, predicted)
             if dist.is_chief:
@@ -383,6 +370,25 @@ def _train(run, estimator, plan, run_dir, seed, best):
                 log("[eval] step %d (epoch %.2f): %s" % (step, step / plan.steps_per_epoch, json.dumps(metrics)))
                 _write_dev_summaries(run_dir, step, metrics, run.task.metric_names)
                 best.update(step, step / plan.steps_per_epoch, metrics, checkpoint, log)
+
+
+def _final_evaluation(run, estimator, plan, run_dir, best, checkpoint, predicted):
+    """Score the last checkpoint on the dev file; rank 0 writes the dev predictions and eval_results.json (after
+    training: with the step and the best evaluation during training) and returns the metrics."""
+    scored = _score_dev(run, estimator, checkpoint, predicted)
+    if not run.dist.is_chief:
+        return {}
+    predictions, nbest, metrics = scored
+    run.task.write_predictions(run_dir, "dev_", predictions, nbest)
+    if run.spec.do_train:
+        step = plan.num_train_steps
+        _write_dev_summaries(run_dir, step, metrics, run.task.metric_names)
+        if best is not None:
+            best.update(step, step / plan.steps_per_epoch, metrics, checkpoint, run.log)
+        metrics = dict(metrics, step=step, **({"best": best.record["best"]} if best is not None else {}))
+    _write_json(os.path.join(run_dir, "eval_results.json"), metrics)
+    run.log("[eval] %s" % json.dumps(metrics))
+    return metrics
 
 
 def _predict_once(run, estimator, role, checkpoint, predicted):
