@@ -252,7 +252,7 @@ def evaluated_runs(tmp_path_factory):
     config = no_dropout_config(folder)
     unbroken = tiny_run(folder, "unbroken", config, eval_every_epochs=0.0)
     experiment.run(unbroken, log=lambda line: None)
-    evaluated, logged = tiny_run(folder, "evaluated", config), []
+    evaluated, logged = tiny_run(folder, "evaluated", config, do_predict=True), []
     results = experiment.run(evaluated, log=logged.append)
     return {"folder": folder, "config": config, "unbroken": unbroken.output_dir, "evaluated": evaluated.output_dir,
             "results": results, "logged": logged}
@@ -269,6 +269,8 @@ def test_evaluation_during_training_keeps_the_best_checkpoint(evaluated_runs):
     kept = tf.train.latest_checkpoint(os.path.join(out, "best"))
     assert kept.endswith("model.ckpt-%d" % best["step"])
     assert max_difference(kept, os.path.join(out, "model.ckpt-%d" % best["step"])) == 0.0   # a true copy
+    assert any(line.startswith("[predict] 29 answers from %s " % os.path.abspath(kept))
+               for line in evaluated_runs["logged"])    # --do_predict answers with the best checkpoint
     final = read(os.path.join(out, "eval_results.json"))
     assert final == evaluated_runs["results"][0] and final["step"] == 8 and final["best"] == best
     assert final["f1"] == record["evaluations"][-1]["metrics"]["f1"]

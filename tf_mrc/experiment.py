@@ -298,9 +298,9 @@ def _write_run_config(spec, config, settings):
 
 
 def _run_one(run, run_dir, seed):
-    """Train (scoring the dev set at the plan's evaluation steps and keeping the best checkpoint), then
-    evaluate and predict from the last checkpoint. Returns the final dev metrics (rank 0), with the best
-    in-training evaluation under "best"."""
+    """Train (scoring the dev set at the plan's evaluation steps and keeping the best checkpoint), then score
+    the last checkpoint on the dev file and predict with the best one (the last without evaluations during
+    training). Returns the final dev metrics (rank 0), with the best evaluation during training under "best"."""
     from tf_mrc.estimator import make_estimator, model_fn_builder
     spec, dist, log = run.spec, run.dist, run.log
     plan = TrainingPlan(learning_rate=run.hparams["learning_rate"], grad_accum_steps=run.hparams["grad_accum_steps"])
@@ -331,12 +331,16 @@ def _run_one(run, run_dir, seed):
         if spec.do_eval:
             metrics = _final_evaluation(run, estimator, plan, run_dir, best, checkpoint, predicted)
         if spec.do_predict:
+            if spec.do_train and plan.eval_steps:   # as the reference: predictions come from the best dev model
+                checkpoint = dist.broadcast_object(best.checkpoint() if dist.is_chief else None)
+                predicted = {}
             outputs = _predict_once(run, estimator, "predict", checkpoint, predicted)
             if dist.is_chief:
                 data = run.cache("predict")
                 predictions, nbest = run.task.postprocess(data.examples, data.sidecar, outputs, data.settings)
                 run.task.write_predictions(run_dir, "", predictions, nbest)
-                log("[predict] %d answers -> %s" % (len(predictions), os.path.join(run_dir, "predictions.json")))
+                log("[predict] %d answers from %s -> %s" % (len(predictions), checkpoint,
+                                                            os.path.join(run_dir, "predictions.json")))
     dist.barrier("after-predict")
     return metrics
 
@@ -450,6 +454,10 @@ class BestCheckpoint:
 
     def evaluated_steps(self):
         return [entry["step"] for entry in self.record["evaluations"]]
+
+    def checkpoint(self):
+        from tf_mrc.compat import tf
+        return os.path.abspath(tf.train.latest_checkpoint(self.path))
 
     def update(self, step, epoch, metrics, checkpoint, log):
         """Record the evaluation of ``checkpoint`` (at ``step``); copy it to best/ if it beats the best so far."""
