@@ -41,7 +41,7 @@ def test_tiny_train_eval_predict_learns_and_writes_outputs(tmp_path):
 
 
 def test_seeds_write_a_results_table(tmp_path):
-    """The table's mean (max) is over each seed's best dev score during training (evaluated every epoch), as
+    """The table's mean (max) is over each seed's best dev score during training (every 1.5 epochs), as
     the published tables are (here evaluated at step 5 and at the last, 8); the final scores are reported too."""
     experiment.run(_spec(tmp_path, seeds=2, num_train_epochs=2.0, eval_every_epochs=1.5, do_predict=False))
     table = (tmp_path / "out" / "results.md").read_text()
