@@ -58,8 +58,9 @@ def _format_seconds(seconds):
 def model_fn_builder(task, config, spec=None, plan=None, dist=None, log=print):
     """The model_fn. ``spec``: the run's options (tf_mrc.experiment.RunSpec: kernels, precision, init_checkpoint,
     ...); ``plan``: its TrainingPlan (learning rate, optimizer steps, warmup, accumulation, weight decay), which
-    only training reads. ``precision`` sets the encoder's compute dtype (variables stay float32) and, for fp16,
-    the dynamic loss scale."""
+    only training reads. ``spec.precision`` sets the encoder's compute dtype (variables stay float32) and, for
+    fp16, the dynamic loss scale. TensorBoard gets the loss (the Estimator's), the learning rate and, for fp16,
+    the loss scale and the skipped steps."""
     from tf_mrc import distributed, training
     from tf_mrc.experiment import RunSpec, TrainingPlan
     from tf_mrc.modeling.checkpoint import init_from_checkpoint

@@ -63,7 +63,7 @@ class RunSpec:
     recompute: bool = False               # gradient checkpointing per transformer block
     attention_dropout_placement: str = "probs"  # probs (BERT) | context (see tf_mrc.ops.attention_dropout)
     xla: bool = False                     # XLA JIT auto-clustering, best effort
-    # The training recipe (issue 12): train_batch_size above is the global batch.
+    # The training recipe (train_batch_size above is the global batch, over workers and accumulation).
     grad_accum_steps: Optional[int] = None  # micro-batches per optimizer step; None: the preset's (1; C3: 4)
     weight_decay: Optional[float] = None  # AdamW decoupled weight decay; None: the preset's (0.01)
     eval_every_epochs: float = 0.5        # with --do_train --do_eval: dev evaluation interval in epochs; 0: off
