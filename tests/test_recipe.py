@@ -135,8 +135,8 @@ def test_a_batch_that_does_not_split_names_counts_that_would():
     with pytest.raises(UserError) as error:
         experiment.plan_training(experiment.RunSpec(), hparams, 100, 4)
     assert str(error.value) == ("--train_batch_size=12 (the global batch) does not split into 4 workers x 2 "
-                                "accumulated micro-batches: with 4 workers use --grad_accum_steps in {1, 3}; with "
-                                "--grad_accum_steps=2 use a worker count in {1, 2, 3, 6}")
+                                "accumulated micro-batches: --grad_accum_steps that work with 4 workers: {1, 3}; "
+                                "worker counts that work with --grad_accum_steps=2: {1, 2, 3, 6}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -194,13 +194,16 @@ def plan_training(spec, hparams, num_features, workers):
 
 def _batch_split_error(global_batch, workers, accumulation):
     divisors = [d for d in range(1, global_batch + 1) if global_batch % d == 0]
-    accumulations = [d for d in divisors if global_batch % (workers * d) == 0]
-    worker_counts = [d for d in divisors if global_batch % (d * accumulation) == 0]
+
+    def choices(values):
+        return "{%s}" % ", ".join(map(str, values)) if values else "none"
+
     return ("--train_batch_size=%d (the global batch) does not split into %d workers x %d accumulated "
-            "micro-batches: with %d workers use --grad_accum_steps in {%s}; with --grad_accum_steps=%d use a "
-            "worker count in {%s}" % (global_batch, workers, accumulation, workers,
-                                      ", ".join(map(str, accumulations)) or "none", accumulation,
-                                      ", ".join(map(str, worker_counts)) or "none"))
+            "micro-batches: --grad_accum_steps that work with %d workers: %s; worker counts that work with "
+            "--grad_accum_steps=%d: %s" % (
+                global_batch, workers, accumulation, workers,
+                choices([d for d in divisors if global_batch % (workers * d) == 0]), accumulation,
+                choices([d for d in divisors if global_batch % (d * accumulation) == 0])))
 
 
 @dataclasses.dataclass
