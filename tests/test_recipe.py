@@ -3,7 +3,6 @@ import copy
 import itertools
 import json
 import os
-import types
 
 import numpy as np
 import pytest

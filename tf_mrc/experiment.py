@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from typing import Optional
 
-from tf_mrc import distributed, presets
+from tf_mrc import distributed, outputs, presets, pretrained, restart
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.tasks import FeatureSettings, get_task
@@ -111,13 +111,20 @@ def resolve_model(spec, log=print):
     return config, tokenizer, preset.max_seq_length
 
 
+# the word embeddings of the bert/albert layouts and of xlnet
+WORD_EMBEDDINGS = ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table")
+
+
 def _check_checkpoint_vocab(init_checkpoint, config):
     from tf_mrc.compat import tf
-    try:
-        shapes = dict(tf.train.list_variables(init_checkpoint))
-    except Exception as err:  # NotFoundError / DataLossError with multi-line messages
-        raise UserError("cannot read --init_checkpoint %s (%s)" % (init_checkpoint, type(err).__name__))
-    for name in ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table"):
+    from tf_mrc.modeling.checkpoint import verify_readable
+    verify_readable(init_checkpoint)
+    shapes = dict(tf.train.list_variables(init_checkpoint))
+    embeddings = WORD_EMBEDDINGS[config.layout == "xlnet"]
+    if embeddings not in shapes:   # before anything is written (tf_mrc.modeling.checkpoint checks every variable)
+        raise UserError("--init_checkpoint %s holds no %s: not a checkpoint of a %s encoder (it holds e.g. %s)"
+                        % (init_checkpoint, embeddings, config.layout, ", ".join(sorted(shapes)[:2]) or "nothing"))
+    for name in WORD_EMBEDDINGS:
         if name in shapes and shapes[name][0] != config.vocab_size:
             raise UserError("--init_checkpoint %s has %d word embeddings but the vocabulary/config has %d"
                             % (init_checkpoint, shapes[name][0], config.vocab_size))
@@ -226,6 +233,8 @@ class _Run:
             cache_dir = self.spec.cache_dir or os.path.join(self.spec.output_dir, "cache")
             self.caches[role] = FeatureCache(cache_dir, self.task, self.files[role], self.tokenizer, self.settings,
                                              role == "train", self.dist, log=self.log)
+            if role == "dev":
+                self.task.check_gold(self.files[role], self.caches[role].examples)
         return self.caches[role]
 
 
@@ -234,6 +243,7 @@ def run(spec, log=print, dist=None):
     ``dist``: the process layout (default: ``distributed.detect()``)."""
     if dist is None:
         dist = distributed.detect()
+    spec = pretrained.resolve_init_checkpoint(spec, dist, log)
     task = get_task(spec.task, spec.task_options)
     config, tokenizer, preset_max_len = resolve_model(spec, log)
     hparams = presets.hyperparameters(spec.model, spec.task)
@@ -258,12 +268,13 @@ def run(spec, log=print, dist=None):
     if not files:
         raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if dist.is_chief:
-        os.makedirs(spec.output_dir, exist_ok=True)
+        record = _run_record(spec, config, settings)
+        restart.check_output_dir(spec, record)
         log("[run] task=%s model=%s layout=%s max_seq_length=%d workers=%d kernels=%s precision=%s hparams=%s%s" % (
             spec.task, spec.model, config.layout, max_len, dist.size, spec.kernels, spec.precision,
             json.dumps(hparams), " eval_every_epochs=%g" % spec.eval_every_epochs if spec.do_train and spec.do_eval
             else ""))
-        _write_run_config(spec, config, settings)
+        outputs.write_json(os.path.join(spec.output_dir, restart.RUN_CONFIG), record)
         if dist.size > 1:
             scaling = ("x %d workers (--lr_scale_with_workers)" % dist.size if spec.lr_scale_with_workers else
                        "(not scaled; --lr_scale_with_workers would multiply it by %d)" % dist.size)
@@ -289,15 +300,13 @@ def run(spec, log=print, dist=None):
     return results
 
 
-def _write_run_config(spec, config, settings):
+def _run_record(spec, config, settings):
     """OUT/run_config.json: what a later export needs to rebuild the model and its features without flags."""
-    record = {"task": spec.task, "task_options": spec.task_options, "model": spec.model,
-              "model_config": config.to_dict(), "feature_settings": dataclasses.asdict(settings),
-              "vocab_file": os.path.abspath(spec.vocab_file) if spec.vocab_file else None,
-              "spm_model": os.path.abspath(spec.spm_model) if spec.spm_model else None,
-              "lower_case": spec.lower_case, "kernels": spec.kernels, "seeds": spec.seeds}
-    with open(os.path.join(spec.output_dir, "run_config.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, ensure_ascii=False)
+    return {"task": spec.task, "task_options": spec.task_options, "model": spec.model,
+            "model_config": config.to_dict(), "feature_settings": dataclasses.asdict(settings),
+            "vocab_file": os.path.abspath(spec.vocab_file) if spec.vocab_file else None,
+            "spm_model": os.path.abspath(spec.spm_model) if spec.spm_model else None,
+            "lower_case": spec.lower_case, "kernels": spec.kernels, "seeds": spec.seeds}
 
 
 def _run_one(run, run_dir, seed):
@@ -337,10 +346,11 @@ def _run_one(run, run_dir, seed):
             if spec.do_train and plan.eval_steps:   # as the reference: predictions come from the best dev model
                 checkpoint = dist.broadcast_object(best.checkpoint() if dist.is_chief else None)
                 predicted = {}
-            outputs = _predict_once(run, estimator, "predict", checkpoint, predicted)
+            predicted_outputs = _predict_once(run, estimator, "predict", checkpoint, predicted)
             if dist.is_chief:
                 data = run.cache("predict")
-                predictions, nbest = run.task.postprocess(data.examples, data.sidecar, outputs, data.settings)
+                predictions, nbest = run.task.postprocess(data.examples, data.sidecar, predicted_outputs,
+                                                          data.settings)
                 run.task.write_predictions(run_dir, "", predictions, nbest)
                 log("[predict] %d answers from %s -> %s" % (len(predictions), checkpoint,
                                                             os.path.join(run_dir, "predictions.json")))
@@ -393,7 +403,7 @@ def _final_evaluation(run, estimator, plan, run_dir, best, checkpoint, predicted
         if best is not None:
             best.update(step, step / plan.steps_per_epoch, metrics, checkpoint, run.log)
         metrics = dict(metrics, step=step, **({"best": best.record["best"]} if best is not None else {}))
-    _write_json(os.path.join(run_dir, "eval_results.json"), metrics)
+    outputs.write_json(os.path.join(run_dir, "eval_results.json"), metrics)
     run.log("[eval] %s" % json.dumps(metrics))
     return metrics
 
@@ -426,12 +436,6 @@ def _write_dev_summaries(run_dir, step, metrics, names):
         values = [tf.Summary.Value(tag="dev/" + name, simple_value=float(metrics[name])) for name in names]
         writer.add_summary(tf.Summary(value=values), step)
         writer.close()
-
-
-def _write_json(path, value):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, ensure_ascii=False)
-    os.replace(path + ".tmp", path)
 
 
 class BestCheckpoint:
@@ -470,7 +474,7 @@ class BestCheckpoint:
             self.record["evaluations"].append(entry)
         best = self.record["best"]
         if best is not None and metrics[metric] <= best["metrics"][metric]:
-            _write_json(os.path.join(self.path, self.RECORD), self.record)
+            outputs.write_json(os.path.join(self.path, self.RECORD), self.record)
             return
         self.record["best"] = entry
         os.makedirs(self._staging)
@@ -479,7 +483,7 @@ class BestCheckpoint:
             shutil.copy(path, self._staging)
         with open(os.path.join(self._staging, "checkpoint"), "w") as f:
             f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (name, name))
-        _write_json(os.path.join(self._staging, self.RECORD), self.record)
+        outputs.write_json(os.path.join(self._staging, self.RECORD), self.record)
         if os.path.isdir(self.path):
             os.rename(self.path, self._previous)
         os.rename(self._staging, self.path)
@@ -520,8 +524,14 @@ def _predict_gathered(estimator, data, batch_size, dist, checkpoint):
     """Every rank predicts its own slice of the features: tf.data's shard gives rank r the features r, r + size,
     r + 2 size, ..., so feature i is item i // size of rank i % size's slice (slices differ in length by at
     most one). Rank 0 gets every output in feature order; the other ranks, which write nothing, get None."""
+    from tf_mrc.compat import tf
+    from tf_mrc.errors import first_line
     from tf_mrc.estimator import predict_outputs
-    mine = predict_outputs(estimator, data.input_fn_builder(batch_size, dist), checkpoint)
+    try:
+        mine = predict_outputs(estimator, data.input_fn_builder(batch_size, dist), checkpoint)
+    except tf.errors.NotFoundError as err:   # e.g. a pre-trained --init_checkpoint without the task's head
+        raise UserError("checkpoint %s lacks variables the model predicts with (no trained task head? train with "
+                        "--do_train first): %s" % (checkpoint, first_line(err)))
     slices = dist.allgather_objects(mine)
     if not dist.is_chief:
         return None
@@ -538,12 +548,12 @@ def _write_seed_summary(spec, task, results, log):
     best = [result["best"]["metrics"] if "best" in result else result for result in results]
     aggregated = metrics.aggregate_seeds(best, task.metric_names)
     final = metrics.aggregate_seeds(results, task.metric_names)
-    with open(os.path.join(spec.output_dir, "results.md"), "w", encoding="utf-8") as f:
-        f.write("Best dev score of each seed during training:\n\n")
-        f.write(metrics.results_markdown(spec.task, spec.model, aggregated, task.metric_names))
-        f.write("\nLast checkpoint of each seed:\n\n")
-        f.write(metrics.results_markdown(spec.task, spec.model, final, task.metric_names))
-    _write_json(os.path.join(spec.output_dir, "eval_results.json"),
-                {"seeds": results, "aggregate": aggregated, "aggregate_final": final})
+    outputs.write_text(os.path.join(spec.output_dir, "results.md"),
+                       "Best dev score of each seed during training:\n\n" +
+                       metrics.results_markdown(spec.task, spec.model, aggregated, task.metric_names) +
+                       "\nLast checkpoint of each seed:\n\n" +
+                       metrics.results_markdown(spec.task, spec.model, final, task.metric_names))
+    outputs.write_json(os.path.join(spec.output_dir, "eval_results.json"),
+                       {"seeds": results, "aggregate": aggregated, "aggregate_final": final})
     log("[seeds] best %s; final %s" % (json.dumps({k: v["mean"] for k, v in aggregated.items()}),
                                        json.dumps({k: v["mean"] for k, v in final.items()})))
