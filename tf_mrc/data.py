@@ -62,10 +62,11 @@ class FeatureCache:
         if self.num_features == 0:
             raise ValueError("%s produced no features (stats: %s)" % (data_file, self.stats))
 
-    def input_fn_builder(self, batch_size, dist, seed=0):
+    def input_fn_builder(self, batch_size, dist, seed=0, consumed=0):
         """input_fn for the Estimator, reading this rank's shard (records rank, rank + size, ...).
-        Training: shuffled and repeated forever (the step count bounds training, so every rank runs the same
-        number of steps whatever its shard size); otherwise the shard once, in order."""
+        Training: the shard in ``training_order`` (a fresh permutation every epoch), repeated forever (the step
+        count bounds training, so every rank runs the same number of steps whatever its shard size), starting
+        after the ``consumed`` features this rank already trained on; otherwise the shard once, in order."""
         shapes = self.task.feature_shapes(self.settings)
         spec = {name: tf.FixedLenFeature(shape, tf.int64) for name, shape in shapes.items()}
         path, is_training = self.record_path, self.is_training
@@ -74,14 +75,39 @@ class FeatureCache:
             parsed = tf.parse_single_example(record, spec)
             return {name: tf.cast(value, tf.int32) for name, value in parsed.items()}
 
+        def shuffled_records():
+            records = shard_records(path, dist.rank, dist.size)
+            for index in training_order(len(records), seed, dist.rank, consumed):
+                yield records[index]
+
         def input_fn(params=None):
-            dataset = tf.data.TFRecordDataset(path)
-            if dist.size > 1:
-                dataset = dataset.shard(dist.size, dist.rank)
             if is_training:
-                dataset = dataset.shuffle(2048, seed=seed + dist.rank).repeat()
+                dataset = tf.data.Dataset.from_generator(shuffled_records, tf.string, tf.TensorShape([]))
+            else:
+                dataset = tf.data.TFRecordDataset(path)
+                if dist.size > 1:
+                    dataset = dataset.shard(dist.size, dist.rank)
             dataset = dataset.map(parse, num_parallel_calls=2)
             dataset = dataset.batch(batch_size, drop_remainder=is_training)
             return dataset.prefetch(2)
 
         return input_fn
+
+
+def shard_records(path, rank, size):
+    """Rank ``rank``'s serialized records (file positions rank, rank + size, ...) in file order, in memory: the
+    whole shard is the shuffle buffer, so every epoch can draw any order."""
+    return [record for position, record in enumerate(tf.python_io.tf_record_iterator(path))
+            if position % size == rank]
+
+
+def training_order(shard_size, seed, rank, consumed=0):
+    """Shard positions in training order, forever: epoch e is a permutation drawn from (seed, e, rank) alone,
+    and the sequence starts after the first ``consumed`` positions, so a run resumed at any micro-batch
+    continues the order an uninterrupted run would have followed."""
+    epoch, offset = divmod(consumed, shard_size)
+    while True:
+        permutation = np.random.RandomState([seed, epoch, rank]).permutation(shard_size)
+        for index in permutation[offset:]:
+            yield int(index)
+        epoch, offset = epoch + 1, 0

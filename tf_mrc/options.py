@@ -76,14 +76,18 @@ class RunSpec:
     seed: int = option(12345, "First random seed.", "training", int, minimum=0)
     num_train_epochs: Optional[float] = option(None, "Epochs (passes over the training features).", "training",
                                                float, above=0, default_text="the preset's for this task")
-    train_batch_size: Optional[int] = option(None, "Features per batch per worker.", "training", int, minimum=1,
-                                             default_text="the preset's")
+    train_batch_size: Optional[int] = option(
+        None, "Global batch in features per optimizer step, over all workers and accumulated micro-batches; each "
+        "rank's micro-batch is this / (workers x --grad_accum_steps).", "training", int, minimum=1,
+        default_text="the preset's, e.g. 32")
     learning_rate: Optional[float] = option(None, "Peak learning rate.", "training", float, above=0,
                                             default_text="the preset's")
     warmup_proportion: Optional[float] = option(None, "Share of steps with linear warmup (0..1).", "training",
                                                 float, minimum=0, maximum=1, default_text="the preset's")
     max_train_steps: Optional[int] = option(None, "Stop after this many optimizer steps (overrides epochs).",
                                             "training", int, minimum=1, default_text="from the epochs")
+    weight_decay: Optional[float] = option(None, "AdamW decoupled weight decay rate per step, x learning rate.",
+                                           "training", float, minimum=0, default_text="the preset's, 0.01")
     # memory/precision
     kernels: str = option("fused", "GELU/softmax kernels: fused saves activation memory, reference is plain TF.",
                           "memory/precision", str, choices=KERNELS)
@@ -91,9 +95,10 @@ class RunSpec:
                             "and skips steps whose gradients overflow.", "memory/precision", str, choices=PRECISIONS)
     loss_scale_growth_interval: int = option(2000, "fp16: overflow-free steps before the loss scale doubles.",
                                              "memory/precision", int, minimum=1)
-    grad_accum_steps: int = option(1, "Micro-batches summed per optimizer step (effective batch = "
-                                   "train_batch_size x this x workers); steps and the LR schedule count "
-                                   "optimizer steps.", "memory/precision", int, minimum=1)
+    grad_accum_steps: Optional[int] = option(
+        None, "Micro-batches accumulated per optimizer step, a split of the global --train_batch_size that saves "
+        "memory; steps and the LR schedule count optimizer steps.", "memory/precision", int, minimum=1,
+        default_text="the preset's: 1; C3: 4")
     recompute: bool = option(False, "Gradient checkpointing: keep only each transformer block's input and "
                              "recompute the block in the backward pass (bert/albert layouts).",
                              "memory/precision", bool)
@@ -120,6 +125,9 @@ class RunSpec:
                                          "last one.", "output", int, minimum=1)
     keep_checkpoint_max: int = option(3, "Checkpoints kept.", "output", int, minimum=1)
     log_every: int = option(50, "Optimizer steps between progress lines.", "output", int, minimum=1)
+    eval_every_epochs: float = option(0.5, "With --do_train --do_eval: epochs between dev evaluations; the best "
+                                      "checkpoint is kept in OUTPUT_DIR/best; 0: only after training.", "output",
+                                      float, minimum=0)
     task_options: dict = dataclasses.field(default_factory=dict)   # the task's own options (tf_mrc.tasks)
 
 
