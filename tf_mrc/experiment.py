@@ -440,7 +440,7 @@ def _write_dev_summaries(run_dir, step, metrics, names):
 
 
 class BestCheckpoint:
-    """OUT/best/: a copy of the checkpoint that scored best on the dev set so far (by the task's headline metric)
+    """OUT/best/: the checkpoint that scored best on the dev set so far (by the task's headline metric)
     and best.json, which records it and every evaluation of the run, so a restart resumes the evaluation
     schedule and the best-so-far. Rank 0 alone keeps it. A new best is written into a temporary directory that
     then replaces best/ by renames: best/ always holds one complete checkpoint with its record."""
@@ -481,7 +481,7 @@ class BestCheckpoint:
         os.makedirs(self._staging)
         name = os.path.basename(checkpoint)
         for path in glob.glob(checkpoint + ".*"):
-            shutil.copy(path, self._staging)
+            _link_or_copy(path, os.path.join(self._staging, os.path.basename(path)))
         with open(os.path.join(self._staging, "checkpoint"), "w") as f:
             f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (name, name))
         outputs.write_json(os.path.join(self._staging, self.RECORD), self.record)
@@ -490,6 +490,16 @@ class BestCheckpoint:
         os.rename(self._staging, self.path)
         shutil.rmtree(self._previous, ignore_errors=True)
         log("[eval] new best %s %.3f at step %d -> %s" % (metric, metrics[metric], step, self.path))
+
+
+def _link_or_copy(source, target):
+    """A hard link where the filesystem allows it: checkpoint files are never rewritten in place (the Saver
+    writes new files and deletes old ones), so best/ shares their bytes instead of copying gigabytes of weights
+    and Adam slots at every new best."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy(source, target)
 
 
 def _latest_checkpoint(run_dir):
