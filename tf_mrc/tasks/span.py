@@ -90,18 +90,24 @@ def read_squad_style(path, make_example):
     return examples
 
 
-def _is_max_context(windows, window_index, position):
-    """Whether ``position`` sees the most context (on its nearer side) in this window among all windows
-    containing it; google BERT's rule, so each token is scored in one window only."""
-    best_score, best_index = None, None
+def max_context_flags(windows):
+    """Per window, 1 for each of its positions that sees the most context (on its nearer side) there among all
+    windows containing it, else 0: google BERT's rule, so each token is scored in one window only. Ties go to
+    the earlier window. Each window visits only its own positions, so the work grows with the passage length
+    times the windows' overlap, not with the passage length squared."""
+    if not windows:
+        return []
+    size = max(start + length for start, length in windows)
+    best_score = np.full(size, -np.inf)
+    best_window = np.full(size, -1)
     for index, (start, length) in enumerate(windows):
-        end = start + length - 1
-        if position < start or position > end:
-            continue
-        score = min(position - start, end - position) + 0.01 * length
-        if best_score is None or score > best_score:
-            best_score, best_index = score, index
-    return best_index == window_index
+        positions = np.arange(start, start + length)
+        score = np.minimum(positions - start, start + length - 1 - positions) + 0.01 * length
+        better = score > best_score[start:start + length]
+        best_score[start:start + length][better] = score[better]
+        best_window[start:start + length][better] = index
+    return [(best_window[start:start + length] == index).astype(int).tolist()
+            for index, (start, length) in enumerate(windows)]
 
 
 def _token_spans(offsets, char_map):
@@ -167,6 +173,7 @@ class SpanTask(Task):
                     break
                 start += min(length, settings.doc_stride)
             answer_fits = False
+            max_context = max_context_flags(windows)
             for window_index, (start, length) in enumerate(windows):
                 packed = tokenizer.pack([query_ids, doc_ids[start:start + length]], [0, 1], settings.max_seq_length)
                 doc_offset = packed.part_starts[1]
@@ -184,7 +191,7 @@ class SpanTask(Task):
                 sidecar.append({
                     "example_index": example_index, "doc_offset": doc_offset, "cls_index": packed.cls_index,
                     "spans": spans[start:start + length],
-                    "max_context": [int(_is_max_context(windows, window_index, start + i)) for i in range(length)]})
+                    "max_context": max_context[window_index]})
             if answer_tokens and not answer_fits:
                 stats["truncated"] += 1
         stats["features"] = len(arrays)
