@@ -55,6 +55,7 @@ class RunSpec:
     log_every: int = 50
     kernels: str = "fused"
     cache_dir: Optional[str] = None
+    preprocess_workers: Optional[int] = None  # featurization processes per rank (None: the cores, shared by ranks)
     lr_scale_with_workers: bool = False
     fp16_allreduce: bool = False
     precision: str = "fp32"               # fp32 | fp16 | bf16 compute; variables stay fp32 (see tf_mrc.training)
@@ -126,6 +127,8 @@ def _check_training_options(spec, config):
         raise UserError("--precision must be one of %s, got %r" % ("|".join(PRECISIONS), spec.precision))
     if spec.precision == "bf16" and IS_TF1:
         raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); use fp16")
+    if spec.preprocess_workers is not None and spec.preprocess_workers < 1:
+        raise UserError("--preprocess_workers must be >= 1, got %d" % spec.preprocess_workers)
     if spec.grad_accum_steps < 1:
         raise UserError("--grad_accum_steps must be >= 1, got %d" % spec.grad_accum_steps)
     if spec.loss_scale_growth_interval < 1:
@@ -182,7 +185,7 @@ def run(spec, log=print, dist=None):
         from tf_mrc.data import FeatureCache
         if role not in caches:
             caches[role] = FeatureCache(cache_dir, task, files[role], tokenizer, settings, role == "train", dist,
-                                        log=log)
+                                        log=log, workers=spec.preprocess_workers)
         return caches[role]
 
     # Rank 0 works, and alone writes, in the output directory. Another rank's Estimator needs a directory too
@@ -261,7 +264,7 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, 
         if (role == "dev" and not spec.do_eval) or (role == "predict" and not spec.do_predict):
             continue
         data = cache(role)
-        key = data.record_path
+        key = data.index_path
         if key not in predicted:
             predicted[key] = _predict_gathered(estimator, data, spec.predict_batch_size, dist, checkpoint)
         if not dist.is_chief:

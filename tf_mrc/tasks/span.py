@@ -6,11 +6,12 @@ from every converted character back to the original ones.
 """
 import collections
 import dataclasses
+import json
 from typing import List, Optional
 
 import numpy as np
 
-from tf_mrc.tasks.base import DataError, Featurized, Task, load_json
+from tf_mrc.tasks.base import DataError, Task, load_json, text_lines
 
 ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
@@ -49,19 +50,42 @@ def align_answer(context, text, start):
     return best
 
 
-def read_squad_style(path, make_example):
-    """Walk ``data[].paragraphs[].qas[]``, validating the shape; ``make_example(record_id, article, paragraph,
-    qa, context)`` builds each example. Errors name the file, the question (or paragraph) and the field."""
-    dataset = load_json(path)
-    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-        raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style)")
-    examples = []
-    for a_index, article in enumerate(dataset["data"]):
+def _squad_articles(path):
+    """(where, article) for each article of a SQuAD-style file: the ``data`` list of one JSON document, or one
+    article per line of a JSON-lines file, which is read as a stream (a large corpus never sits in memory whole;
+    the standard library has no streaming parser for one big document)."""
+    first_line = next((line for line in text_lines(path) if line.strip()), "")
+    try:
+        first = json.loads(first_line)
+    except ValueError:
+        first = None
+    if not (isinstance(first, dict) and "paragraphs" in first):
+        dataset = first if isinstance(first, dict) and "data" in first else load_json(path)
+        if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+            raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style) or one "
+                                               "article {paragraphs: [...]} per line")
+        for a_index, article in enumerate(dataset["data"]):
+            yield "data[%d]" % a_index, article
+        return
+    for number, line in enumerate(text_lines(path), 1):
+        if line.strip():
+            try:
+                article = json.loads(line)
+            except ValueError as err:
+                raise DataError(path, "line %d" % number, "-", "not valid JSON (%s)" % err)
+            yield "line %d" % number, article
+
+
+def iter_squad_style(path, make_example):
+    """Walk ``data[].paragraphs[].qas[]`` (see _squad_articles), validating the shape and yielding each example
+    as it is read; ``make_example(record_id, article, paragraph, qa, context)`` builds it. Errors name the
+    file, the question (or paragraph) and the field."""
+    for article_where, article in _squad_articles(path):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
-            raise DataError(path, "data[%d]" % a_index, "paragraphs", "missing or not a list")
+            raise DataError(path, article_where, "paragraphs", "missing or not a list")
         for p_index, paragraph in enumerate(paragraphs):
-            where = "data[%d].paragraphs[%d]" % (a_index, p_index)
+            where = "%s.paragraphs[%d]" % (article_where, p_index)
             context = paragraph.get("context") if isinstance(paragraph, dict) else None
             if not isinstance(context, str):
                 raise DataError(path, where, "context", "missing or not a string")
@@ -86,8 +110,12 @@ def read_squad_style(path, make_example):
                 for a in answers:
                     if not isinstance(a.get("answer_start", -1), int):
                         raise DataError(path, record, "answers.answer_start", "not an integer")
-                examples.append(make_example(record, article, paragraph, qa, context))
-    return examples
+                yield make_example(record, article, paragraph, qa, context)
+
+
+def read_squad_style(path, make_example):
+    """The examples of ``iter_squad_style`` as a list."""
+    return list(iter_squad_style(path, make_example))
 
 
 def max_context_flags(windows):
@@ -139,13 +167,14 @@ class SpanTask(Task):
             shapes.update({"answer_class": [], "class_weight": []})
         return shapes
 
-    def featurize(self, examples, tokenizer, settings, is_training):
-        arrays, sidecar = [], []
-        stats = collections.Counter(examples=len(examples))
-        for example_index, example in enumerate(examples):
+    def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
+        passage = None   # (context, model text) last encoded: consecutive questions share their passage
+        for example_index, example in enumerate(examples, first_index):
             query_ids = tokenizer.encode(example.model_question or example.question)[0][:settings.max_query_length]
-            doc_ids, offsets = tokenizer.encode(example.model_text)
-            spans = _token_spans(offsets, example.char_map)
+            if passage != (example.context, example.model_text):
+                passage = (example.context, example.model_text)
+                doc_ids, offsets = tokenizer.encode(example.model_text)
+                spans = _token_spans(offsets, example.char_map)
             if not doc_ids:
                 stats["empty_passage"] += 1
                 continue
@@ -187,15 +216,12 @@ class SpanTask(Task):
                             "start_position": start_pos, "end_position": end_pos}
                 if self.head == "span_class":
                     features.update(self._class_labels(example, start_pos != packed.cls_index))
-                arrays.append(features)
-                sidecar.append({
+                yield features, {
                     "example_index": example_index, "doc_offset": doc_offset, "cls_index": packed.cls_index,
                     "spans": spans[start:start + length],
-                    "max_context": max_context[window_index]})
+                    "max_context": max_context[window_index]}
             if answer_tokens and not answer_fits:
                 stats["truncated"] += 1
-        stats["features"] = len(arrays)
-        return Featurized(arrays, sidecar, dict(stats))
 
     @staticmethod
     def _answer_tokens(example, spans):
