@@ -92,6 +92,22 @@ def test_reader_errors_for_missing_and_broken_files(tmp_path):
         get_task("cmrc2018").read_examples(str(broken), True)
 
 
+def test_json_lines_articles_read_like_the_document(tmp_path):
+    """One SQuAD article per line reads as the same examples as the ``data`` list; a bad line is named."""
+    articles = [{"title": "t%d" % i, "paragraphs": [{"context": "一二三四%d" % i, "qas": [
+        {"id": "q%d" % i, "question": "问", "answers": [{"text": "二三", "answer_start": 1}]}]}]} for i in range(3)]
+    document = _write(tmp_path, {"version": "1", "data": articles})
+    lines = tmp_path / "data.jsonl"
+    lines.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n\n" for a in articles), encoding="utf-8")
+    task = get_task("cmrc2018")
+    assert task.read_examples(str(lines), True) == task.read_examples(document, True)
+    lines.write_text(json.dumps(articles[0]) + "\n{\"paragraphs\": [\n", encoding="utf-8")
+    stream = task.iter_examples(str(lines), True)
+    assert next(stream).qid == "q0"   # read before the bad line is reached
+    with pytest.raises(DataError, match="line 2"):
+        next(stream)
+
+
 def _tiny_tokenizer(tmp_path, text):
     vocab = tmp_path / "vocab.txt"
     chars = sorted(set(text) - {" "})
