@@ -44,31 +44,41 @@ class CacheInvalid(Exception):
     """A cache file that does not match its index; the message says which and how."""
 
 
-def scan_records(path):
-    """(record count, SHA-256 of the file) of a TFRecord file, walking its framing (length, CRC, data, CRC);
-    CacheInvalid when the file ends inside a record."""
-    digest, count = hashlib.sha256(), 0
+BLOCK_BYTES = 1 << 22
+
+
+def _blocks(path):
     with open(path, "rb") as f:
-        while True:
-            header = f.read(12)
-            if not header:
-                return count, digest.hexdigest()
-            length = struct.unpack("<Q", header[:8])[0] if len(header) == 12 else -1
-            body = f.read(length + 4) if length >= 0 else b""
-            if length < 0 or len(body) != length + 4:
-                raise CacheInvalid("%s ends inside record %d" % (os.path.basename(path), count + 1))
-            digest.update(header)
-            digest.update(body)
+        for block in iter(lambda: f.read(BLOCK_BYTES), b""):
+            yield block
+
+
+def scan_records(path):
+    """(record count, SHA-256 of the file) of a TFRecord file, reading it in large blocks and walking the record
+    framing (8-byte length, CRC, data, CRC) through them; CacheInvalid when the file ends inside a record."""
+    digest, count = hashlib.sha256(), 0
+    next_header = end = 0           # file offsets: the next record's header, the end of what was read
+    tail, tail_start = b"", 0       # the unwalked bytes of a header cut by a block boundary
+    for block in _blocks(path):
+        digest.update(block)
+        data, data_start = tail + block, tail_start
+        end += len(block)
+        while next_header + 12 <= end:
+            next_header += 16 + struct.unpack_from("<Q", data, next_header - data_start)[0]
             count += 1
+        tail, tail_start = (data[next_header - data_start:], next_header) if next_header < end else (b"", end)
+    if next_header != end:
+        raise CacheInvalid("%s ends inside record %d" % (os.path.basename(path),
+                                                          count if next_header > end else count + 1))
+    return count, digest.hexdigest()
 
 
 def scan_lines(path):
     """(line count, SHA-256 of the file) of a JSON-lines file."""
     digest, count = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for line in f:
-            digest.update(line)
-            count += 1
+    for block in _blocks(path):
+        digest.update(block)
+        count += block.count(b"\n")
     return count, digest.hexdigest()
 
 
