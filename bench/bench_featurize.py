@@ -5,13 +5,14 @@
         [--synthetic_workers 2] [--skip_synthetic] [--work_dir /tmp/bench_featurize]
 
 Each measurement builds a training feature cache (tf_mrc.data.FeatureCache, the path run_finetune takes, default
-CMRC windows: 512 / 128 / 64) in a fresh process and reports wall time, questions/s, the ratio against one worker
-measured in the same run (for the synthetic corpus: against its first worker count), the CPU time of all its processes (the figure that holds on a shared machine), and peak RSS: of the main process and of the largest worker (workers are forked from
+CMRC windows: 512 / 128 / 64) in a fresh process and reports wall time, questions/s, the ratio against the first
+worker count measured in the same run, the CPU time of all its processes (the figure that holds on a machine
+shared with other jobs), and peak RSS: of the main process and of the largest worker (workers are forked from
 the main process and share its pages, so their sum overstates the memory really used).
 
 The synthetic corpus repeats the real file's articles (question ids made unique) up to ``--questions``
 questions and is written as JSON lines, one article per line: that format is read as a stream, while a single
-SQuAD JSON document of that size (~0.7 GB) would have to be parsed whole.
+SQuAD JSON document of that size (~0.55 GB) would have to be parsed whole.
 """
 import argparse
 import json
