@@ -14,7 +14,8 @@ import pytest
 from featurize_probe import SETTINGS, build
 from tf_mrc import distributed, featurization
 from tf_mrc.data import FeatureCache
-from tf_mrc.tasks import get_task
+from tf_mrc.errors import UserError
+from tf_mrc.tasks import DataError, get_task
 from tf_mrc.tokenization import WordPieceTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,6 +133,34 @@ def test_the_stream_reads_ahead_a_bounded_number_of_examples(workers):
     stream.close()
     limit = (max(3, workers * featurization.IN_FLIGHT_PER_WORKER) + 1) * featurization.CHUNK_EXAMPLES
     assert first.stats["examples"] == featurization.CHUNK_EXAMPLES and consumed <= limit
+
+
+class FailingTask:
+    """Features {"x": index}; the example "bad" is a data error, the example "bug" a programming error."""
+
+    def feature_shapes(self, settings):
+        return {"x": []}
+
+    def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
+        for index, example in enumerate(examples, first_index):
+            if example == "bad":
+                raise DataError("data.json", "question %d" % index, "answers", "misaligned")
+            if example == "bug":
+                raise KeyError("oops")
+            yield {"x": index}, {"example_index": index}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_error_in_a_worker_reaches_the_caller_as_one_line_or_a_traceback(workers):
+    encoder = featurization.ChunkEncoder(FailingTask(), None, None, True, False)
+    examples = ["ok"] * 300
+    examples[200] = "bad"
+    with pytest.raises(UserError) as err:
+        list(featurization.encode_stream(examples, encoder, workers))
+    assert str(err.value) == "data.json: record question 200: field 'answers': misaligned"
+    examples[200] = "bug"
+    with pytest.raises((KeyError, featurization.WorkerFailed), match="oops"):
+        list(featurization.encode_stream(examples, encoder, workers))
 
 
 def corrupt(cache, how):

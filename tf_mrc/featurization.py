@@ -144,38 +144,28 @@ def encode_stream(examples, encoder, workers, first_index=0):
     inherit the task and tokenizer and never touch TensorFlow); a stream of one or two chunks, where a pool
     costs more than it saves, stays in this process."""
     chunks = _chunks(examples, first_index)
-    head = []
-    for item in chunks:
-        head.append(item)
-        if len(head) > 2:
-            break
+    head = list(itertools.islice(chunks, 3))
+    chunks = itertools.chain(head, chunks)
     if workers <= 1 or len(head) <= 2 or "fork" not in multiprocessing.get_all_start_methods():
-        for start, chunk in head:
-            yield encoder(start, chunk)
         for start, chunk in chunks:
             yield encoder(start, chunk)
         return
     pool = multiprocessing.get_context("fork").Pool(workers, initializer=_set_worker_encoder, initargs=(encoder,))
     try:
         pending = collections.deque()
-        queued = iter(head)
-        sources = [queued, chunks]
-        limit = workers * IN_FLIGHT_PER_WORKER
-        while True:
-            while len(pending) < limit and sources:
-                item = next(sources[0], None)
-                if item is None:
-                    sources.pop(0)
-                    continue
-                pending.append(pool.apply_async(_encode_in_worker, item))
-            if not pending:
-                break
-            result = pending.popleft().get()
-            if not isinstance(result, EncodedChunk):
-                is_user_error, message = result
-                raise UserError(message) if is_user_error else WorkerFailed(message)
-            yield result
+        for item in chunks:
+            pending.append(pool.apply_async(_encode_in_worker, item))
+            if len(pending) == workers * IN_FLIGHT_PER_WORKER:
+                yield _worker_result(pending.popleft().get())
+        while pending:
+            yield _worker_result(pending.popleft().get())
     finally:
         pool.terminate()
         pool.join()
 
+
+def _worker_result(result):
+    if not isinstance(result, EncodedChunk):
+        is_user_error, message = result
+        raise UserError(message) if is_user_error else WorkerFailed(message)
+    return result
