@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from tf_mrc.tasks.base import DataError, Task, load_json, text_lines
+from tf_mrc.tasks.base import DataError, QuestionIds, Task, is_blank, iter_json_lines, load_json, question_id, \
+    text_lines
 
 ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
@@ -57,29 +58,25 @@ def _squad_articles(path):
     first_line = next((line for line in text_lines(path) if line.strip()), "")
     try:
         first = json.loads(first_line)
-    except ValueError:
+    except (ValueError, RecursionError):   # not one JSON value per line: read below as one document
         first = None
-    if not (isinstance(first, dict) and "paragraphs" in first):
-        dataset = first if isinstance(first, dict) and "data" in first else load_json(path)
-        if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-            raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style) or one "
-                                               "article {paragraphs: [...]} per line")
-        for a_index, article in enumerate(dataset["data"]):
-            yield "data[%d]" % a_index, article
-        return
-    for number, line in enumerate(text_lines(path), 1):
-        if line.strip():
-            try:
-                article = json.loads(line)
-            except ValueError as err:
-                raise DataError(path, "line %d" % number, "-", "not valid JSON (%s)" % err)
+    if isinstance(first, dict) and "paragraphs" in first:
+        for number, article in iter_json_lines(path):
             yield "line %d" % number, article
+        return
+    dataset = first if isinstance(first, dict) and "data" in first else load_json(path)
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+        raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style) or one "
+                                           "article {paragraphs: [...]} per line")
+    for a_index, article in enumerate(dataset["data"]):
+        yield "data[%d]" % a_index, article
 
 
 def iter_squad_style(path, make_example):
     """Walk ``data[].paragraphs[].qas[]`` (see _squad_articles), validating the shape and yielding each example
     as it is read; ``make_example(record_id, article, paragraph, qa, context)`` builds it. Errors name the
     file, the question (or paragraph) and the field."""
+    ids, count = QuestionIds(), 0
     for article_where, article in _squad_articles(path):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
@@ -89,18 +86,19 @@ def iter_squad_style(path, make_example):
             context = paragraph.get("context") if isinstance(paragraph, dict) else None
             if not isinstance(context, str):
                 raise DataError(path, where, "context", "missing or not a string")
-            if not context.strip():
-                raise DataError(path, where, "context", "empty passage")
+            if is_blank(context):
+                raise DataError(path, where, "context", "empty passage (nothing but whitespace or "
+                                                        "invisible characters)")
             qas = paragraph.get("qas")
             if not isinstance(qas, list):
                 raise DataError(path, where, "qas", "missing or not a list")
-            for qa in qas:
+            for q_index, qa in enumerate(qas):
+                position = "%s.qas[%d]" % (where, q_index)
                 if not isinstance(qa, dict):
-                    raise DataError(path, where, "qas", "question record is not an object")
-                qid = str(qa.get("id", "")).strip()
-                record = "question %s" % (qid or "(no id) in " + where)
-                if not qid:
-                    raise DataError(path, record, "id", "missing question id")
+                    raise DataError(path, position, "-", "question record is not an object")
+                qid = question_id(path, position, qa.get("id"))
+                record = "question %s" % qid
+                ids.add(qid, path, "%s (%s)" % (record, position))
                 if not isinstance(qa.get("question"), str):  # empty questions occur in the published data
                     raise DataError(path, record, "question", "missing or not a string")
                 answers = qa.get("answers", [])
@@ -110,7 +108,10 @@ def iter_squad_style(path, make_example):
                 for a in answers:
                     if not isinstance(a.get("answer_start", -1), int):
                         raise DataError(path, record, "answers.answer_start", "not an integer")
+                count += 1
                 yield make_example(record, article, paragraph, qa, context)
+    if not count:
+        raise DataError(path, "-", "data", "no questions")
 
 
 def read_squad_style(path, make_example):
@@ -154,7 +155,8 @@ def _token_spans(offsets, char_map):
 
 
 class SpanTask(Task):
-    """Shared by every span task: subclasses implement ``read_examples`` (and CJRC the class head's decoding)."""
+    """Shared by every span task: subclasses implement ``iter_examples`` or ``read_examples`` (and CJRC the
+    class head's decoding)."""
 
     head = "span"
     metric_names = ("f1", "em")
@@ -297,6 +299,9 @@ class SpanTask(Task):
                                                   10.0, -10.0)
             outputs.append(output)
         return outputs
+
+    def has_gold(self, example):
+        return bool(example.gold_texts)
 
     def evaluate(self, examples, predictions):
         from tf_mrc import metrics
