@@ -50,6 +50,8 @@ flags.DEFINE_integer("keep_checkpoint_max", 3, "Checkpoints kept.")
 flags.DEFINE_integer("log_every", 50, "Steps between progress lines.")
 flags.DEFINE_enum("kernels", "fused", ["fused", "reference", "blocksparse", "auto"], "GELU/softmax kernels.")
 flags.DEFINE_string("cache_dir", None, "Feature cache (default: OUTPUT_DIR/cache).")
+flags.DEFINE_integer("preprocess_workers", None, "Processes featurizing the data files on each rank (default: the "
+                     "host's cores divided by its Horovod ranks; the cache is byte-identical for any number).")
 flags.DEFINE_bool("lr_scale_with_workers", False, "Multiply the learning rate by the number of Horovod workers.")
 flags.DEFINE_bool("fp16_allreduce", False, "Compress gradients to fp16 for the Horovod allreduce.")
 flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16", "bf16"],

@@ -56,6 +56,7 @@ class RunSpec:
     log_every: int = 50
     kernels: str = "fused"
     cache_dir: Optional[str] = None
+    preprocess_workers: Optional[int] = None  # featurization processes per rank (None: the cores, shared by ranks)
     lr_scale_with_workers: bool = False
     fp16_allreduce: bool = False
     precision: str = "fp32"               # fp32 | fp16 | bf16 compute; variables stay fp32 (see tf_mrc.training)
@@ -145,6 +146,8 @@ def _check_training_options(spec, config, hparams):
     if spec.eval_every_epochs < 0:
         raise UserError("--eval_every_epochs must be >= 0 (0: no evaluation during training), got %g"
                         % spec.eval_every_epochs)
+    if spec.preprocess_workers is not None and spec.preprocess_workers < 1:
+        raise UserError("--preprocess_workers must be >= 1, got %d" % spec.preprocess_workers)
     if spec.attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
         raise UserError("--attention_dropout_placement must be one of %s, got %r"
                         % ("|".join(ops.ATTENTION_DROPOUT_SITES), spec.attention_dropout_placement))
@@ -232,7 +235,8 @@ class _Run:
         if role not in self.caches:
             cache_dir = self.spec.cache_dir or os.path.join(self.spec.output_dir, "cache")
             self.caches[role] = FeatureCache(cache_dir, self.task, self.files[role], self.tokenizer, self.settings,
-                                             role == "train", self.dist, log=self.log)
+                                             role == "train", self.dist, log=self.log,
+                                             workers=self.spec.preprocess_workers)
             if role == "dev":
                 self.task.check_gold(self.files[role], self.caches[role].examples)
         return self.caches[role]
@@ -412,10 +416,10 @@ def _final_evaluation(run, estimator, plan, run_dir, best, checkpoint, predicted
 def _predict_once(run, estimator, role, checkpoint, predicted):
     """_predict_gathered for ``role``'s features, once per feature file (dev and predict are often the same)."""
     data = run.cache(role)
-    if data.record_path not in predicted:
-        predicted[data.record_path] = _predict_gathered(estimator, data, run.spec.predict_batch_size, run.dist,
+    if data.index_path not in predicted:
+        predicted[data.index_path] = _predict_gathered(estimator, data, run.spec.predict_batch_size, run.dist,
                                                         checkpoint)
-    return predicted[data.record_path]
+    return predicted[data.index_path]
 
 
 def _score_dev(run, estimator, checkpoint, predicted):
