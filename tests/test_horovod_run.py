@@ -177,13 +177,19 @@ def test_two_ranks_train_the_model_one_process_trains_with_the_same_global_batch
 
 
 def output_names(folder):
-    """The files under ``folder``, TensorBoard event files by kind (their names hold a time and a host)."""
-    names = []
+    """The files under ``folder``, TensorBoard event files by kind (their names hold a time and a host) and
+    feature-cache shards by cache (each rank writes its own shard of every cache)."""
+    names = set()
     for base, _, files in os.walk(folder):
         for name in files:
             relative = os.path.relpath(os.path.join(base, name), folder)
-            names.append(re.sub(r"events\.out\.tfevents\..*", "events.out.tfevents.*", relative))
+            relative = re.sub(r"\.part-\d+-of-\d+\.", ".part-*.", relative)
+            names.add(re.sub(r"events\.out\.tfevents\..*", "events.out.tfevents.*", relative))
     return sorted(names)
+
+
+def cache_shards(folder):
+    return sorted(name for name in os.listdir(os.path.join(folder, "cache")) if ".part-" in name)
 
 
 def test_only_rank_0_writes_and_rank_1_leaves_nothing_behind(runs):
@@ -192,6 +198,10 @@ def test_only_rank_0_writes_and_rank_1_leaves_nothing_behind(runs):
     assert output_names(runs["two"]) == output_names(runs["one"])
     assert output_names(runs["two"]).count("events.out.tfevents.*") == 1
     assert "eval/events.out.tfevents.*" in output_names(runs["two"]) and "best/best.json" in output_names(runs["two"])
+    # the training cache and the dev cache: one record shard per rank, and a sidecar shard per rank for dev
+    assert sorted(name.split(".part-")[1] for name in cache_shards(runs["two"])) == sorted(
+        ["00000-of-00002.tfrecord", "00001-of-00002.tfrecord"] * 2 +
+        ["00000-of-00002.sidecar.jsonl", "00001-of-00002.sidecar.jsonl"])
     writer_lines = ("[data]", "[train]", "[eval]", "[predict]", "[run]")
     assert not [line for line in job.lines(1) if line.startswith(writer_lines)], job.lines(1)
     assert any(line.startswith("[predict] 29 answers") for line in job.lines(0))

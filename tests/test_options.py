@@ -32,7 +32,8 @@ HAND_WRITTEN_FLAGS = [
     ("keep_checkpoint_max", 3), ("log_every", 50), ("kernels", "fused"), ("cache_dir", None),
     ("lr_scale_with_workers", False), ("fp16_allreduce", False), ("precision", "fp32"),
     ("loss_scale_growth_interval", 2000), ("grad_accum_steps", None), ("recompute", False),
-    ("attention_dropout_placement", "probs"), ("xla", False), ("weight_decay", None), ("eval_every_epochs", 0.5)]
+    ("attention_dropout_placement", "probs"), ("xla", False), ("weight_decay", None), ("eval_every_epochs", 0.5),
+    ("preprocess_workers", None)]
 # Task options: their flags default to None ("the task's default"); the task's default is what a run gets.
 HAND_WRITTEN_TASK_FLAGS = [("opencc_config", "drcd", "t2s"), ("split_ratio", "cjrc", None),
                            ("metric", "cjrc", "official"), ("chid_answers", "chid", None),
@@ -89,6 +90,7 @@ BAD_VALUES = [
     ("warmup_proportion", 1.5, "a number >= 0 and <= 1"), ("keep_checkpoint_max", 0, "an integer >= 1"),
     ("log_every", 0, "an integer >= 1"), ("grad_accum_steps", 0, "an integer >= 1"),
     ("weight_decay", -0.01, "a number >= 0"), ("eval_every_epochs", -1.0, "a number >= 0"),
+    ("preprocess_workers", 0, "an integer >= 1"),
     ("loss_scale_growth_interval", 0, "an integer >= 1"), ("seed", -1, "an integer >= 0"),
     ("doc_stride", True, "an integer >= 1"), ("doc_stride", 1.5, "an integer >= 1"),
     ("learning_rate", float("nan"), "a number > 0"),

@@ -52,7 +52,7 @@ def feature_keys(arrays):
 
 def file_order(cache):
     from tf_mrc.compat import tf
-    records = [tf.train.Example.FromString(record) for record in shard_records(cache.record_path, 0, 1)]
+    records = [tf.train.Example.FromString(record) for record in shard_records(cache.record_files, 0, 1)]
     arrays = {name: np.array([list(r.features.feature[name].int64_list.value) for r in records], dtype=np.int32)
               for name in ("example_index", "input_ids")}
     arrays["example_index"] = arrays["example_index"][:, 0]

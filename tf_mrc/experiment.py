@@ -160,7 +160,8 @@ class _Run:
         if role not in self.caches:
             cache_dir = self.spec.cache_dir or os.path.join(self.spec.output_dir, "cache")
             self.caches[role] = FeatureCache(cache_dir, self.task, self.files[role], self.tokenizer, self.settings,
-                                             role == "train", self.dist, log=self.log)
+                                             role == "train", self.dist, log=self.log,
+                                             workers=self.spec.preprocess_workers)
             if role == "dev":
                 self.task.check_gold(self.files[role], self.caches[role].examples)
         return self.caches[role]
@@ -338,10 +339,10 @@ def _final_evaluation(run, estimator, plan, run_dir, best, checkpoint, predicted
 def _predict_once(run, estimator, role, checkpoint, predicted):
     """_predict_gathered for ``role``'s features, once per feature file (dev and predict are often the same)."""
     data = run.cache(role)
-    if data.record_path not in predicted:
-        predicted[data.record_path] = _predict_gathered(estimator, data, run.spec.predict_batch_size, run.dist,
+    if data.index_path not in predicted:
+        predicted[data.index_path] = _predict_gathered(estimator, data, run.spec.predict_batch_size, run.dist,
                                                         checkpoint)
-    return predicted[data.record_path]
+    return predicted[data.index_path]
 
 
 def _score_dev(run, estimator, checkpoint, predicted):
@@ -366,7 +367,7 @@ def _write_dev_summaries(run_dir, step, metrics, names):
 
 
 class BestCheckpoint:
-    """OUT/best/: a copy of the checkpoint that scored best on the dev set so far (by the task's headline metric)
+    """OUT/best/: the checkpoint that scored best on the dev set so far (by the task's headline metric)
     and best.json, which records it and every evaluation of the run, so a restart resumes the evaluation
     schedule and the best-so-far. Rank 0 alone keeps it. A new best is written into a temporary directory that
     then replaces best/ by renames: best/ always holds one complete checkpoint with its record."""
@@ -407,7 +408,7 @@ class BestCheckpoint:
         os.makedirs(self._staging)
         name = os.path.basename(checkpoint)
         for path in glob.glob(checkpoint + ".*"):
-            shutil.copy(path, self._staging)
+            _link_or_copy(path, os.path.join(self._staging, os.path.basename(path)))
         with open(os.path.join(self._staging, "checkpoint"), "w") as f:
             f.write('model_checkpoint_path: "%s"\nall_model_checkpoint_paths: "%s"\n' % (name, name))
         outputs.write_json(os.path.join(self._staging, self.RECORD), self.record)
@@ -416,6 +417,16 @@ class BestCheckpoint:
         os.rename(self._staging, self.path)
         shutil.rmtree(self._previous, ignore_errors=True)
         log("[eval] new best %s %.3f at step %d -> %s" % (metric, metrics[metric], step, self.path))
+
+
+def _link_or_copy(source, target):
+    """A hard link where the filesystem allows it: checkpoint files are never rewritten in place (the Saver
+    writes new files and deletes old ones), so best/ shares their bytes instead of copying gigabytes of weights
+    and Adam slots at every new best."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy(source, target)
 
 
 def _latest_checkpoint(run_dir):

@@ -54,6 +54,9 @@ class RunSpec:
                                      default_text="DATA_DIR/<the task's dev file>")
     predict_file: Optional[str] = option(None, "File to predict.", "data", str, default_text="the dev file")
     cache_dir: Optional[str] = option(None, "Feature cache directory.", "data", str, default_text="OUTPUT_DIR/cache")
+    preprocess_workers: Optional[int] = option(
+        None, "Processes featurizing the data files on each rank; the cache is byte-identical for any number.",
+        "data", int, minimum=1, default_text="the host's cores divided by its Horovod ranks")
     lower_case: Optional[bool] = option(None, "Lower-case input.", "data", bool,
                                         default_text="the model's convention: BERT/ALBERT yes, XLNet no")
     max_seq_length: Optional[int] = option(None, "Tokens per window.", "data", int, minimum=1,
