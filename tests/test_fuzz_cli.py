@@ -51,6 +51,9 @@ CASES = [
     Case("eval-c3-duplicate-id", "evaluate", "--task=c3 {w}/c3_dup_ids.json {w}/c3_predictions.json"),
     Case("eval-c3-null-id", "evaluate", "--task=c3 {w}/c3_null_id.json {w}/c3_predictions.json"),
     Case("eval-c3-invisible-passage", "evaluate", "--task=c3 {w}/c3_blank.json {w}/c3_predictions.json"),
+    Case("eval-lone-surrogate-in-passage", "evaluate", "--task=cmrc2018 {w}/lone_surrogate.json "
+                                                       "{w}/predictions.json"),
+    Case("eval-chid-lone-surrogate", "evaluate", "--task=chid {w}/chid_lone_surrogate.json {w}/chid_predictions.json"),
     Case("eval-c3-subset-file-missing", "evaluate", "--task=c3 --c3_subsets=d,m {w}/c3-d-dev.json "
                                                     "{w}/c3_predictions.json"),
     # tf_mrc.evaluate: predictions files
@@ -65,6 +68,8 @@ CASES = [
     Case("audit-data-is-a-directory", "audit", "--task=cmrc2018 --data {w}/a_directory --vocab_file {w}/vocab.txt"),
     Case("audit-invisible-passage", "audit", "--task=cmrc2018 --data {w}/blank_passage.json "
                                              "--vocab_file {w}/vocab.txt"),
+    Case("audit-lone-surrogate-in-passage", "audit", "--task=cmrc2018 --data {w}/lone_surrogate.json "
+                                                     "--vocab_file {w}/vocab.txt"),
     Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
     # run_finetune.py
     Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),
@@ -172,10 +177,12 @@ def build_world(w):
     _write(w / "null_id.json", _squad([_question(None)]))
     _write(w / "blank_passage.json", _squad([_question("q")], context=" \u200b\u200d\ufeff\n"))
     _write(w / "empty_data.json", {"data": []})
+    _write(w / "lone_surrogate.json", json.dumps(_squad([_question("q")], context="有\ud800文")))
     _write(w / "no_answers.json", _squad([_question("q", answer=None)]))
     lines = lambda records: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)  # noqa: E731
     _write(w / "chid_dup_ids.json", lines([_fewclue(7), _fewclue("7")]))
     _write(w / "chid_null_id.json", lines([_fewclue(None)]))
+    _write(w / "chid_lone_surrogate.json", json.dumps(dict(_fewclue(7), content="甲#idiom#\udc00")) + "\n")
     chid_line = {"content": ["甲#idiom000001#乙"], "candidates": ["一二三四", "五六七八"]}
     _write(w / "chid_dup_blanks.json", lines([chid_line, chid_line]))
     _write(w / "chid_dup_blanks_answer.json", {"#idiom000001#": 0})
@@ -318,3 +325,22 @@ def test_ctrl_c_names_the_last_checkpoint_and_exits_130(tmp_path):
     latest = tf.train.latest_checkpoint(str(out))
     expected = "interrupted: the last checkpoint is %s; run the same command again to resume from it" % latest
     assert stderr.strip().splitlines()[-1] == expected, stderr
+
+
+def test_byte_order_mark_and_crlf_files_score_as_plain_utf8(tmp_path):
+    """Windows editors save UTF-8 with a byte-order mark and CRLF line ends: such data and predictions files
+    (JSON and JSON lines) read as the plain files do."""
+    passages = (TINY / "passages.json").read_text(encoding="utf-8")
+    qids = [qa["id"] for a in json.loads(passages)["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    predictions = json.dumps({qid: "西湖" for qid in qids}, ensure_ascii=False, indent=1)
+    fewclue = json.dumps(_fewclue("7"), ensure_ascii=False) + "\n"
+    for name, text in (("data.json", passages), ("predictions.json", predictions), ("chid.json", fewclue * 1),
+                       ("chid_predictions.json", '{"7": 0}')):
+        _write(tmp_path / name, text)
+        (tmp_path / ("bom_" + name)).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    for task, data, predictions in (("cmrc2018", "data.json", "predictions.json"),
+                                    ("chid", "chid.json", "chid_predictions.json")):
+        plain = run_cli("evaluate", ["--task=" + task, str(tmp_path / data), str(tmp_path / predictions)])
+        marked = run_cli("evaluate", ["--task=" + task, str(tmp_path / ("bom_" + data)),
+                                      str(tmp_path / ("bom_" + predictions))])
+        assert plain[0] == 0 and marked == plain, (plain, marked)
