@@ -70,6 +70,7 @@ CASES = [
                                              "--vocab_file {w}/vocab.txt"),
     Case("audit-lone-surrogate-in-passage", "audit", "--task=cmrc2018 --data {w}/lone_surrogate.json "
                                                      "--vocab_file {w}/vocab.txt"),
+    Case("audit-vocab-not-utf8", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/vocab_utf16.txt"),
     Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
     # run_finetune.py
     Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),
@@ -164,6 +165,7 @@ def build_world(w):
     shutil.copy(str(TINY / "passages.json"), str(w / "passages.json"))
     vocab = (TINY / "vocab.txt").read_text(encoding="utf-8")
     _write(w / "vocab_more.txt", vocab + "额外一\n额外二\n")
+    (w / "vocab_utf16.txt").write_bytes(vocab.encode("utf-16"))
     (w / "a_directory").mkdir()
     _write(w / "a_file", "not a directory\n")
     _write(w / "broken.json", '{"data": [')
