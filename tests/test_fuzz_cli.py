@@ -71,6 +71,12 @@ CASES = [
     Case("audit-lone-surrogate-in-passage", "audit", "--task=cmrc2018 --data {w}/lone_surrogate.json "
                                                      "--vocab_file {w}/vocab.txt"),
     Case("audit-vocab-not-utf8", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/vocab_utf16.txt"),
+    Case("audit-doc-stride-0", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/vocab.txt "
+                                        "--max_seq_length 32 --doc_stride 0"),
+    Case("audit-max-seq-length-negative", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file "
+                                                   "{w}/vocab.txt --max_seq_length -1"),
+    Case("audit-max-seq-length-below-question", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file "
+                                                         "{w}/vocab.txt --max_seq_length 10"),
     Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
     # run_finetune.py
     Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),

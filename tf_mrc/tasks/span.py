@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from tf_mrc.errors import UserError
 from tf_mrc.tasks.base import DataError, Featurized, QuestionIds, Task, is_blank, load_json, question_id
 
 ANSWER_CLASSES = ("span", "yes", "no", "unknown")
@@ -160,7 +161,7 @@ class SpanTask(Task):
                     continue
             max_doc = settings.max_seq_length - len(query_ids) - tokenizer.num_special_tokens(2)
             if max_doc <= 0:
-                raise ValueError("max_seq_length %d leaves no room for the passage after a %d-token question"
+                raise UserError("max_seq_length %d leaves no room for the passage after a %d-token question"
                                  % (settings.max_seq_length, len(query_ids)))
             windows, start = [], 0
             while True:
