@@ -307,8 +307,10 @@ def test_cli_table_covers_every_tool():
     assert len({case.id for case in CASES}) == len(CASES)
 
 
-def test_ctrl_c_names_the_last_checkpoint_and_exits_130(tmp_path):
-    """SIGINT while training: one line naming the last checkpoint and how to resume, exit status 130."""
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_interrupt_names_the_last_checkpoint(tmp_path, signum, status):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's kill) while training: one line naming the last checkpoint and how
+    to resume, exit status 128 + the signal."""
     out = tmp_path / "out"
     flags = TINY_FLAGS.format(w=TINY) + " --train_file=%s --do_train --max_train_steps=100000 " \
                                         "--save_checkpoints_steps=5 --log_every=100000 --output_dir=%s" % (
@@ -322,12 +324,12 @@ def test_ctrl_c_names_the_last_checkpoint_and_exits_130(tmp_path):
             time.sleep(0.2)
         assert child.poll() is None, child.communicate()
         time.sleep(1.0)
-        child.send_signal(signal.SIGINT)
+        child.send_signal(signum)
         stdout, stderr = child.communicate(timeout=60)
     finally:
         if child.poll() is None:
             child.kill()
-    assert child.returncode == 130, (stdout, stderr)
+    assert child.returncode == status, (stdout, stderr)
     assert "Traceback" not in stdout + stderr, stderr
     from tf_mrc.compat import tf
     latest = tf.train.latest_checkpoint(str(out))

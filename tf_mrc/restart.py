@@ -1,8 +1,10 @@
 """Restarting in an --output_dir: before a run writes anything, the directory must be writable and a run already
-in it must be the same model (its run_config.json says); a run stopped by Ctrl-C says where its last checkpoint
-is, from which the same command resumes."""
+in it must be the same model (its run_config.json says); a run stopped by Ctrl-C or SIGTERM says where its last
+checkpoint is, from which the same command resumes."""
+import contextlib
 import json
 import os
+import signal
 import tempfile
 
 from tf_mrc.errors import UserError
@@ -77,8 +79,32 @@ def _vocabulary_differences(stored, record):
     return differences
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: a scheduler sends it before SIGKILL, and the run
+    stops the same way (the last checkpoint named, resumable), with the exit status of a SIGTERM death."""
+    exit_status = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises Terminated; the previous handler comes back afterwards."""
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruption_status(err):
+    """The exit status of a run stopped by ``err`` (a KeyboardInterrupt): 130 for SIGINT, 143 for SIGTERM."""
+    return getattr(err, "exit_status", 128 + signal.SIGINT)
+
+
 def interruption_message(spec):
-    """The line for a run stopped by Ctrl-C: where its last checkpoint is and how to resume."""
+    """The line for a run stopped by Ctrl-C or SIGTERM: where its last checkpoint is and how to resume."""
     from tf_mrc.compat import tf
     run_dirs = [spec.output_dir] + [os.path.join(spec.output_dir, "seed_%d" % k) for k in range(spec.seeds)]
     latest = [tf.train.latest_checkpoint(d) for d in run_dirs if os.path.isdir(d)]
