@@ -117,6 +117,7 @@ def main(argv):
 
 def cli():
     """The console command ``tf-mrc-finetune`` (pip install .): the same as ``python run_finetune.py``."""
+    sys.stdout.reconfigure(line_buffering=True)   # progress lines reach a redirected log as they happen
     app.run(main)
 
 

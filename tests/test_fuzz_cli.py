@@ -310,25 +310,32 @@ def test_cli_table_covers_every_tool():
 @pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_interrupt_names_the_last_checkpoint(tmp_path, signum, status):
     """SIGINT (Ctrl-C) or SIGTERM (a scheduler's kill) while training: one line naming the last checkpoint and how
-    to resume, exit status 128 + the signal."""
+    to resume, exit status 128 + the signal. Progress lines reach a redirected stdout (a log file) as they
+    happen, not when the process ends."""
     out = tmp_path / "out"
     flags = TINY_FLAGS.format(w=TINY) + " --train_file=%s --do_train --max_train_steps=100000 " \
                                         "--save_checkpoints_steps=5 --log_every=100000 --output_dir=%s" % (
                                             TINY / "passages.json", out)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.Popen([sys.executable, str(ROOT / "run_finetune.py")] + shlex.split(flags), env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    env.pop("PYTHONUNBUFFERED", None)
+    log = tmp_path / "stdout.log"
+    with open(str(log), "w") as stdout_file:
+        child = subprocess.Popen([sys.executable, str(ROOT / "run_finetune.py")] + shlex.split(flags), env=env,
+                                 stdout=stdout_file, stderr=subprocess.PIPE, universal_newlines=True)
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint").exists() and child.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         assert child.poll() is None, child.communicate()
         time.sleep(1.0)
+        logged_while_running = log.read_text()
         child.send_signal(signum)
-        stdout, stderr = child.communicate(timeout=60)
+        _, stderr = child.communicate(timeout=60)
     finally:
         if child.poll() is None:
             child.kill()
+    stdout = log.read_text()
+    assert "[train] " in logged_while_running, stdout
     assert child.returncode == status, (stdout, stderr)
     assert "Traceback" not in stdout + stderr, stderr
     from tf_mrc.compat import tf
