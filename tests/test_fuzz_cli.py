@@ -103,12 +103,22 @@ CASES = [
     # export.to_pb
     Case("to_pb-bit-flipped-checkpoint", "to_pb", "--output_dir {w}/run_flipped --output {out}/model.pb"),
     Case("to_pb-truncated-checkpoint", "to_pb", "--output_dir {w}/run_truncated --output {out}/model.pb"),
+    Case("to_pb-output-is-a-directory", "to_pb", "--output_dir {w}/run --output {w}/a_directory"),
+    Case("to_pb-output-not-writable", "to_pb", "--output_dir {w}/run --output /proc/tf_mrc_fuzz/model.pb"),
+    Case("to_pb-flags-unused-with-output-dir", "to_pb", "--output_dir {w}/run --output {out}/model.pb --task=c3 "
+                                                        "--n_best_size=5"),
     Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
     # export.to_pytorch
     Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
                                                           "{w}/tiny_config.json --output {out}"),
     Case("to_pytorch-bit-flipped-checkpoint", "to_pytorch", "--checkpoint {w}/run_flipped --config "
                                                             "{w}/tiny_config.json --output {out}"),
+    Case("to_pytorch-output-is-a-file", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json --output "
+                                                      "{w}/a_file"),
+    Case("to_pytorch-output-not-writable", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json "
+                                                         "--output /proc/tf_mrc_fuzz"),
+    Case("to_pytorch-vocab-missing", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json --output {out} "
+                                                   "--vocab_file {w}/nothing.txt"),
     Case("to_pytorch-no-checkpoint", "to_pytorch", "--checkpoint {w}/a_directory --config {w}/tiny_config.json "
                                                    "--output {out}"),
     # export.from_pytorch

@@ -5,8 +5,8 @@ import contextlib
 import json
 import os
 import signal
-import tempfile
 
+from tf_mrc import outputs
 from tf_mrc.errors import UserError
 
 RUN_CONFIG = "run_config.json"   # written by tf_mrc.experiment, read by export.to_pb
@@ -25,13 +25,7 @@ def check_output_dir(spec, record):
     from tf_mrc.compat import tf
     from tf_mrc.modeling.checkpoint import verify_readable
     out = spec.output_dir
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError("--output_dir %s is a file, not a directory" % out)
-    try:
-        os.makedirs(out, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as err:
-        raise UserError("--output_dir %s is not a writable directory (%s)" % (out, err.strerror or err))
+    outputs.make_writable_directory(out, "--output_dir %s" % out)
     stored_path = os.path.join(out, RUN_CONFIG)
     if os.path.exists(stored_path):
         try:
