@@ -82,6 +82,7 @@ CASES = [
     Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),
     Case("run-output-dir-not-creatable", "run_finetune", TRAIN + " --output_dir={w}/a_file/sub"),
     Case("run-output-dir-not-writable", "run_finetune", TRAIN + " --output_dir=/proc/tf_mrc_fuzz"),
+    Case("run-cache-dir-not-writable", "run_finetune", TRAIN + " --cache_dir=/proc/tf_mrc_fuzz --output_dir={out}"),
     Case("run-restart-vocab", "run_finetune", TRAIN + " --vocab_file={w}/vocab_more.txt --output_dir={w}/run"),
     Case("run-restart-other-casing", "run_finetune", TRAIN + " --nolower_case --output_dir={w}/run"),
     Case("run-restart-config", "run_finetune", TRAIN + " --config_file={w}/other_config.json --output_dir={w}/run"),

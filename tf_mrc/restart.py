@@ -18,7 +18,7 @@ SAME_RUN_KEYS = ("task", "model_config", "lower_case")
 
 
 def check_output_dir(spec, record):
-    """Before anything is written: --output_dir must be a writable directory, and a run already in it must be
+    """Before anything is written: --output_dir (and --cache_dir) must be a writable directory, and a run already in it must be
     this run (same task, model config, vocabulary, casing) with readable checkpoints. Otherwise one line says
     what differs and nothing on disk changes (run_config.json stays the stored run's, so it can still be
     exported)."""
@@ -26,6 +26,8 @@ def check_output_dir(spec, record):
     from tf_mrc.modeling.checkpoint import verify_readable
     out = spec.output_dir
     outputs.make_writable_directory(out, "--output_dir %s" % out)
+    if spec.cache_dir:
+        outputs.make_writable_directory(spec.cache_dir, "--cache_dir %s" % spec.cache_dir)
     stored_path = os.path.join(out, RUN_CONFIG)
     if os.path.exists(stored_path):
         try:
