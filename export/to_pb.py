@@ -5,7 +5,8 @@
         --max_seq_length N (--vocab_file VOCAB | --spm_model SPIECE) --output model.pb [--saved_model DIR]
 
 ``--output_dir`` is a finished ``run_finetune.py`` run: its run_config.json supplies the config, task, window
-settings and vocabulary, its latest checkpoint the weights.
+settings and vocabulary; the weights are its best checkpoint (OUTPUT_DIR/best/, kept by the dev evaluation during
+training), or its latest one when it has no best/ or with ``--last``.
 
 The graph's interface (tensor names are these names + ":0"; int32 inputs, batch dimension dynamic, T fixed):
     inputs   input_ids, input_mask, segment_ids   [batch, T]     span tasks (cmrc2018, drcd, cjrc)
@@ -53,11 +54,12 @@ class ExportSpec:
     lower_case: bool = None             # None: the layout's convention (tokenization.load_tokenizer)
     task_options: dict = dataclasses.field(default_factory=dict)
     trained_kernels: str = None
+    precision: str = "fp32"             # the encoder's compute precision in the graph: fp32 | bf16
 
 
-def spec_from_run(output_dir):
+def spec_from_run(output_dir, last=False, log=print):
     """The ExportSpec of a finished run: run_config.json (in the run or, for seed_K runs, its parent) and the
-    latest checkpoint."""
+    checkpoint in its best/ (the best dev score during training), else (or with ``last``) its latest one."""
     from tf_mrc.compat import tf
     from tf_mrc.modeling.config import ModelConfig
     candidates = [os.path.join(output_dir, RUN_CONFIG), os.path.join(os.path.dirname(os.path.abspath(output_dir)),
@@ -68,7 +70,10 @@ def spec_from_run(output_dir):
                         "--max_seq_length" % (output_dir, RUN_CONFIG))
     with open(found[0], encoding="utf-8") as f:
         run = json.load(f)
-    checkpoint = tf.train.latest_checkpoint(output_dir)
+    best = None if last else tf.train.latest_checkpoint(os.path.join(output_dir, "best"))
+    checkpoint = best or tf.train.latest_checkpoint(output_dir)
+    if checkpoint is not None:
+        log("exporting %s (%s)" % (checkpoint, "the best dev score during training" if best else "the latest"))
     if checkpoint is None:
         hint = " (runs with --seeds keep theirs in seed_K/: pass --output_dir %s/seed_0)" % output_dir \
             if run.get("seeds", 1) > 1 else ""
@@ -79,9 +84,11 @@ def spec_from_run(output_dir):
                       task_options=run.get("task_options") or {}, trained_kernels=run.get("kernels"))
 
 
-def build_inference_graph(config, head, max_seq_length, num_choices=None):
-    """Placeholders -> encoder (reference kernels, no dropout) -> head, in the current graph.
-    Returns ({input name: placeholder}, {output name: tensor named so})."""
+def build_inference_graph(config, head, max_seq_length, num_choices=None, precision="fp32"):
+    """Placeholders -> encoder (reference kernels, no dropout, computing in ``precision``) -> head, in the current
+    graph; inputs and outputs are the same dtypes whatever the precision. Returns ({input name: placeholder},
+    {output name: tensor named so})."""
+    from tf_mrc import training
     from tf_mrc.compat import tf
     from tf_mrc.modeling import build_encoder
     from tf_mrc.modeling.heads import build_head
@@ -93,7 +100,8 @@ def build_inference_graph(config, head, max_seq_length, num_choices=None):
                                                                          name="choice_mask")
     flat = {name: tf.reshape(inputs[name], [-1, max_seq_length]) for name in INPUT_NAMES}
     encoder_output = build_encoder(config, flat["input_ids"], flat["input_mask"], flat["segment_ids"],
-                                   is_training=False, kernels="reference")
+                                   is_training=False, kernels="reference",
+                                   compute_dtype=training.compute_dtype(precision))
     outputs, _ = build_head(head, encoder_output, features, num_choices, config.initializer_range, with_loss=False)
     return inputs, {name: tf.identity(tensor, name=name) for name, tensor in outputs.items()}
 
@@ -153,7 +161,7 @@ def freeze(spec, head, num_choices=None):
     stored = dict(tf.train.list_variables(spec.checkpoint))
     graph = tf.Graph()
     with graph.as_default():
-        inputs, outputs = build_inference_graph(spec.config, head, max_seq_length, num_choices)
+        inputs, outputs = build_inference_graph(spec.config, head, max_seq_length, num_choices, spec.precision)
         output_names = sorted(outputs)
         used = {node.name for node in tf.graph_util.extract_sub_graph(graph.as_graph_def(), output_names).node}
         needed = {v.op.name: v for v in tf.global_variables() if v.op.name in used}
@@ -242,6 +250,7 @@ def export(spec, output, saved_model=None, log=print):
         "vocab_file": copied.get("vocab_file"), "spm_model": copied.get("spm_model"), "lower_case": spec.lower_case,
         "feature_settings": spec.feature_settings, "model_config": spec.config.to_dict(),
         "checkpoint": os.path.abspath(spec.checkpoint), "trained_kernels": spec.trained_kernels,
+        "precision": spec.precision,
         "exported_with": "tensorflow %s" % tensorflow.__version__,
     }
     outputs.write_json(output + SIDECAR_SUFFIX, sidecar)
@@ -258,7 +267,9 @@ def main(argv=None):
     from tf_mrc.tasks import FeatureSettings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="the frozen graph to write, e.g. model.pb")
-    parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below)")
+    parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below); its "
+                        "best checkpoint (OUTPUT_DIR/best) when it has one")
+    parser.add_argument("--last", action="store_true", help="with --output_dir: its latest checkpoint, not the best")
     parser.add_argument("--checkpoint", help="checkpoint prefix, or a directory (its latest)")
     parser.add_argument("--config", help="the checkpoint's JSON config")
     parser.add_argument("--layout", choices=["bert", "albert", "xlnet"])
@@ -273,6 +284,9 @@ def main(argv=None):
     for name in WINDOW_FLAGS:
         parser.add_argument("--" + name, type=int, help="default: %s" % getattr(FeatureSettings(), name))
     parser.add_argument("--saved_model", help="also write a SavedModel (serving_default signature) here")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="the encoder's compute precision in the graph (default fp32; bf16 needs TF 2, "
+                             "inputs and logits stay int32 / float32)")
     args = parser.parse_args(argv)
     try:
         if args.output_dir:
@@ -281,12 +295,17 @@ def main(argv=None):
                 raise UserError("--output_dir takes --%s from the run's %s: drop them, or pass --checkpoint, "
                                 "--config, --task and --max_seq_length instead of --output_dir"
                                 % (", --".join(ignored), RUN_CONFIG))
-            spec = spec_from_run(args.output_dir)
+            spec = spec_from_run(args.output_dir, last=args.last)
         else:
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
             if absent:
                 raise UserError("pass --output_dir, or all of --%s" % ", --".join(absent))
             spec = _spec_from_flags(args)
+        if args.precision == "bf16":
+            from tf_mrc.compat import IS_TF1
+            if IS_TF1:
+                raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel)")
+        spec.precision = args.precision
         export(spec, args.output, args.saved_model)
     except UserError as err:
         fail(err)
