@@ -217,6 +217,8 @@ def export(spec, output, saved_model=None, log=print):
     import tensorflow
     from tf_mrc.tasks import get_task
     from tf_mrc.tokenization import load_tokenizer
+    directory = os.path.dirname(os.path.abspath(output))
+    outputs.make_writable_directory(directory, "the directory of --output %s" % output)
     task = get_task(spec.task, spec.task_options)
     vocabulary = spec.spm_model if spec.config.layout == "xlnet" else spec.vocab_file
     tokenizer = load_tokenizer(spec.config.layout, spec.vocab_file, spec.spm_model, spec.lower_case) \
@@ -226,8 +228,6 @@ def export(spec, output, saved_model=None, log=print):
             vocabulary, tokenizer.vocab_size, spec.config.vocab_size))
     num_choices = getattr(task, "num_choices", None) if task.head == "choice" else None
     graph_def, input_names, output_names = freeze(spec, task.head, num_choices)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
     outputs.write_bytes(output, graph_def.SerializeToString())
     stem = os.path.splitext(os.path.basename(output))[0]
     copied = {}
@@ -260,12 +260,9 @@ def export(spec, output, saved_model=None, log=print):
     return sidecar
 
 
-SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length", "n_best_size")
-
-
 def main(argv=None):
     from tf_mrc import options
-    from tf_mrc.tasks import add_task_arguments
+    from tf_mrc.tasks import add_task_arguments, all_task_options
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="the frozen graph to write, e.g. model.pb")
     parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below); its "
@@ -281,7 +278,7 @@ def main(argv=None):
     parser.add_argument("--lower_case", dest="lower_case", action="store_true")
     parser.add_argument("--nolower_case", dest="lower_case", action="store_false")
     parser.set_defaults(lower_case=None)  # the layout's convention: uncased BERT/ALBERT, cased XLNet
-    options.add_arguments(parser, SETTINGS)
+    options.add_arguments(parser, SETTINGS, defaults=False)   # None: not given (see RUN_FLAGS)
     parser.add_argument("--saved_model", help="also write a SavedModel (serving_default signature) here")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="the encoder's compute precision in the graph (default fp32; bf16 needs TF 2, "
@@ -289,6 +286,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.output_dir:
+            ignored = [name for name in RUN_FLAGS + tuple(o.name for o in all_task_options())
+                       if getattr(args, name) is not None]
+            if ignored:
+                raise UserError("--output_dir takes --%s from the run's %s: drop them, or pass --checkpoint, "
+                                "--config, --task and --max_seq_length instead of --output_dir"
+                                % (", --".join(ignored), RUN_CONFIG))
             spec = spec_from_run(args.output_dir, last=args.last)
         else:
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
@@ -304,8 +307,16 @@ def main(argv=None):
         fail(err)
 
 
+# What a run's run_config.json supplies (with --output_dir these flags would go unused).
+WINDOW_FLAGS = ("doc_stride", "max_query_length", "max_answer_length", "n_best_size")
+RUN_FLAGS = ("checkpoint", "config", "layout", "albert_variant", "task", "max_seq_length", "vocab_file", "spm_model",
+             "lower_case") + WINDOW_FLAGS
+SETTINGS = ("max_seq_length",) + WINDOW_FLAGS
+
+
 def _spec_from_flags(args):
     from tf_mrc.compat import tf
+    from tf_mrc.tasks import FeatureSettings
     from tf_mrc.modeling.config import config_from_json
     config = config_from_json(args.config, layout=args.layout, albert_variant=args.albert_variant)
     checkpoint = tf.train.latest_checkpoint(args.checkpoint) if os.path.isdir(args.checkpoint) else args.checkpoint
@@ -313,6 +324,7 @@ def _spec_from_flags(args):
         raise UserError("no checkpoint in %s" % args.checkpoint)
     from tf_mrc.tasks import task_options_from
     settings = {name: getattr(args, name) for name in SETTINGS}
+    settings.update({name: getattr(FeatureSettings(), name) for name in WINDOW_FLAGS if settings[name] is None})
     return ExportSpec(checkpoint=checkpoint, config=config, task=args.task, feature_settings=settings,
                       vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case,
                       task_options=task_options_from(vars(args), args.task))

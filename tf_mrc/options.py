@@ -259,18 +259,19 @@ def grouped_help(flag_values, doc):
     return "\n".join(lines)
 
 
-def add_arguments(parser, names):
-    """Add the declared RunSpec fields ``names`` to an argparse ``parser`` (same name, type, default, help)."""
+def add_arguments(parser, names, defaults=True):
+    """Add the declared RunSpec fields ``names`` to an argparse ``parser`` (same name, type, default, help);
+    ``defaults=False``: an option not given is None (the help still says the default)."""
     fields = {field.name: field for field in declared()}
     for name in names:
         field = fields[name]
         kind = field.metadata["kind"]
+        default = field.default if defaults else None
         if kind is bool:
-            parser.add_argument("--" + name, dest=name, action="store_true", default=field.default,
-                                help=field_help(field))
+            parser.add_argument("--" + name, dest=name, action="store_true", default=default, help=field_help(field))
             parser.add_argument("--no" + name, dest=name, action="store_false")
         else:
-            parser.add_argument("--" + name, type=kind, default=field.default, choices=choices_of(field),
+            parser.add_argument("--" + name, type=kind, default=default, choices=choices_of(field),
                                 help=field_help(field))
 
 
