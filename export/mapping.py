@@ -11,8 +11,9 @@ shared value (untie_r false), where transformers keeps one tensor per layer.
 PyTorch naming: transformers' BertModel / AlbertModel and their ``...ForQuestionAnswering`` (``qa_outputs``) and
 ``...ForMultipleChoice`` (``classifier``) heads; brightmart's ALBERT as the albert_zh PyTorch port names it
 (BERT names with ``embeddings.word_embeddings_2`` and ``encoder.layer_shared``); XLNetModel,
-XLNetForQuestionAnsweringSimple (``qa_outputs``) and XLNetForMultipleChoice (``sequence_summary.summary``,
-``logits_proj``). Earlier ports' spellings (``module.``, ``LayerNorm.gamma|beta``) are read too. The TF side is
+XLNetForQuestionAnswering (``start_logits.dense``, ``end_logits.{dense_0,LayerNorm,dense_1}``,
+``answer_class.{dense_0,dense_1}`` <-> zihangdai/xlnet run_squad's ``start_logits/dense``, ``end_logits/...``,
+``answer_class/...``) and XLNetForMultipleChoice (``sequence_summary.summary``, ``logits_proj``). Earlier ports' spellings (``module.``, ``LayerNorm.gamma|beta``) are read too. The TF side is
 what ``tf_mrc.modeling`` builds, under the published names.
 """
 import collections
@@ -23,6 +24,7 @@ import numpy as np
 from tf_mrc.errors import UserError
 from tf_mrc.modeling import albert as tf_albert
 from tf_mrc.modeling import layers as tf_layers
+from tf_mrc.modeling.layouts import descriptor
 from tf_mrc.modeling.checkpoint import PRETRAINING_HEAD_PREFIXES, is_training_state
 
 Rule = collections.namedtuple("Rule", ["torch", "tf", "transpose", "stack"], defaults=(None,))
@@ -40,14 +42,14 @@ TORCH_ALBERT_BLOCK = tf_layers.BlockNames(
 HEADS = (("qa_outputs", "cls/squad"),            # transformers' ...ForQuestionAnswering
          ("classifier", "cls/multiple_choice"),  # transformers' ...ForMultipleChoice
          ("answer_class", "cls/answer_class"))   # tf_mrc's CJRC yes/no/unknown head (no transformers class)
-XLNET_HEADS = (("qa_outputs", "cls/squad"),          # XLNetForQuestionAnsweringSimple
-               ("logits_proj", "cls/multiple_choice"),  # XLNetForMultipleChoice (after its sequence_summary)
+XLNET_HEADS = (("logits_proj", "cls/multiple_choice"),  # XLNetForMultipleChoice (after its sequence_summary)
                ("answer_class", "cls/answer_class"))
-HEAD_SCOPES = tuple(scope + "/" for _, scope in HEADS)
+# XLNet's span head (zihangdai/xlnet run_squad, transformers' XLNetForQuestionAnswering): one module per scope.
+XLNET_SQUAD = ("start_logits", "end_logits", "answer_class")
+HEAD_SCOPES = tuple(scope + "/" for _, scope in HEADS) + tuple(scope + "/" for scope in XLNET_SQUAD)
 # PyTorch modules that sit beside the base model in transformers' head classes, not under its prefix.
-TORCH_TOP_LEVEL = tuple(sorted({module + "." for module, _ in HEADS + XLNET_HEADS})) + ("sequence_summary.",)
-# The encoder's pooled output (BERT's pooler, XLNet's sequence summary): the span head never reads it.
-POOLED_SCOPES = {"bert": "bert/pooler/", "albert": "bert/pooler/", "xlnet": "model/sequnece_summary/"}
+TORCH_TOP_LEVEL = tuple(sorted({module + "." for module, _ in HEADS + XLNET_HEADS} |
+                               {module + "." for module in XLNET_SQUAD})) + ("sequence_summary.",)
 # XLNet's mask_emb: in every transformers XLNet state dict and published TF checkpoint, read only by the
 # pre-training query stream, never built by tf_mrc: carried through the checkpoint so a round trip is exact.
 XLNET_MASK_EMB = "model/transformer/mask_emb/mask_emb"
@@ -80,7 +82,7 @@ _ARCHITECTURES = {
              ("cls/multiple_choice",): ("BertForMultipleChoice", True)},
     "albert": {(): ("AlbertModel", True), ("cls/squad",): ("AlbertForQuestionAnswering", False),
                ("cls/multiple_choice",): ("AlbertForMultipleChoice", True)},
-    "xlnet": {(): ("XLNetModel", False), ("cls/squad",): ("XLNetForQuestionAnsweringSimple", False),
+    "xlnet": {(): ("XLNetModel", False), XLNET_SQUAD: ("XLNetForQuestionAnswering", False),
               ("cls/multiple_choice",): ("XLNetForMultipleChoice", True)}}
 
 
@@ -128,8 +130,18 @@ def _xlnet_rules(config):
     rules += _linear("layer.{i}.ff.layer_1", layer + "ff/layer_1")
     rules += _linear("layer.{i}.ff.layer_2", layer + "ff/layer_2")
     rules += _layer_norm("layer.{i}.ff.layer_norm", layer + "ff/LayerNorm")
-    rules += _linear("sequence_summary.summary", "model/sequnece_summary/summary")
+    rules += _linear("sequence_summary.summary", descriptor("xlnet").pooled_scope + "summary")
     return rules
+
+
+def _xlnet_squad_rules():
+    """transformers' XLNetForQuestionAnswering heads <-> zihangdai/xlnet run_squad's (tf.layers.dense: [in, out])."""
+    rules = _linear("start_logits.dense", "start_logits/dense")
+    rules += _linear("end_logits.dense_0", "end_logits/dense_0")
+    rules += _layer_norm("end_logits.LayerNorm", "end_logits/LayerNorm")
+    rules += _linear("end_logits.dense_1", "end_logits/dense_1")
+    rules += _linear("answer_class.dense_0", "answer_class/dense_0")
+    return rules + [Rule("answer_class.dense_1.weight", "answer_class/dense_1/kernel", True)]
 
 
 def _head_rules(heads):
@@ -144,7 +156,7 @@ def rules_for(config):
     """Every rule of ``config``'s layout (encoder names without the base-model prefix, heads at top level)."""
     variant = variant_of(config)
     if variant == "xlnet":
-        return _xlnet_rules(config) + _head_rules(XLNET_HEADS)
+        return _xlnet_rules(config) + _xlnet_squad_rules() + _head_rules(XLNET_HEADS)
     rules = [Rule("embeddings.%s.weight" % name, "bert/embeddings/" + name, False)
              for name in ("word_embeddings", "token_type_embeddings", "position_embeddings")]
     rules += _layer_norm("embeddings.LayerNorm", "bert/embeddings/LayerNorm")
@@ -222,14 +234,15 @@ def model_variables(config):
     with tf.Graph().as_default():
         ids = tf.placeholder(tf.int32, [None, None])
         output = build_encoder(config, ids, ids, ids, False, "reference")
-        build_head("span_class", output, {}, None, config.initializer_range, False)
+        build_head("span_class", output, {"segment_ids": ids}, None, config.initializer_range, False,
+                   span_head=descriptor(config).span_head)
         build_head("choice", output, {"choice_mask": tf.ones([1, 1])}, 1, config.initializer_range, False)
         return {re.sub(r":\d+$", "", v.name): v.shape.as_list() for v in tf.global_variables()}
 
 
 def carried_variables(config):
     """{TF name: shape} of base-model weights tf_mrc never builds but a checkpoint carries (XLNet's mask_emb)."""
-    return {XLNET_MASK_EMB: [1, 1, config.hidden_size]} if config.layout == "xlnet" else {}
+    return {XLNET_MASK_EMB: [1, 1, config.hidden_size]} if variant_of(config) == "xlnet" else {}
 
 
 def _listing(names, limit=8):
@@ -239,8 +252,8 @@ def _listing(names, limit=8):
 
 def _pooled_words(config):
     """(what the pooled output is called, the TF scope it lives in) for notes."""
-    scope = POOLED_SCOPES[config.layout]
-    return ("sequence summary" if config.layout == "xlnet" else "pooler"), scope.rstrip("/")
+    layout = descriptor(config)
+    return layout.pooled_name, layout.pooled_scope.rstrip("/")
 
 
 def _assemble_stacked(tf_name, rule, parts, num_layers):
@@ -313,12 +326,13 @@ def torch_to_tf(state, config):
     what, scope = _pooled_words(config)
     missing = sorted(n for n in built if n not in values and not n.startswith(HEAD_SCOPES))
     only_pooled = missing and all(n.startswith(scope + "/") for n in missing)
-    if only_pooled and (config.layout != "xlnet" or heads == ("cls/squad",)):
+    pretrained_without = not heads and not descriptor(config).pretrained_pooled
+    if only_pooled and not pretrained_without and (not heads or not _target(config, heads)[1]):
         for name in missing:
             values[name] = np.zeros(expected[name], np.float32)
         notes.append("the PyTorch weights have no %s (transformers' QA models drop it): wrote %s as zeros so the "
                      "TF graph restores completely; the span head never reads it" % (what, scope))
-    elif only_pooled and not heads:
+    elif only_pooled and pretrained_without:
         notes.append("the PyTorch weights have no %s (XLNet pre-training has none): left out, as in published XLNet "
                      "checkpoints; fine-tuning starts %s from the initializer" % (what, scope))
     elif missing:
@@ -331,8 +345,8 @@ def torch_to_tf(state, config):
 
 
 def heads_in(names):
-    """The TF head scopes present among ``names``, in HEADS order."""
-    return tuple(scope for _, scope in HEADS if scope + "/output_weights" in names)
+    """The TF head scopes present among ``names``, in HEAD_SCOPES order."""
+    return tuple(scope.rstrip("/") for scope in HEAD_SCOPES if any(name.startswith(scope) for name in names))
 
 
 def _target(config, heads):

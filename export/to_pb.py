@@ -11,13 +11,17 @@ The graph's interface (tensor names are these names + ":0"; int32 inputs, batch 
     inputs   input_ids, input_mask, segment_ids   [batch, T]     span tasks (cmrc2018, drcd, cjrc)
              input_ids, input_mask, segment_ids   [batch, C, T]  choice tasks (chid, c3), C fixed
              choice_mask                          [batch, C]     choice tasks: 1 = real choice
-    outputs  start_logits, end_logits             [batch, T]     span tasks
+    outputs  start_logits, end_logits             [batch, T]     span tasks, bert / albert layouts
+             start_top_log_probs, start_top_index [batch, 5]     span tasks, xlnet layout (XLNet's beam head:
+             end_top_log_probs, end_top_index     [batch, 25]      entry 5 i + j is the j-th end of start i)
+             cls_logits                           [batch]        xlnet: the window holds no answer
              class_logits                         [batch, 4]     cjrc: span | yes | no | unknown
              choice_logits                        [batch, C]     choice tasks
 ``model.pb.json`` beside the graph records this interface, the task, layout, window settings, lower_case (null:
 the layout's convention) and the vocabulary (WordPiece vocab.txt, or XLNet's SentencePiece model; copied beside
 the graph), so a client tokenizes and lays out inputs as training did (XLNet: ``A <sep> B <sep> <cls>``, left
-padding). The graph is built with the reference kernels whatever ``--kernels`` trained the model, so it holds no
+padding; span windows ``passage <sep> question <sep> <cls>``). tf_mrc.tasks' postprocess decodes either
+output form. The graph is built with the reference kernels whatever ``--kernels`` trained the model, so it holds no
 custom op; export fails if one slips in. It loads with plain TensorFlow of the version that exported it or later:
 graphs hold that version's forms of core ops (TF 2.x writes AddV2, BatchMatMulV2 and, for XLNet's einsums, Einsum;
 TF 1.13 lowers tf.einsum to MatMul/Transpose/Reshape when the graph is built).
@@ -85,16 +89,18 @@ def build_inference_graph(config, head, max_seq_length, num_choices=None):
     from tf_mrc.compat import tf
     from tf_mrc.modeling import build_encoder
     from tf_mrc.modeling.heads import build_head
+    from tf_mrc.modeling.layouts import descriptor
     shape = [None, num_choices, max_seq_length] if head == "choice" else [None, max_seq_length]
     inputs = {name: tf.placeholder(tf.int32, shape, name=name) for name in INPUT_NAMES}
-    features = {}
+    flat = {name: tf.reshape(inputs[name], [-1, max_seq_length]) for name in INPUT_NAMES}
+    features = dict(flat)  # XLNet's span head reads where the passage and <cls> are from the segment ids
     if head == "choice":
         inputs["choice_mask"] = features["choice_mask"] = tf.placeholder(tf.int32, [None, num_choices],
                                                                          name="choice_mask")
-    flat = {name: tf.reshape(inputs[name], [-1, max_seq_length]) for name in INPUT_NAMES}
     encoder_output = build_encoder(config, flat["input_ids"], flat["input_mask"], flat["segment_ids"],
                                    is_training=False, kernels="reference")
-    outputs, _ = build_head(head, encoder_output, features, num_choices, config.initializer_range, with_loss=False)
+    outputs, _ = build_head(head, encoder_output, features, num_choices, config.initializer_range, with_loss=False,
+                            span_head=descriptor(config).span_head)
     return inputs, {name: tf.identity(tensor, name=name) for name, tensor in outputs.items()}
 
 

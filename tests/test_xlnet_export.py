@@ -1,10 +1,12 @@
 """XLNet through conversion, export and the demo, checked against transformers and the run itself.
 
-Random weights in transformers' XLNetForQuestionAnsweringSimple and XLNetForMultipleChoice go through
-``export.from_pytorch --layout xlnet``; hidden states, the sequence summary and the logits must agree (<= 1e-4)
-with PyTorch in the tf_mrc graph restored from the converted checkpoint, in the Estimator predict path and in the
+Random weights in transformers' XLNetForQuestionAnswering and XLNetForMultipleChoice go through
+``export.from_pytorch --layout xlnet``; hidden states, the sequence summary, the choice logits and the span head's
+beam (top-k start / end log-probabilities and positions, the answer-class logit) must agree (<= 1e-4) with
+PyTorch in the tf_mrc graph restored from the converted checkpoint, in the Estimator predict path and in the
 frozen .pb and SavedModel (loaded by a fresh process that cannot import tf_mrc). Inputs are laid out as XLNet's
-tokenizer packs them: ``A <sep> B <sep> <cls>``, segment ids 0 / 1 / 2, left padding with segment 3 and mask 0.
+tokenizer packs them: ``A <sep> B <sep> <cls>``, segment ids 0 / 1 / 2, left padding with segment 3 and mask 0;
+for span tasks A is the passage, whose tokens and <cls> are the positions PyTorch's ``p_mask`` leaves open.
 A tiny XLNet trained in the test (SentencePiece model trained in the test too) is exported, and the demo must
 answer exactly what ``--do_predict`` answered.
 """
@@ -33,14 +35,18 @@ def xlnet_config(activation):
                                     dropout=0.0, summary_last_dropout=0.0)
 
 
+def row_layout(row):
+    """(left padding, length of part A) of packed row ``row``."""
+    return 2 * (row % 3), 6 + row % 2
+
+
 def xlnet_inputs(shape, seed=0):
-    """Packed rows ``[pad]* A <sep> B <sep> <cls>``: row k of each group is left-padded by 4 * k."""
+    """Packed rows ``[pad]* A <sep> B <sep> <cls>`` (see row_layout)."""
     rng = np.random.RandomState(seed)
     rows = int(np.prod(shape[:-1]))
     ids, mask, segments = [], [], []
     for row in range(rows):
-        pad = 4 * (row % 3)
-        length_a = 4 + row % 2
+        pad, length_a = row_layout(row)
         length_b = T - pad - length_a - 3
         a, b = rng.randint(9, V, size=length_a).tolist(), rng.randint(9, V, size=length_b).tolist()
         ids.append([PAD_ID] * pad + a + [SEP_ID] + b + [SEP_ID, CLS_ID])
@@ -50,21 +56,42 @@ def xlnet_inputs(shape, seed=0):
             (("input_ids", ids), ("input_mask", mask), ("segment_ids", segments))}
 
 
+def closed_positions(rows):
+    """PyTorch's p_mask [rows, T] for span rows: 1 everywhere but the passage (part A) and <cls>."""
+    p_mask = np.ones((rows, T), np.float32)
+    for row in range(rows):
+        pad, length_a = row_layout(row)
+        p_mask[row, pad:pad + length_a] = p_mask[row, T - 1] = 0.0
+    return p_mask
+
+
 def torch_run(model, inputs):
-    """(logits by our output names, the encoder's last hidden states [rows, T, H], the sequence summary or None)."""
+    """(outputs by our output names, the encoder's last hidden states [rows, T, H], the sequence summary or None).
+    XLNetForQuestionAnswering's beam is turned into ours: its "log probs" are probabilities (we compare logs), and
+    its end entries run end-major (j * start_n_top + i) where XLNet's TF code and ours run start-major."""
     feed = {"input_ids": torch.tensor(inputs["input_ids"], dtype=torch.long),
             "attention_mask": torch.tensor(inputs["input_mask"], dtype=torch.float32),
             "token_type_ids": torch.tensor(inputs["segment_ids"], dtype=torch.long)}
     flat = {name: value.reshape(-1, T) for name, value in feed.items()}
+    span = isinstance(model, transformers.XLNetForQuestionAnswering)
+    if span:
+        feed.update(p_mask=torch.tensor(closed_positions(len(inputs["input_ids"]))),
+                    cls_index=torch.full((len(inputs["input_ids"]),), T - 1, dtype=torch.long))
     with torch.no_grad():
         out = model(**feed)
         hidden = model.transformer(**flat).last_hidden_state
         summary = model.sequence_summary(hidden).numpy() if hasattr(model, "sequence_summary") else None
-    if hasattr(out, "start_logits"):
-        logits = {"start_logits": out.start_logits.numpy(), "end_logits": out.end_logits.numpy()}
-    else:
-        logits = {"choice_logits": out.logits.numpy()}
-    return logits, hidden.numpy(), summary
+    if not span:
+        return {"choice_logits": out.logits.numpy()}, hidden.numpy(), summary
+    k = model.config.start_n_top
+
+    def start_major(value):
+        return value.numpy().reshape(-1, model.config.end_n_top, k).transpose(0, 2, 1).reshape(len(value), -1)
+    outputs = {"start_top_log_probs": np.log(out.start_top_log_probs.numpy()),
+               "start_top_index": out.start_top_index.numpy(),
+               "end_top_log_probs": np.log(start_major(out.end_top_log_probs)),
+               "end_top_index": start_major(out.end_top_index), "cls_logits": out.cls_logits.numpy()}
+    return outputs, hidden.numpy(), summary
 
 
 def estimator_outputs(checkpoint, config, task_name, inputs, model_dir):
@@ -80,8 +107,7 @@ def estimator_outputs(checkpoint, config, task_name, inputs, model_dir):
         return tf.data.Dataset.from_tensor_slices(features).batch(2)
 
     rows = predict_outputs(estimator, input_fn, checkpoint_path=checkpoint)
-    names = ("choice_logits",) if task.head == "choice" else ("start_logits", "end_logits")
-    return {name: np.stack([row[name] for row in rows]) for name in names}
+    return {name: np.stack([row[name] for row in rows]) for name in rows[0] if name != "example_index"}
 
 
 def restored_encoder(checkpoint, config, inputs, head):
@@ -93,7 +119,8 @@ def restored_encoder(checkpoint, config, inputs, head):
     with tf.Graph().as_default():
         flat = {name: tf.constant(value.reshape(-1, T)) for name, value in inputs.items() if name in to_pb.INPUT_NAMES}
         output = build_encoder(config, flat["input_ids"], flat["input_mask"], flat["segment_ids"], False, "reference")
-        build_head(head, output, {"choice_mask": tf.ones([B, C])}, C, config.initializer_range, False)
+        build_head(head, output, dict(flat, choice_mask=tf.ones([B, C])), C, config.initializer_range, False,
+                   span_head="xlnet")
         report = init_from_checkpoint(checkpoint, log=lambda line: None)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
@@ -101,7 +128,7 @@ def restored_encoder(checkpoint, config, inputs, head):
     return report, sequence, pooled
 
 
-CASES = {"qa": ("XLNetForQuestionAnsweringSimple", "gelu", "cmrc2018", (B, T), False),
+CASES = {"qa": ("XLNetForQuestionAnswering", "gelu", "cmrc2018", (B, T), False),
          "choice": ("XLNetForMultipleChoice", "gelu_new", "c3", (B, C, T), True)}
 
 
@@ -148,11 +175,22 @@ def max_diff(a, b):
 @pytest.mark.parametrize("kind", sorted(CASES))
 def test_same_logits_in_pytorch_estimator_pb_and_saved_model(parity, kind):
     case = parity[kind]
+    assert sorted(case["estimator"]) == sorted(case["torch"])
     for name, expected in case["torch"].items():
         assert max_diff(case["estimator"][name], expected) <= 1e-4, name
         assert max_diff(case["plain"]["pb_" + name], expected) <= 1e-4, name
         assert max_diff(case["plain"]["saved_" + name], expected) <= 1e-4, name
         assert np.abs(expected).max() > 0.3  # logits of real magnitude, not a vacuous match
+
+
+@needs_torch
+def test_beam_stays_in_the_passage_and_cls(parity):
+    """Every start and end of the beam is a passage token or <cls>; the beam holds several distinct starts."""
+    outputs, rows = parity["qa"]["torch"], len(parity["qa"]["inputs"]["input_ids"])
+    p_mask = closed_positions(rows)
+    for name in ("start_top_index", "end_top_index"):
+        assert not np.take_along_axis(p_mask, parity["qa"]["estimator"][name], 1).any(), name
+    assert all(len(set(row)) == len(row) for row in outputs["start_top_index"])
 
 
 @needs_torch
@@ -169,7 +207,7 @@ def test_converted_checkpoint_restores_completely_and_computes_the_same_states(p
     assert np.abs(case["torch_hidden"]).mean() > 0.1
     if case["torch_summary"] is not None:
         assert max_diff(pooled, case["torch_summary"]) <= 1e-4
-    else:  # XLNetForQuestionAnsweringSimple has no summary: written as zeros, and said so
+    else:  # XLNetForQuestionAnswering has no summary: written as zeros, and said so
         assert not pooled.any() and any("no sequence summary" in note for note in case["notes"])
 
 
@@ -215,7 +253,7 @@ def test_exported_graph_holds_standard_ops_and_records_the_layout(parity):
 # Round trips and naming.
 
 @needs_torch
-@pytest.mark.parametrize("class_name", ["XLNetModel", "XLNetForQuestionAnsweringSimple", "XLNetForMultipleChoice"])
+@pytest.mark.parametrize("class_name", ["XLNetModel", "XLNetForQuestionAnswering", "XLNetForMultipleChoice"])
 def test_round_trip_is_bitwise_exact(tmp_path, class_name):
     model = randomize(getattr(transformers, class_name)(xlnet_config("gelu")), 20)
     state = numpy_state(model)

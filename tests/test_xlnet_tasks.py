@@ -97,9 +97,9 @@ def test_tokenizer_special_ids(tokenizer):
 
 
 def test_span_windows_follow_the_xlnet_layout(tokenizer):
-    """Short windows force several per passage: each is left-padded with <cls> last; the labelled positions hold
-    the answer's characters (the whole pieces around them), and windows without the answer point at <cls>
-    (position T - 1)."""
+    """Short windows force several per passage: each is XLNet run_squad's ``P <sep> Q <sep> <cls>``, left-padded
+    with <cls> last; the labelled positions hold the answer's characters (the whole pieces around them), and
+    windows without the answer point at <cls> (position T - 1)."""
     task = get_task("cmrc2018")
     settings = FeatureSettings(max_seq_length=40, doc_stride=10, max_query_length=12)
     examples = task.read_examples(PASSAGES_FILE, is_training=True)
@@ -113,8 +113,8 @@ def test_span_windows_follow_the_xlnet_layout(tokenizer):
         first = offsets.index(record["spans"][0])
         window = doc_ids[first:first + len(record["spans"])]
         assert record["spans"] == offsets[first:first + len(window)]
-        check_layout(arrays["input_ids"], arrays["segment_ids"], arrays["input_mask"], [query, window], [0, 1])
-        assert record["doc_offset"] == 40 - 2 - len(window) and record["cls_index"] == 39
+        check_layout(arrays["input_ids"], arrays["segment_ids"], arrays["input_mask"], [window, query], [0, 1])
+        assert record["doc_offset"] == 40 - 3 - len(query) - len(window) and record["cls_index"] == 39
         start, end = arrays["start_position"], arrays["end_position"]
         if start == 39:
             assert end == 39

@@ -4,8 +4,7 @@ import json
 from typing import Optional
 
 from tf_mrc.errors import UserError
-
-LAYOUTS = ("bert", "albert", "xlnet")
+from tf_mrc.modeling.layouts import LAYOUTS, descriptor
 ALBERT_VARIANTS = ("google", "brightmart")
 LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's, which every published BERT/ALBERT checkpoint used
 
@@ -76,11 +75,6 @@ class ModelConfig:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 
 
-_XLNET_KEYS = {"d_model": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads",
-               "d_inner": "intermediate_size", "ff_activation": "hidden_act", "n_token": "vocab_size",
-               "d_head": "d_head", "untie_r": "untie_r", "clamp_len": "clamp_len"}
-
-
 def config_from_json(path, layout=None, base=None, **overrides):
     """Read a BERT, ALBERT or XLNet JSON config (their published key names) into a ModelConfig.
 
@@ -110,8 +104,9 @@ def config_from_json(path, layout=None, base=None, **overrides):
     values["layout"] = layout
     if "model_type" in raw and "gelu_convention" not in raw:
         values["gelu_convention"] = "hf"
+    published = dict(descriptor(layout).published_keys)
     for key, value in raw.items():
-        key = _XLNET_KEYS.get(key, key) if layout == "xlnet" else key
+        key = published.get(key, key)
         if key in fields:
             values[key] = value
     values.update({k: v for k, v in overrides.items() if v is not None})
