@@ -65,16 +65,10 @@ BASE_MODEL_PREFIXES = {"bert": "bert.", "google": "albert.", "brightmart": "bert
 ACTIVATION_WORDS = {("gelu", "tanh"): ("gelu", "gelu_new"), ("gelu", "erf"): ("gelu_exact", "gelu"),
                     ("relu", None): ("relu", "relu"), ("tanh", None): ("tanh", "tanh"),
                     ("swish", None): ("swish", "swish")}
-CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-               "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
-               "initializer_range")
-ALBERT_CONFIG_KEYS = ("embedding_size", "num_hidden_groups", "inner_group_num")
-# XLNet's config keys (xlnet_config.json; transformers' XLNetConfig says vocab_size for n_token) <-> ModelConfig.
-XLNET_CONFIG_KEYS = (("d_model", "hidden_size"), ("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads"),
-                     ("d_head", "head_size"), ("d_inner", "intermediate_size"), ("clamp_len", "clamp_len"))
-# transformers XLNetConfig settings that change the function; tf_mrc computes XLNet's fine-tuning one only.
-XLNET_FIXED_SETTINGS = {"attn_type": "bi", "bi_data": False, "summary_type": "last", "summary_use_proj": True,
-                        "summary_activation": "tanh"}
+# transformers config settings that change the function, per weight variant; tf_mrc computes XLNet's fine-tuning
+# form only.
+FIXED_SETTINGS = {"xlnet": {"attn_type": "bi", "bi_data": False, "summary_type": "last", "summary_use_proj": True,
+                            "summary_activation": "tanh"}}
 # transformers class per layout and heads, and whether it holds the pooled output (BERT's QA classes and
 # XLNet's base / QA classes have none).
 _ARCHITECTURES = {
@@ -114,7 +108,8 @@ def _block(torch_prefix, tf_prefix, torch_names, tf_names):
 
 def variant_of(config):
     """'bert' | 'google' | 'brightmart' | 'xlnet': the weight layout of ``config``."""
-    return config.albert_variant if config.layout == "albert" else config.layout
+    field = descriptor(config).variant_field
+    return getattr(config, field) if field else config.layout
 
 
 def _xlnet_rules(config):
@@ -314,7 +309,7 @@ def torch_to_tf(state, config):
         value = _assemble_stacked(tf_name, rule, parts, table.num_layers)
         if value is not None:  # else reported below with what the model lacks
             values[tf_name] = value
-    layout = "%s (%s)" % (config.layout, variant_of(config)) if config.layout == "albert" else config.layout
+    layout = "%s (%s)" % (config.layout, variant_of(config)) if variant_of(config) != config.layout else config.layout
     if unmapped:
         raise ConversionError("%d PyTorch tensors have no place in this %d-layer %s model (check --layout, "
                               "--albert_variant and the config): %s" % (
@@ -429,23 +424,23 @@ def tf_to_torch(values, config):
 def tf_config_dict(config):
     """A published-style TF config for ``config`` (google's keys; XLNet's own for XLNet) that makes tf_mrc
     compute the same function: the activation word is unambiguous (``gelu`` = tanh form, ``gelu_exact`` = erf)."""
-    words = ACTIVATION_WORDS[config.activation()]
-    if config.layout == "xlnet":
-        out = {key: getattr(config, field) for key, field in XLNET_CONFIG_KEYS}
-        out.update(n_token=config.vocab_size, untie_r=config.untie_r, ff_activation=words[0], gelu_convention="tf",
-                   layout="xlnet")
-        return out
-    out = {key: getattr(config, key) for key in CONFIG_KEYS}
-    out.update(hidden_act=words[0], gelu_convention="tf", layout=config.layout)
-    if config.layout == "albert":
-        out.update({key: getattr(config, key) for key in ALBERT_CONFIG_KEYS}, albert_variant=config.albert_variant)
+    layout = descriptor(config)
+    key_of = {field: key for key, field in layout.published_keys}
+    key_of["head_size"] = key_of.get("d_head", "head_size")
+    out = {key_of.get(field, field): getattr(config, field) for field in layout.config_fields}
+    out.update({layout.activation_key: ACTIVATION_WORDS[config.activation()][0], "gelu_convention": "tf",
+                "layout": layout.name})
+    if layout.variant_field:
+        out[layout.variant_field] = getattr(config, layout.variant_field)
     return out
 
 
-def check_xlnet_settings(raw, path):
-    """A transformers XLNetConfig whose settings change the function (e.g. summary_type 'first') cannot be
+def check_fixed_settings(raw, path, config):
+    """A transformers config whose settings change the function (e.g. XLNet's summary_type 'first') cannot be
     converted: tf_mrc computes XLNet's fine-tuning form only."""
-    for key, value in XLNET_FIXED_SETTINGS.items():
+    if not isinstance(raw, dict):
+        return
+    for key, value in FIXED_SETTINGS.get(variant_of(config), {}).items():
         if key in raw and raw[key] != value:
             raise ConversionError("config %s: %s %r is not supported (tf_mrc's XLNet computes %s %r)" % (
                 path, key, raw[key], key, value))
@@ -455,20 +450,20 @@ def hf_config_dict(config, target):
     """A transformers config.json for ``config`` (``target``: the class name, or None)."""
     from tf_mrc.modeling.config import LAYER_NORM_EPSILON
     words = ACTIVATION_WORDS[config.activation()]
-    if config.layout == "xlnet":
-        out = {key: getattr(config, field) for key, field in XLNET_CONFIG_KEYS}
-        out.update(XLNET_FIXED_SETTINGS, vocab_size=config.vocab_size, ff_activation=words[1],
-                   layer_norm_eps=LAYER_NORM_EPSILON, dropout=config.hidden_dropout_prob,
-                   initializer_range=config.initializer_range, model_type="xlnet")
-        if target:
-            out.update(architectures=[target])
-        return out
-    out = {key: getattr(config, key) for key in CONFIG_KEYS}
-    out.update(hidden_act=words[1], layer_norm_eps=LAYER_NORM_EPSILON, pad_token_id=0)
+    layout = descriptor(config)
+    tf_style = tf_config_dict(config)
+    if layout.published_keys:  # XLNet: transformers keeps the published keys but says vocab_size for n_token
+        out = {key: value for key, value in tf_style.items() if key not in ("n_token", "gelu_convention", "layout")}
+        out.update(FIXED_SETTINGS.get(variant_of(config), {}), vocab_size=config.vocab_size,
+                   dropout=config.hidden_dropout_prob, initializer_range=config.initializer_range)
+    else:
+        out = {field: getattr(config, field) for field in layout.config_fields}
+        out.update(pad_token_id=0)
+    out.update({layout.activation_key: words[1], "layer_norm_eps": LAYER_NORM_EPSILON})
+    if target or layout.published_keys:
+        out.update(model_type=config.layout)
     if target:
-        out.update(architectures=[target], model_type=config.layout)
-    if config.layout == "albert":
-        out.update({key: getattr(config, key) for key in ALBERT_CONFIG_KEYS})
+        out.update(architectures=[target])
     if variant_of(config) == "brightmart":  # the albert_zh PyTorch port's keys; transformers has no such model
         out.update(layout="albert", albert_variant="brightmart", share_type="all", ln_type="postln")
     return out

@@ -36,7 +36,8 @@ import shutil
 import numpy as np
 
 from tf_mrc.errors import UserError, fail
-from export.mapping import ConversionError
+from tf_mrc.modeling.layouts import LAYOUTS
+from export.mapping import ConversionError, variant_of
 
 FORMAT = "tf_mrc-frozen-graph-1"
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
@@ -150,10 +151,9 @@ def shield_layer_norm_epsilon(graph_def, output_names):
 def freeze(spec, head, num_choices=None):
     """(frozen GraphDef, input names, output names) for ``spec``'s checkpoint."""
     from tf_mrc.compat import tf
+    from tf_mrc.modeling.layouts import check_max_seq_length
     max_seq_length = spec.feature_settings["max_seq_length"]
-    if max_seq_length > spec.config.max_position_embeddings and spec.config.layout != "xlnet":
-        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
-                        % (max_seq_length, spec.config.max_position_embeddings))
+    check_max_seq_length(spec.config, max_seq_length)
     graph = tf.Graph()
     with graph.as_default():
         inputs, outputs = build_inference_graph(spec.config, head, max_seq_length, num_choices)
@@ -219,9 +219,10 @@ def export(spec, output, saved_model=None, log=print):
     """Write the frozen graph ``output``, ``output``.json and the vocabulary beside it; returns the sidecar dict."""
     import tensorflow
     from tf_mrc.tasks import get_task
+    from tf_mrc.modeling.layouts import descriptor
     from tf_mrc.tokenization import load_tokenizer
     task = get_task(spec.task, spec.task_options)
-    vocabulary = spec.spm_model if spec.config.layout == "xlnet" else spec.vocab_file
+    vocabulary = getattr(spec, descriptor(spec.config).vocabulary_flag)
     tokenizer = load_tokenizer(spec.config.layout, spec.vocab_file, spec.spm_model, spec.lower_case) \
         if vocabulary else None  # without one, clients tokenize themselves (the demo needs one)
     if tokenizer is not None and tokenizer.vocab_size != spec.config.vocab_size:
@@ -245,7 +246,7 @@ def export(spec, output, saved_model=None, log=print):
     sidecar = {
         "format": FORMAT, "graph": os.path.basename(output), "task": spec.task, "head": task.head,
         "task_options": spec.task_options, "layout": spec.config.layout,
-        "albert_variant": spec.config.albert_variant if spec.config.layout == "albert" else None,
+        "albert_variant": variant_of(spec.config) if variant_of(spec.config) != spec.config.layout else None,
         "max_seq_length": spec.feature_settings["max_seq_length"], "num_choices": num_choices,
         "inputs": _tensor_info(graph_def, input_names), "outputs": _tensor_info(graph_def, output_names),
         "vocab_file": copied.get("vocab_file"), "spm_model": copied.get("spm_model"), "lower_case": spec.lower_case,
@@ -271,7 +272,7 @@ def main(argv=None):
     parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below)")
     parser.add_argument("--checkpoint", help="checkpoint prefix, or a directory (its latest)")
     parser.add_argument("--config", help="the checkpoint's JSON config")
-    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"])
+    parser.add_argument("--layout", choices=list(LAYOUTS))
     parser.add_argument("--albert_variant", choices=["google", "brightmart"])
     parser.add_argument("--task", choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
     parser.add_argument("--max_seq_length", type=int)

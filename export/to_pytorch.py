@@ -17,6 +17,7 @@ import os
 import shutil
 
 from tf_mrc.errors import UserError, fail
+from tf_mrc.modeling.layouts import LAYOUTS
 from export.from_pytorch import require_torch
 from export.mapping import ConversionError, hf_config_dict, tf_to_torch
 
@@ -71,7 +72,7 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, help="checkpoint prefix, or a directory (its latest)")
     parser.add_argument("--config", required=True, help="the checkpoint's TF-style JSON config")
     parser.add_argument("--output", required=True, help="directory for the weights and config.json")
-    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"], help="default: from the config")
+    parser.add_argument("--layout", choices=list(LAYOUTS), help="default: from the config")
     parser.add_argument("--albert_variant", choices=["google", "brightmart"], help="default: from the config")
     parser.add_argument("--safetensors", action="store_true", help="write model.safetensors, not pytorch_model.bin")
     parser.add_argument("--vocab_file", help="copied to DIR/vocab.txt")

@@ -10,7 +10,7 @@ from tf_mrc.compat import tf
 from tf_mrc.modeling import build_encoder
 from tf_mrc.modeling import xlnet
 from tf_mrc.modeling.config import ModelConfig
-from tf_mrc.tokenization import TokenizerError, load_tokenizer
+from tf_mrc.tokenization import SentencePieceTokenizer, TokenizerError, load_tokenizer, preprocess_text
 
 N_LAYER, D_MODEL, N_HEAD, D_HEAD, D_INNER, N_TOKEN = 2, 32, 4, 8, 64, 100
 BATCH, LENGTH = 2, 10
@@ -315,11 +315,11 @@ def test_ids_follow_xlnet_preprocessing(spm_model, lower_case):
     import sentencepiece
     processor = sentencepiece.SentencePieceProcessor()
     processor.Load(spm_model)
-    tokenizer = xlnet.SentencePieceTokenizer(spm_model, lower_case=lower_case)
+    tokenizer = SentencePieceTokenizer(spm_model, lower_case=lower_case)
     split_seen = False
     for text in TEXTS:
         prepared = reference_preprocess(text, lower_case)
-        assert xlnet.preprocess_text(text, lower_case)[0] == prepared
+        assert preprocess_text(text, lower_case)[0] == prepared
         pieces = reference_pieces(processor, prepared)
         split_seen |= pieces != processor.EncodeAsPieces(prepared)
         ids, offsets = tokenizer.encode(text)
@@ -330,7 +330,7 @@ def test_ids_follow_xlnet_preprocessing(spm_model, lower_case):
 
 @pytest.mark.parametrize("lower_case", [False, True])
 def test_offsets_cover_the_original_characters(spm_model, lower_case):
-    tokenizer = xlnet.SentencePieceTokenizer(spm_model, lower_case=lower_case)
+    tokenizer = SentencePieceTokenizer(spm_model, lower_case=lower_case)
     for text in TEXTS:
         ids, offsets = tokenizer.encode(text)
         covered = set()
@@ -351,10 +351,10 @@ def test_offsets_cover_the_original_characters(spm_model, lower_case):
 
 def test_offsets_by_hand(spm_model):
     """Full-width, upper-case, accents, doubled quotes and whitespace runs map back character by character."""
-    prepared, spans = xlnet.preprocess_text(u" Ａb\u3000\u3000``É'' 中\n", lower_case=True)
+    prepared, spans = preprocess_text(u" Ａb\u3000\u3000``É'' 中\n", lower_case=True)
     assert prepared == u'ab "e" 中'
     assert spans == [(1, 2), (2, 3), (3, 5), (5, 7), (7, 8), (8, 10), (10, 11), (11, 12)]
-    tokenizer = xlnet.SentencePieceTokenizer(spm_model, lower_case=True)
+    tokenizer = SentencePieceTokenizer(spm_model, lower_case=True)
     text = u"ＡＢＣ  Ｍｏｄｅｌ"
     ids, offsets = tokenizer.encode(text)
     pieces = [tokenizer._sp.IdToPiece(i) for i in ids]
@@ -387,14 +387,14 @@ def test_vocab_size_fingerprint_and_errors(spm_model, tmp_path):
     import sentencepiece
     processor = sentencepiece.SentencePieceProcessor()
     processor.Load(spm_model)
-    cased = xlnet.SentencePieceTokenizer(spm_model)
+    cased = SentencePieceTokenizer(spm_model)
     assert cased.vocab_size == processor.GetPieceSize()
-    assert cased.fingerprint == xlnet.SentencePieceTokenizer(spm_model).fingerprint
-    assert cased.fingerprint != xlnet.SentencePieceTokenizer(spm_model, lower_case=True).fingerprint
+    assert cased.fingerprint == SentencePieceTokenizer(spm_model).fingerprint
+    assert cased.fingerprint != SentencePieceTokenizer(spm_model, lower_case=True).fingerprint
     assert cased.encode("") == ([], []) and cased.encode(" \t ") == ([], [])
     with pytest.raises(TokenizerError, match="not found"):
-        xlnet.SentencePieceTokenizer(str(tmp_path / "missing.model"))
+        SentencePieceTokenizer(str(tmp_path / "missing.model"))
     junk = tmp_path / "junk.model"
     junk.write_bytes(b"not a sentencepiece model")
     with pytest.raises(TokenizerError, match="not a SentencePiece model"):
-        xlnet.SentencePieceTokenizer(str(junk))
+        SentencePieceTokenizer(str(junk))

@@ -15,6 +15,7 @@ from test_tasks_end_to_end import _c3_file, _chid_file, _cjrc_file
 from tf_mrc import audit, experiment
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import FeatureSettings, get_task
+from tf_mrc.tasks.span import SpanExample
 from tf_mrc.tokenization import load_tokenizer
 
 PASSAGES_FILE = experiment.embedded_default().train_file
@@ -128,6 +129,26 @@ def test_span_windows_follow_the_xlnet_layout(tokenizer):
             exact.add(example.qid)
     assert len(windows_per_example) == len(examples) and max(windows_per_example.values()) > 1
     assert len(exact) > 0.75 * len(examples)
+
+
+def test_beam_decoding_by_hand():
+    """XLNet's beam (2 starts x 2 ends here) decoded as run_squad's write_predictions does, checked by hand:
+    a start outside its max-context window, an end before its start and an end past the passage are dropped;
+    the score is the sum of log-probabilities; the text is cut from the passage; max_answer_length applies."""
+    task = get_task("cmrc2018")
+    context = "abcdefghij"
+    example = SpanExample(qid="q", question="?", context=context, gold_texts=["abcd"])
+    record = {"example_index": 0, "doc_offset": 2, "cls_index": 15, "spans": [(i, i + 1) for i in range(6)],
+              "max_context": [1, 0, 1, 1, 1, 1]}
+    output = {"start_top_index": [3, 2], "start_top_log_probs": [-0.1, -0.5],
+              "end_top_index": [4, 2, 5, 9], "end_top_log_probs": [-0.2, -0.3, -0.4, -0.05],
+              "cls_logits": 0.0}
+    predictions, nbest = task.postprocess([example], [record], [output], FeatureSettings(max_answer_length=4))
+    # start 3 is passage token 1 (not max-context); start 2 is token 0 with ends token 3 (kept), 7 (past the end)
+    assert predictions == {"q": "abcd"}
+    assert [(c["text"], round(c["score"], 6), c["start"]) for c in nbest["q"]] == [("abcd", -0.9, 0)]
+    predictions, _ = task.postprocess([example], [record], [output], FeatureSettings(max_answer_length=3))
+    assert predictions == {"q": ""}
 
 
 def test_drcd_spans_stay_in_the_original_characters(tokenizer, tmp_path):

@@ -15,6 +15,7 @@ from tf_mrc import distributed, presets
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.tasks import FeatureSettings, get_task
+from tf_mrc.modeling.layouts import check_max_seq_length, check_recompute, descriptor
 from tf_mrc.tokenization import load_tokenizer
 
 RESOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
@@ -99,7 +100,7 @@ def resolve_model(spec, log=print):
         config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size)
     if tokenizer.vocab_size != config.vocab_size:
         raise UserError("vocabulary %s has %d entries but the model expects vocab_size %d (wrong vocab for "
-                        "this checkpoint/config?)" % (spec.spm_model if config.layout == "xlnet" else spec.vocab_file,
+                        "this checkpoint/config?)" % (getattr(spec, descriptor(config).vocabulary_flag),
                                                        tokenizer.vocab_size, config.vocab_size))
     if spec.init_checkpoint:
         _check_checkpoint_vocab(spec.init_checkpoint, config)
@@ -133,8 +134,8 @@ def _check_training_options(spec, config):
     if spec.attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
         raise UserError("--attention_dropout_placement must be one of %s, got %r"
                         % ("|".join(ops.ATTENTION_DROPOUT_SITES), spec.attention_dropout_placement))
-    if spec.recompute and config.layout == "xlnet":
-        raise UserError("--recompute supports the bert and albert layouts, not xlnet")
+    if spec.recompute:
+        check_recompute(config)
 
 
 def run(spec, log=print, dist=None):
@@ -150,9 +151,7 @@ def run(spec, log=print, dist=None):
         if getattr(spec, key) is not None:
             hparams[key] = getattr(spec, key)
     max_len = spec.max_seq_length or min(preset_max_len, task.default_max_seq_length)
-    if max_len > config.max_position_embeddings and config.layout != "xlnet":
-        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
-                        % (max_len, config.max_position_embeddings))
+    check_max_seq_length(config, max_len)
     settings = FeatureSettings(max_len, spec.doc_stride, spec.max_query_length, spec.max_answer_length,
                                spec.n_best_size)
     files = {}

@@ -47,7 +47,7 @@ class ModelConfig:
         if self.hidden_size % self.num_attention_heads and self.d_head is None:
             raise ConfigError("hidden_size %d is not a multiple of num_attention_heads %d"
                               % (self.hidden_size, self.num_attention_heads))
-        if self.layout == "albert" and self.embedding_size is None:
+        if "embedding_size" in descriptor(self).config_fields and self.embedding_size is None:  # ALBERT's E
             self.embedding_size = 128
 
     @property

@@ -25,12 +25,21 @@ Layout = collections.namedtuple("Layout", [
     "span_head",           # tf_mrc.modeling.heads.SPAN_HEADS: "linear" (BERT's run_squad) | "xlnet"
     "recompute",           # gradient checkpointing per block supported
     "published_keys",      # ((key in the published JSON config, ModelConfig field), ...) where they differ
+    "config_fields",       # the ModelConfig fields a TF-style config of this layout writes (d_head: head_size)
+    "activation_key",      # the published config's key for the activation
+    "variant_field",       # the ModelConfig field that picks one of several weight layouts (ALBERT's), or None
 ])
+
+_BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+                "initializer_range")
 
 BERT = Layout(name="bert", module="bert", tokenizer="wordpiece", vocabulary_flag="vocab_file", lower_case=True,
               padding="right", passage_first=False, absolute_positions=True, pooled_scope="bert/pooler/",
-              pooled_name="pooler", pretrained_pooled=True, span_head="linear", recompute=True, published_keys=())
-ALBERT = BERT._replace(name="albert", module="albert")
+              pooled_name="pooler", pretrained_pooled=True, span_head="linear", recompute=True, published_keys=(),
+              config_fields=_BERT_FIELDS, activation_key="hidden_act", variant_field=None)
+ALBERT = BERT._replace(name="albert", module="albert", variant_field="albert_variant",
+                       config_fields=_BERT_FIELDS + ("embedding_size", "num_hidden_groups", "inner_group_num"))
 XLNET = Layout(name="xlnet", module="xlnet", tokenizer="sentencepiece", vocabulary_flag="spm_model",
                lower_case=False, padding="left", passage_first=True, absolute_positions=False,
                pooled_scope="model/sequnece_summary/",  # sic: zihangdai/xlnet's spelling of the published scope
@@ -38,7 +47,10 @@ XLNET = Layout(name="xlnet", module="xlnet", tokenizer="sentencepiece", vocabula
                published_keys=(("d_model", "hidden_size"), ("n_layer", "num_hidden_layers"),
                                ("n_head", "num_attention_heads"), ("d_inner", "intermediate_size"),
                                ("ff_activation", "hidden_act"), ("n_token", "vocab_size"), ("d_head", "d_head"),
-                               ("untie_r", "untie_r"), ("clamp_len", "clamp_len")))
+                               ("untie_r", "untie_r"), ("clamp_len", "clamp_len")),
+               config_fields=("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "head_size",
+                              "intermediate_size", "untie_r", "clamp_len"),
+               activation_key="ff_activation", variant_field=None)
 
 LAYOUTS = collections.OrderedDict((layout.name, layout) for layout in (BERT, ALBERT, XLNET))
 
@@ -54,3 +66,18 @@ def descriptor(layout):
 def encoder_module(layout):
     """The modeling module that builds ``layout``'s encoder (imported on first use: it imports TensorFlow)."""
     return importlib.import_module("tf_mrc.modeling." + descriptor(layout).module)
+
+
+def check_max_seq_length(config, max_seq_length):
+    """A one-line error when ``max_seq_length`` exceeds what the layout's position embeddings can address."""
+    if descriptor(config).absolute_positions and max_seq_length > config.max_position_embeddings:
+        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
+                        % (max_seq_length, config.max_position_embeddings))
+
+
+def check_recompute(config):
+    """A one-line error when --recompute is asked of a layout that does not support it."""
+    layout = descriptor(config)
+    if not layout.recompute:
+        raise UserError("--recompute supports the %s layouts, not %s"
+                        % (" and ".join(name for name, other in LAYOUTS.items() if other.recompute), layout.name))
