@@ -6,8 +6,9 @@
 
 Writes DIR/pytorch_model.bin (or DIR/model.safetensors) and DIR/config.json. The weights are named as the
 transformers class that holds them names its own: ``BertModel`` / ``AlbertModel`` / ``XLNetModel`` without a head,
-``...ForQuestionAnswering`` (XLNet: ``XLNetForQuestionAnsweringSimple``) with the span head (``cls/squad`` ->
-``qa_outputs``; those classes have no pooler / sequence summary), ``...ForMultipleChoice`` with the choice head
+``...ForQuestionAnswering`` with the span head (``cls/squad`` -> ``qa_outputs``; XLNet's run_squad head ->
+``start_logits``, ``end_logits``, ``answer_class``; those classes have no pooler / sequence summary),
+``...ForMultipleChoice`` with the choice head
 (``cls/multiple_choice`` -> ``classifier``; XLNet: ``logits_proj`` after ``sequence_summary.summary``).
 Optimizer state and pretraining heads in the checkpoint are skipped.
 """

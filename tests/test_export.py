@@ -25,6 +25,7 @@ needs_torch = pytest.mark.skipif(torch is None, reason="torch and transformers a
 
 from export import from_pytorch, mapping, to_pb, to_pytorch  # noqa: E402
 from tf_mrc.compat import tf  # noqa: E402
+from tf_mrc.modeling.layouts import descriptor  # noqa: E402
 from tf_mrc.tasks.base import Task, register  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,7 +145,7 @@ def pytorch_case(variant):
         return numpy_state(model), model.config.to_dict(), model, True
     state = brightmart_state()
     config = {key: value for key, value in bert_config(num_hidden_layers=3).to_dict().items()
-              if key in mapping.CONFIG_KEYS or key == "hidden_act"}
+              if key in descriptor("bert").config_fields or key == "hidden_act"}
     config.update(embedding_size=E, share_type="all", ln_type="postln")  # the albert_zh port's config keys
     return state, config, brightmart_reference(state), False
 

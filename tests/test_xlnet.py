@@ -366,7 +366,7 @@ def test_offsets_by_hand(spm_model):
 
 def test_pack_layout_by_hand(spm_model):
     tokenizer = load_tokenizer("xlnet", spm_model=spm_model)
-    assert isinstance(tokenizer, xlnet.SentencePieceTokenizer)
+    assert isinstance(tokenizer, SentencePieceTokenizer)
     assert (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id) == (3, 4, 5)  # XLNet's special_symbols
     packed = tokenizer.pack([[10, 11, 12], [20, 21]], [0, 1], 10)
     assert packed.input_ids == [5, 5, 10, 11, 12, 4, 20, 21, 4, 3]
