@@ -64,7 +64,7 @@ def spec_from_run(output_dir):
     """The ExportSpec of a finished run: run_config.json (in the run or, for seed_K runs, its parent) and the
     latest checkpoint."""
     from tf_mrc.compat import tf
-    from tf_mrc.modeling.config import ModelConfig
+    from tf_mrc.modeling.config import model_config
     candidates = [os.path.join(output_dir, RUN_CONFIG), os.path.join(os.path.dirname(os.path.abspath(output_dir)),
                                                                        RUN_CONFIG)]
     found = [path for path in candidates if os.path.isfile(path)]
@@ -78,7 +78,7 @@ def spec_from_run(output_dir):
         hint = " (runs with --seeds keep theirs in seed_K/: pass --output_dir %s/seed_0)" % output_dir \
             if run.get("seeds", 1) > 1 else ""
         raise UserError("no checkpoint in %s%s" % (output_dir, hint))
-    return ExportSpec(checkpoint=checkpoint, config=ModelConfig(**run["model_config"]), task=run["task"],
+    return ExportSpec(checkpoint=checkpoint, config=model_config(**run["model_config"]), task=run["task"],
                       feature_settings=run["feature_settings"], vocab_file=run.get("vocab_file"),
                       spm_model=run.get("spm_model"), lower_case=run.get("lower_case"),
                       task_options=run.get("task_options") or {}, trained_kernels=run.get("kernels"))

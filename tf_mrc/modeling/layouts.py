@@ -28,6 +28,7 @@ Layout = collections.namedtuple("Layout", [
     "config_fields",       # the ModelConfig fields a TF-style config of this layout writes (d_head: head_size)
     "activation_key",      # the published config's key for the activation
     "variant_field",       # the ModelConfig field that picks one of several weight layouts (ALBERT's), or None
+    "config_class",        # the tf_mrc.modeling.config class of this layout's config
 ])
 
 _BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -37,8 +38,9 @@ _BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention
 BERT = Layout(name="bert", module="bert", tokenizer="wordpiece", vocabulary_flag="vocab_file", lower_case=True,
               padding="right", passage_first=False, absolute_positions=True, pooled_scope="bert/pooler/",
               pooled_name="pooler", pretrained_pooled=True, span_head="linear", recompute=True, published_keys=(),
-              config_fields=_BERT_FIELDS, activation_key="hidden_act", variant_field=None)
-ALBERT = BERT._replace(name="albert", module="albert", variant_field="albert_variant",
+              config_fields=_BERT_FIELDS, activation_key="hidden_act", variant_field=None,
+              config_class="ModelConfig")
+ALBERT = BERT._replace(name="albert", module="albert", variant_field="albert_variant", config_class="AlbertConfig",
                        config_fields=_BERT_FIELDS + ("embedding_size", "num_hidden_groups", "inner_group_num"))
 XLNET = Layout(name="xlnet", module="xlnet", tokenizer="sentencepiece", vocabulary_flag="spm_model",
                lower_case=False, padding="left", passage_first=True, absolute_positions=False,
@@ -50,7 +52,7 @@ XLNET = Layout(name="xlnet", module="xlnet", tokenizer="sentencepiece", vocabula
                                ("untie_r", "untie_r"), ("clamp_len", "clamp_len")),
                config_fields=("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "head_size",
                               "intermediate_size", "untie_r", "clamp_len"),
-               activation_key="ff_activation", variant_field=None)
+               activation_key="ff_activation", variant_field=None, config_class="XLNetConfig")
 
 LAYOUTS = collections.OrderedDict((layout.name, layout) for layout in (BERT, ALBERT, XLNET))
 

@@ -21,7 +21,7 @@ def load_tokenizer(layout, vocab_file=None, spm_model=None, lower_case=None):
     layout = descriptor(layout)
     path = {"vocab_file": vocab_file, "spm_model": spm_model}[layout.vocabulary_flag]
     if not path:
-        raise TokenizerError("--%s is required for layout %s" % (layout.vocabulary_flag, layout.name))
+        raise TokenizerError("--model of layout %s needs --%s" % (layout.name, layout.vocabulary_flag))
     tokenizer = _TOKENIZERS[layout.tokenizer](path, lower_case=layout.lower_case if lower_case is None
                                               else lower_case)
     if layout.passage_first:
