@@ -591,3 +591,78 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(CheckpointError, match="cannot be read") as err:
         load_into_fresh_graph(tmp_path / "nothing_here", make_config("bert"))
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# XLNet's span head (zihangdai/xlnet run_squad), training and inference paths, against NumPy on the same weights.
+# (Its inference path is also compared with transformers' XLNetForQuestionAnswering in test_export.py.)
+
+def np_log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_xlnet_span_head_matches_numpy():
+    """Windows ``[pad] P P P <sep> Q Q <sep> <cls>``: answers may only start / end on P or <cls>. Training
+    conditions the end on the gold start and adds half the answer class's sigmoid loss (label: the gold start is
+    <cls>); inference keeps the 5 best starts and the 5 best ends of each (start-major)."""
+    from tf_mrc.modeling import EncoderOutput
+    from tf_mrc.modeling.heads import build_head
+    rng = np.random.RandomState(4)
+    length, width = 10, 16
+    hidden = rng.normal(0, 1, (B, length, width)).astype(np.float32)
+    segments = np.array([[3, 0, 0, 0, 0, 1, 1, 1, 1, 2]] * B, np.int32)  # [pad] P P P <sep> Q Q Q <sep> <cls>
+    open_positions = np.zeros((B, length), np.float32)
+    open_positions[:, 1:4] = open_positions[:, length - 1] = 1.0
+    starts, ends = np.array([2, length - 1], np.int32), np.array([3, length - 1], np.int32)
+    with tf.Graph().as_default():
+        features = {"segment_ids": tf.constant(segments), "start_position": tf.constant(starts),
+                    "end_position": tf.constant(ends)}
+        output = EncoderOutput(tf.constant(hidden), tf.constant(hidden[:, -1]))
+        with tf.variable_scope("", reuse=tf.AUTO_REUSE):
+            trained, loss = build_head("span", output, features, None, 0.5, True, span_head="xlnet")
+            predicted, _ = build_head("span", output, features, None, 0.5, False, span_head="xlnet")
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            w = {v.op.name: value for v, value in zip(tf.global_variables(), sess.run(tf.global_variables()))}
+            trained, loss, predicted = sess.run([trained, loss, predicted])
+
+    def dense(x, scope, bias=True):
+        return x @ w[scope + "/kernel"] + (w[scope + "/bias"] if bias else 0.0)
+
+    def masked(logits, allowed):
+        return logits * allowed - 1e30 * (1.0 - allowed)
+
+    def end_log_probs(start_states):
+        x = np.tanh(dense(np.concatenate([hidden, start_states], -1), "end_logits/dense_0"))
+        mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        x = (x - mean) / np.sqrt(var + 1e-12) * w["end_logits/LayerNorm/gamma"] + w["end_logits/LayerNorm/beta"]
+        return np_log_softmax(masked(dense(x, "end_logits/dense_1")[..., 0], open_positions))
+
+    start_logits = masked(dense(hidden, "start_logits/dense")[..., 0], open_positions)
+    start_lp = np_log_softmax(start_logits)
+    rows = np.arange(B)
+    gold_states = np.repeat(hidden[rows, starts][:, None], length, 1)
+    end_lp = end_log_probs(gold_states)
+    assert np.abs(trained["start_log_probs"] - start_lp).max() <= 1e-4
+    assert np.abs(trained["end_log_probs"] - end_lp).max() <= 1e-4
+    probs = np.exp(start_lp)
+    answer = np.tanh(dense(np.concatenate([(probs[:, :, None] * hidden).sum(1), hidden[:, -1]], -1),
+                           "answer_class/dense_0"))
+    cls_logits = dense(answer, "answer_class/dense_1", bias=False)[:, 0]
+    assert np.abs(predicted["cls_logits"] - cls_logits).max() <= 1e-4
+    no_answer = (starts == length - 1).astype(np.float64)
+    sigmoid_loss = np.maximum(cls_logits, 0) - cls_logits * no_answer + np.log1p(np.exp(-np.abs(cls_logits)))
+    expected_loss = -0.5 * (start_lp[rows, starts] + end_lp[rows, ends]).mean() + 0.5 * sigmoid_loss.mean()
+    assert abs(loss - expected_loss) <= 1e-4
+    top_starts = np.argsort(-start_lp, 1, kind="stable")[:, :5]
+    assert np.array_equal(predicted["start_top_index"], top_starts)
+    for row in range(B):
+        for i, start in enumerate(top_starts[row]):
+            lp = end_log_probs(np.repeat(hidden[:, start][:, None], length, 1))[row]
+            top_ends = np.argsort(-lp, kind="stable")[:5]
+            assert np.array_equal(predicted["end_top_index"][row, 5 * i:5 * i + 5], top_ends)
+            assert np.abs(predicted["end_top_log_probs"][row, 5 * i:5 * i + 5] - lp[top_ends]).max() <= 1e-4
+    # four open positions: they lead the beam, the fifth start is a closed one at a log-probability near -1e30
+    assert all(set(row) == {1, 2, 3, length - 1} for row in predicted["start_top_index"][:, :4])
+    assert (predicted["start_top_log_probs"][:, 4] < -1e29).all()

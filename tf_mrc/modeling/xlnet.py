@@ -22,6 +22,7 @@ import math
 from tf_mrc import ops
 from tf_mrc.compat import tf
 from tf_mrc.modeling import EncoderOutput, layers
+from tf_mrc.modeling.layouts import XLNET
 
 
 def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32",
@@ -41,8 +42,8 @@ def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fus
     with tf.variable_scope("model"):
         with tf.variable_scope("transformer"):
             hidden = _transformer(config, settings, input_ids, input_mask, segment_ids)
-        with tf.variable_scope("sequnece_summary/summary"):  # sic: the published scope name
-            pooled = layers.dense(hidden[:, -1, :], config.hidden_size, settings, tf.tanh)
+    with tf.variable_scope(XLNET.pooled_scope + "summary"):  # model/sequnece_summary (sic, as published)
+        pooled = layers.dense(hidden[:, -1, :], config.hidden_size, settings, tf.tanh)
     return EncoderOutput(sequence_output=layers.cast(hidden, tf.float32), pooled_output=layers.cast(pooled, tf.float32))
 
 
