@@ -58,26 +58,12 @@ XLNET_MASK_EMB = "model/transformer/mask_emb/mask_emb"
 TORCH_PRETRAINING_PREFIXES = ("cls.", "predictions.", "sop_classifier.", "lm_loss.")
 TORCH_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 TORCH_WRAPPER_PREFIXES = ("module.", "bert.", "albert.", "transformer.")
-BASE_MODEL_PREFIXES = {"bert": "bert.", "google": "albert.", "brightmart": "bert.", "xlnet": "transformer."}
 
 # hidden_act words for (kind, gelu form): (TF-style config, transformers config). transformers' "gelu" is the
 # exact erf form and "gelu_new" the tanh form; google's TF "gelu" is the tanh form.
 ACTIVATION_WORDS = {("gelu", "tanh"): ("gelu", "gelu_new"), ("gelu", "erf"): ("gelu_exact", "gelu"),
                     ("relu", None): ("relu", "relu"), ("tanh", None): ("tanh", "tanh"),
                     ("swish", None): ("swish", "swish")}
-# transformers config settings that change the function, per weight variant; tf_mrc computes XLNet's fine-tuning
-# form only.
-FIXED_SETTINGS = {"xlnet": {"attn_type": "bi", "bi_data": False, "summary_type": "last", "summary_use_proj": True,
-                            "summary_activation": "tanh"}}
-# transformers class per layout and heads, and whether it holds the pooled output (BERT's QA classes and
-# XLNet's base / QA classes have none).
-_ARCHITECTURES = {
-    "bert": {(): ("BertModel", True), ("cls/squad",): ("BertForQuestionAnswering", False),
-             ("cls/multiple_choice",): ("BertForMultipleChoice", True)},
-    "albert": {(): ("AlbertModel", True), ("cls/squad",): ("AlbertForQuestionAnswering", False),
-               ("cls/multiple_choice",): ("AlbertForMultipleChoice", True)},
-    "xlnet": {(): ("XLNetModel", False), XLNET_SQUAD: ("XLNetForQuestionAnswering", False),
-              ("cls/multiple_choice",): ("XLNetForMultipleChoice", True)}}
 
 
 class ConversionError(UserError):
@@ -147,28 +133,72 @@ def _head_rules(heads):
     return rules
 
 
-def rules_for(config):
-    """Every rule of ``config``'s layout (encoder names without the base-model prefix, heads at top level)."""
-    variant = variant_of(config)
-    if variant == "xlnet":
-        return _xlnet_rules(config) + _xlnet_squad_rules() + _head_rules(XLNET_HEADS)
+def _bert_embedding_rules():
     rules = [Rule("embeddings.%s.weight" % name, "bert/embeddings/" + name, False)
              for name in ("word_embeddings", "token_type_embeddings", "position_embeddings")]
-    rules += _layer_norm("embeddings.LayerNorm", "bert/embeddings/LayerNorm")
-    if variant == "bert":
-        rules += _block("encoder.layer.{i}.", "bert/encoder/layer_{i}/", TORCH_BERT_BLOCK, tf_layers.BERT_BLOCK)
-        rules += _linear("pooler.dense", "bert/pooler/dense")
-    elif variant == "brightmart":
-        rules.append(Rule("embeddings.word_embeddings_2.weight", "bert/embeddings/word_embeddings_2", True))
-        rules += _block("encoder.layer_shared.", "bert/encoder/layer_shared/", TORCH_BERT_BLOCK, tf_layers.BERT_BLOCK)
-        rules += _linear("pooler.dense", "bert/pooler/dense")
-    else:
-        rules += _linear("encoder.embedding_hidden_mapping_in", "bert/encoder/embedding_hidden_mapping_in")
-        rules += _block("encoder.albert_layer_groups.{g}.albert_layers.{j}.",
-                        "bert/encoder/transformer/group_{g}/inner_group_{j}/", TORCH_ALBERT_BLOCK,
-                        tf_albert.GOOGLE_BLOCK)
-        rules += _linear("pooler", "bert/pooler/dense")
-    return rules + _head_rules(HEADS)
+    return rules + _layer_norm("embeddings.LayerNorm", "bert/embeddings/LayerNorm")
+
+
+def _bert_rules(config):
+    return (_bert_embedding_rules() +
+            _block("encoder.layer.{i}.", "bert/encoder/layer_{i}/", TORCH_BERT_BLOCK, tf_layers.BERT_BLOCK) +
+            _linear("pooler.dense", "bert/pooler/dense") + _head_rules(HEADS))
+
+
+def _brightmart_rules(config):
+    return (_bert_embedding_rules() +
+            [Rule("embeddings.word_embeddings_2.weight", "bert/embeddings/word_embeddings_2", True)] +
+            _block("encoder.layer_shared.", "bert/encoder/layer_shared/", TORCH_BERT_BLOCK, tf_layers.BERT_BLOCK) +
+            _linear("pooler.dense", "bert/pooler/dense") + _head_rules(HEADS))
+
+
+def _google_albert_rules(config):
+    return (_bert_embedding_rules() +
+            _linear("encoder.embedding_hidden_mapping_in", "bert/encoder/embedding_hidden_mapping_in") +
+            _block("encoder.albert_layer_groups.{g}.albert_layers.{j}.",
+                   "bert/encoder/transformer/group_{g}/inner_group_{j}/", TORCH_ALBERT_BLOCK, tf_albert.GOOGLE_BLOCK) +
+            _linear("pooler", "bert/pooler/dense") + _head_rules(HEADS))
+
+
+def _xlnet_all_rules(config):
+    return _xlnet_rules(config) + _xlnet_squad_rules() + _head_rules(XLNET_HEADS)
+
+
+# One entry per weight variant (variant_of): its name rules (encoder without the base-model prefix, heads at top
+# level), the base model's prefix in transformers' head classes, the transformers class per set of heads with
+# whether it holds the pooled output (BERT's QA classes and XLNet's base / QA classes have none; brightmart's
+# ALBERT has no transformers class), config settings that change the function (tf_mrc computes XLNet's
+# fine-tuning form only), base-model weights tf_mrc never builds but checkpoints carry (XLNet's mask_emb), and for
+# weights no transformers class holds, the PyTorch port whose names they follow and that port's config keys.
+Conversion = collections.namedtuple("Conversion", ["rules", "base_prefix", "architectures", "fixed_settings",
+                                                   "carried", "port"], defaults=(None,))
+Port = collections.namedtuple("Port", ["model", "names", "config"])
+CONVERSIONS = {
+    "bert": Conversion(_bert_rules, "bert.", {
+        (): ("BertModel", True), ("cls/squad",): ("BertForQuestionAnswering", False),
+        ("cls/multiple_choice",): ("BertForMultipleChoice", True)}, {}, lambda config: {}),
+    "google": Conversion(_google_albert_rules, "albert.", {
+        (): ("AlbertModel", True), ("cls/squad",): ("AlbertForQuestionAnswering", False),
+        ("cls/multiple_choice",): ("AlbertForMultipleChoice", True)}, {}, lambda config: {}),
+    "brightmart": Conversion(_brightmart_rules, "bert.", {}, {}, lambda config: {}, Port(
+        "brightmart ALBERT", "the albert_zh PyTorch port",
+        {"layout": "albert", "albert_variant": "brightmart", "share_type": "all", "ln_type": "postln"})),
+    "xlnet": Conversion(_xlnet_all_rules, "transformer.", {
+        (): ("XLNetModel", False), XLNET_SQUAD: ("XLNetForQuestionAnswering", False),
+        ("cls/multiple_choice",): ("XLNetForMultipleChoice", True)},
+        {"attn_type": "bi", "bi_data": False, "summary_type": "last", "summary_use_proj": True,
+         "summary_activation": "tanh"},
+        lambda config: {XLNET_MASK_EMB: [1, 1, config.hidden_size]}),
+}
+
+
+def conversion_of(config):
+    return CONVERSIONS[variant_of(config)]
+
+
+def rules_for(config):
+    """Every rule of ``config``'s weight variant."""
+    return conversion_of(config).rules(config)
 
 
 def _pattern(template):
@@ -237,7 +267,7 @@ def model_variables(config):
 
 def carried_variables(config):
     """{TF name: shape} of base-model weights tf_mrc never builds but a checkpoint carries (XLNet's mask_emb)."""
-    return {XLNET_MASK_EMB: [1, 1, config.hidden_size]} if variant_of(config) == "xlnet" else {}
+    return conversion_of(config).carried(config)
 
 
 def _listing(names, limit=8):
@@ -346,9 +376,7 @@ def heads_in(names):
 
 def _target(config, heads):
     """(the transformers class that holds exactly these weights or None, whether it holds the pooled output)."""
-    if variant_of(config) == "brightmart":
-        return None, True
-    return _ARCHITECTURES[config.layout].get(heads, (None, True))
+    return conversion_of(config).architectures.get(heads, (None, True))
 
 
 def architecture(config, heads):
@@ -399,7 +427,7 @@ def tf_to_torch(values, config):
             model[name] = np.zeros(shape, np.float32)
             notes.append("%s is not in the checkpoint (fine-tuning never builds it): wrote zeros; only XLNet's "
                          "pre-training query stream reads it" % name)
-    prefix = BASE_MODEL_PREFIXES[variant_of(config)] if heads else ""
+    prefix = conversion_of(config).base_prefix if heads else ""
     state = {}
     for name, value in model.items():
         if drop_pooled and name.startswith(scope + "/"):
@@ -412,9 +440,9 @@ def tf_to_torch(values, config):
     if drop_pooled and any(n.startswith(scope + "/") for n in model):
         notes.append("%s not written: %s has none (the span head never reads it)" % (what, target))
     if target is None:
+        port = conversion_of(config).port
         notes.append("no transformers class holds these weights (%s); names follow %s" % (
-            "brightmart ALBERT" if variant_of(config) == "brightmart" else "heads " + ", ".join(heads),
-            "the albert_zh PyTorch port" if variant_of(config) == "brightmart" else "transformers' conventions"))
+            port.model if port else "heads " + ", ".join(heads), port.names if port else "transformers' conventions"))
     if pretraining:
         notes.append("skipped %d pretraining-head variables (%s)" % (len(pretraining), ", ".join(sorted(
             {start.rstrip("/") for start in PRETRAINING_HEAD_PREFIXES for n in pretraining if n.startswith(start)}))))
@@ -440,7 +468,7 @@ def check_fixed_settings(raw, path, config):
     converted: tf_mrc computes XLNet's fine-tuning form only."""
     if not isinstance(raw, dict):
         return
-    for key, value in FIXED_SETTINGS.get(variant_of(config), {}).items():
+    for key, value in conversion_of(config).fixed_settings.items():
         if key in raw and raw[key] != value:
             raise ConversionError("config %s: %s %r is not supported (tf_mrc's XLNet computes %s %r)" % (
                 path, key, raw[key], key, value))
@@ -454,7 +482,7 @@ def hf_config_dict(config, target):
     tf_style = tf_config_dict(config)
     if layout.published_keys:  # XLNet: transformers keeps the published keys but says vocab_size for n_token
         out = {key: value for key, value in tf_style.items() if key not in ("n_token", "gelu_convention", "layout")}
-        out.update(FIXED_SETTINGS.get(variant_of(config), {}), vocab_size=config.vocab_size,
+        out.update(conversion_of(config).fixed_settings, vocab_size=config.vocab_size,
                    dropout=config.hidden_dropout_prob, initializer_range=config.initializer_range)
     else:
         out = {field: getattr(config, field) for field in layout.config_fields}
@@ -464,6 +492,6 @@ def hf_config_dict(config, target):
         out.update(model_type=config.layout)
     if target:
         out.update(architectures=[target])
-    if variant_of(config) == "brightmart":  # the albert_zh PyTorch port's keys; transformers has no such model
-        out.update(layout="albert", albert_variant="brightmart", share_type="all", ln_type="postln")
+    if conversion_of(config).port:  # e.g. the albert_zh PyTorch port's keys: transformers has no such model
+        out.update(conversion_of(config).port.config)
     return out

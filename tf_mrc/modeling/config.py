@@ -9,7 +9,7 @@ import json
 from typing import Optional
 
 from tf_mrc.errors import UserError
-from tf_mrc.modeling.layouts import LAYOUTS, descriptor
+from tf_mrc.modeling.layouts import LAYOUTS, descriptor, detect
 
 ALBERT_VARIANTS = ("google", "brightmart")
 LAYER_NORM_EPSILON = 1e-12  # tf.contrib.layers.layer_norm's, which every published BERT/ALBERT checkpoint used
@@ -137,8 +137,8 @@ def config_from_json(path, layout=None, base=None, **overrides):
     if not isinstance(raw, dict):
         raise ConfigError("config file %s: expected a JSON object" % path)
     if layout is None:
-        layout = raw.get("layout") or (raw.get("model_type") if raw.get("model_type") in LAYOUTS else None) or (
-            "xlnet" if "d_model" in raw else "albert" if "embedding_size" in raw else "bert")
+        layout = raw.get("layout") or (raw.get("model_type") if raw.get("model_type") in LAYOUTS else None) or \
+            detect(raw)
     if raw.get("layer_norm_eps", LAYER_NORM_EPSILON) != LAYER_NORM_EPSILON:
         raise ConfigError("config file %s: layer_norm_eps %g is not supported (tf_mrc's LayerNorm uses %g, as every "
                           "published BERT/ALBERT checkpoint does)" % (path, raw["layer_norm_eps"], LAYER_NORM_EPSILON))

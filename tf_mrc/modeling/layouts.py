@@ -29,6 +29,7 @@ Layout = collections.namedtuple("Layout", [
     "activation_key",      # the published config's key for the activation
     "variant_field",       # the ModelConfig field that picks one of several weight layouts (ALBERT's), or None
     "config_class",        # the tf_mrc.modeling.config class of this layout's config
+    "detect_key",          # a key only this layout's published config has (the layout of a file that names none)
 ])
 
 _BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -39,8 +40,9 @@ BERT = Layout(name="bert", module="bert", tokenizer="wordpiece", vocabulary_flag
               padding="right", passage_first=False, absolute_positions=True, pooled_scope="bert/pooler/",
               pooled_name="pooler", pretrained_pooled=True, span_head="linear", recompute=True, published_keys=(),
               config_fields=_BERT_FIELDS, activation_key="hidden_act", variant_field=None,
-              config_class="ModelConfig")
+              config_class="ModelConfig", detect_key=None)
 ALBERT = BERT._replace(name="albert", module="albert", variant_field="albert_variant", config_class="AlbertConfig",
+                       detect_key="embedding_size",
                        config_fields=_BERT_FIELDS + ("embedding_size", "num_hidden_groups", "inner_group_num"))
 XLNET = Layout(name="xlnet", module="xlnet", tokenizer="sentencepiece", vocabulary_flag="spm_model",
                lower_case=False, padding="left", passage_first=True, absolute_positions=False,
@@ -52,7 +54,8 @@ XLNET = Layout(name="xlnet", module="xlnet", tokenizer="sentencepiece", vocabula
                                ("untie_r", "untie_r"), ("clamp_len", "clamp_len")),
                config_fields=("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "head_size",
                               "intermediate_size", "untie_r", "clamp_len"),
-               activation_key="ff_activation", variant_field=None, config_class="XLNetConfig")
+               activation_key="ff_activation", variant_field=None, config_class="XLNetConfig",
+               detect_key="d_model")
 
 LAYOUTS = collections.OrderedDict((layout.name, layout) for layout in (BERT, ALBERT, XLNET))
 
@@ -63,6 +66,13 @@ def descriptor(layout):
     if name not in LAYOUTS:
         raise UserError("unknown encoder layout %r (known: %s)" % (name, ", ".join(LAYOUTS)))
     return LAYOUTS[name]
+
+
+def detect(raw):
+    """The layout a published JSON config (a dict) describes when it does not say: by a key only that layout's
+    configs have, else bert."""
+    return next((layout.name for layout in LAYOUTS.values() if layout.detect_key and layout.detect_key in raw),
+                BERT.name)
 
 
 def encoder_module(layout):
