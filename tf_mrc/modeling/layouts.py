@@ -2,7 +2,8 @@
 
 Code that needs a layout-dependent answer asks ``descriptor(config)`` (or ``descriptor(name)``) instead of
 comparing layout names. A new encoder is one module under tf_mrc/modeling with ``encode`` (see
-tf_mrc.modeling.build_encoder), one Layout here, its name rules in export.mapping, and tests.
+tf_mrc.modeling.build_encoder), one Layout here, its config class in tf_mrc.modeling.config when it has fields
+of its own, one Conversion in export.mapping (PyTorch names), and tests.
 This module imports no TensorFlow: tokenization, the audit and the demo's client side read it.
 """
 import collections
