@@ -3,7 +3,6 @@
 References: AdamW's first step recomputed in NumPy (loss scaling), the same update with a doubled batch (grad
 accumulation), plain autodiff of the same block (recompute), the fp32 model on the fp16-trained checkpoint.
 """
-import dataclasses
 import importlib.util
 import json
 import pathlib
