@@ -86,7 +86,7 @@ def spec_from_flags():
 
 
 def main(argv):
-    from tf_mrc import distributed, experiment
+    from tf_mrc import distributed, experiment, restart
     started = time.time()
     try:
         dist = distributed.detect()
@@ -95,6 +95,7 @@ def main(argv):
     # Under horovodrun a failing rank must end its process at once, so that the launcher ends the job.
     with dist.fail_fast():
         try:
+            spec = None
             if len(sys.argv) == 1:
                 spec = experiment.embedded_default()
                 if dist.is_chief:
@@ -105,10 +106,18 @@ def main(argv):
             experiment.run(spec, dist=dist)
         except UserError as err:
             fail(err)
+        except KeyboardInterrupt:   # Ctrl-C: no traceback, say how to resume; 130 = killed by SIGINT
+            sys.stderr.write("%s\n" % (restart.interruption_message(spec) if spec else "interrupted"))
+            sys.exit(130)
     if dist.is_chief:
         print("[run] done in %.0f s; outputs in %s (predictions.json, nbest_predictions.json, eval_results.json)"
               % (time.time() - started, spec.output_dir))
 
 
-if __name__ == "__main__":
+def cli():
+    """The console command ``tf-mrc-finetune`` (pip install .): the same as ``python run_finetune.py``."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -16,7 +16,8 @@ import os
 
 import numpy as np
 
-from tf_mrc.errors import UserError, fail
+from tf_mrc import outputs
+from tf_mrc.errors import UserError, fail, first_line
 from tf_mrc.modeling.layouts import LAYOUTS
 from export.mapping import ACTIVATION_WORDS, ConversionError, check_fixed_settings, heads_in, tf_config_dict, \
     torch_to_tf, variant_of
@@ -34,11 +35,6 @@ def require_torch():
     return torch
 
 
-def _first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _load_one(path):
     torch = require_torch()
     try:
@@ -49,7 +45,7 @@ def _load_one(path):
     except FileNotFoundError:
         raise ConversionError("PyTorch weights not found: %s" % path)
     except Exception as err:  # unpickling / safetensors header errors: the file is not a state dict we can read
-        raise ConversionError("cannot read PyTorch weights %s: %s" % (path, _first_line(err)))
+        raise ConversionError("cannot read PyTorch weights %s: %s" % (path, first_line(err)))
     for key in ("state_dict", "model"):  # training checkpoints that wrap the state dict
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -71,7 +67,7 @@ def load_torch_state(path):
             with open(path, encoding="utf-8") as f:
                 shards = sorted(set(json.load(f)["weight_map"].values()))
         except (OSError, ValueError, KeyError, AttributeError) as err:
-            raise ConversionError("cannot read shard index %s: %s" % (path, _first_line(err)))
+            raise ConversionError("cannot read shard index %s: %s" % (path, first_line(err)))
         tensors = {}
         for shard in shards:
             tensors.update(_load_one(os.path.join(os.path.dirname(path), shard)))
@@ -132,8 +128,7 @@ def convert(pytorch_path, config_path, output, layout=None, albert_variant=None,
     # straight from this checkpoint (run_finetune.py --do_predict --init_checkpoint without --do_train).
     write_tf_checkpoint(dict(values, global_step=np.int64(0)), output)
     config_out = config_out or output + ".config.json"
-    with open(config_out, "w", encoding="utf-8") as f:
-        json.dump(tf_config_dict(config), f, indent=2, sort_keys=True)
+    outputs.write_json(config_out, tf_config_dict(config), indent=2, sort_keys=True)
     for note in notes + more_notes:
         log("note: " + note)
     heads = heads_in(values)

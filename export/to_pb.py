@@ -31,18 +31,18 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 
 import numpy as np
 
+from tf_mrc import outputs
 from tf_mrc.errors import UserError, fail
 from tf_mrc.modeling.layouts import LAYOUTS
+from tf_mrc.restart import RUN_CONFIG
 from export.mapping import ConversionError, variant_of
 
 FORMAT = "tf_mrc-frozen-graph-1"
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 SIDECAR_SUFFIX = ".json"
-RUN_CONFIG = "run_config.json"
 EPSILON_NODE = "layer_norm_epsilon"  # see shield_layer_norm_epsilon: not an input, never fed
 
 
@@ -151,20 +151,18 @@ def shield_layer_norm_epsilon(graph_def, output_names):
 def freeze(spec, head, num_choices=None):
     """(frozen GraphDef, input names, output names) for ``spec``'s checkpoint."""
     from tf_mrc.compat import tf
+    from tf_mrc.modeling.checkpoint import verify_readable
     from tf_mrc.modeling.layouts import check_max_seq_length
     max_seq_length = spec.feature_settings["max_seq_length"]
     check_max_seq_length(spec.config, max_seq_length)
+    verify_readable(spec.checkpoint)
+    stored = dict(tf.train.list_variables(spec.checkpoint))
     graph = tf.Graph()
     with graph.as_default():
         inputs, outputs = build_inference_graph(spec.config, head, max_seq_length, num_choices)
         output_names = sorted(outputs)
         used = {node.name for node in tf.graph_util.extract_sub_graph(graph.as_graph_def(), output_names).node}
         needed = {v.op.name: v for v in tf.global_variables() if v.op.name in used}
-        try:
-            stored = dict(tf.train.list_variables(spec.checkpoint))
-        except (tf.errors.OpError, ValueError) as err:
-            raise ConversionError("checkpoint %s cannot be read: %s" % (
-                spec.checkpoint, (str(err).strip().splitlines() or [type(err).__name__])[0]))
         missing = sorted(name for name in needed if name not in stored)
         wrong = sorted("%s %s (model wants %s)" % (name, stored[name], v.shape.as_list())
                        for name, v in needed.items() if name in stored and list(stored[name]) != v.shape.as_list())
@@ -232,8 +230,7 @@ def export(spec, output, saved_model=None, log=print):
     graph_def, input_names, output_names = freeze(spec, task.head, num_choices)
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
-    with open(output, "wb") as f:
-        f.write(graph_def.SerializeToString())
+    outputs.write_bytes(output, graph_def.SerializeToString())
     stem = os.path.splitext(os.path.basename(output))[0]
     copied = {}
     for key in ("vocab_file", "spm_model"):
@@ -242,7 +239,7 @@ def export(spec, output, saved_model=None, log=print):
             if not os.path.isfile(source):
                 raise UserError("%s not found: %s" % (key, source))
             copied[key] = "%s.%s" % (stem, os.path.basename(source))
-            shutil.copyfile(source, os.path.join(directory, copied[key]))
+            outputs.copy_file(source, os.path.join(directory, copied[key]))
     sidecar = {
         "format": FORMAT, "graph": os.path.basename(output), "task": spec.task, "head": task.head,
         "task_options": spec.task_options, "layout": spec.config.layout,
@@ -254,8 +251,7 @@ def export(spec, output, saved_model=None, log=print):
         "checkpoint": os.path.abspath(spec.checkpoint), "trained_kernels": spec.trained_kernels,
         "exported_with": "tensorflow %s" % tensorflow.__version__,
     }
-    with open(output + SIDECAR_SUFFIX, "w", encoding="utf-8") as f:
-        json.dump(sidecar, f, indent=1, ensure_ascii=False)
+    outputs.write_json(output + SIDECAR_SUFFIX, sidecar)
     if saved_model:
         write_saved_model(graph_def, saved_model, input_names, output_names)
     op_count = len(graph_def.node)

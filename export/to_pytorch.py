@@ -13,11 +13,10 @@ transformers class that holds them names its own: ``BertModel`` / ``AlbertModel`
 Optimizer state and pretraining heads in the checkpoint are skipped.
 """
 import argparse
-import json
 import os
-import shutil
 
-from tf_mrc.errors import UserError, fail
+from tf_mrc import outputs
+from tf_mrc.errors import UserError, fail, first_line
 from tf_mrc.modeling.layouts import LAYOUTS
 from export.from_pytorch import require_torch
 from export.mapping import ConversionError, hf_config_dict, tf_to_torch
@@ -30,9 +29,8 @@ def read_tf_checkpoint(checkpoint):
     try:
         reader = tf.train.load_checkpoint(path or checkpoint)
         return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-    except (tf.errors.OpError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConversionError("checkpoint %s cannot be read: %s" % (checkpoint, reason))
+    except Exception as err:  # OpErrors, or the IndexError / ValueError py_checkpoint_reader turns them into
+        raise ConversionError("checkpoint %s cannot be read: %s" % (checkpoint, first_line(err)))
 
 
 def write_torch_state(state, directory, use_safetensors=False):
@@ -40,12 +38,13 @@ def write_torch_state(state, directory, use_safetensors=False):
     torch = require_torch()
     tensors = {name: torch.from_numpy(value) for name, value in state.items()}
     if use_safetensors:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
         path = os.path.join(directory, "model.safetensors")
-        save_file(tensors, path, metadata={"format": "pt"})
+        outputs.write_bytes(path, save(tensors, metadata={"format": "pt"}))
     else:
         path = os.path.join(directory, "pytorch_model.bin")
-        torch.save(tensors, path)
+        with outputs.atomic_open(path, "wb") as f:
+            torch.save(tensors, f)
     return path
 
 
@@ -57,11 +56,10 @@ def convert(checkpoint, config_path, output, layout=None, albert_variant=None, u
     state, target, notes = tf_to_torch(read_tf_checkpoint(checkpoint), config)
     os.makedirs(output, exist_ok=True)
     path = write_torch_state(state, output, use_safetensors)
-    with open(os.path.join(output, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(hf_config_dict(config, target), f, indent=2, sort_keys=True)
+    outputs.write_json(os.path.join(output, "config.json"), hf_config_dict(config, target), indent=2, sort_keys=True)
     for source, name in ((vocab_file, "vocab.txt"), (spm_model, "spiece.model")):  # the tokenizers' file names
         if source:
-            shutil.copyfile(source, os.path.join(output, name))
+            outputs.copy_file(source, os.path.join(output, name))
     for note in notes:
         log("note: " + note)
     log("wrote %d tensors (%s) to %s and config.json" % (len(state), target or "no transformers class", path))

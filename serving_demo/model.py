@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from tf_mrc.errors import UserError
+from tf_mrc.errors import UserError, first_line
 
 SPAN_HEADS = ("span", "span_class")
 
@@ -26,6 +26,8 @@ class FrozenModel:
         except FileNotFoundError:
             raise UserError("%s not found: export the graph with python -m export.to_pb, which writes it" %
                             sidecar_path)
+        except (OSError, ValueError) as err:
+            raise UserError("%s cannot be read: %s" % (sidecar_path, err))
         sidecar = self.sidecar
         self.task = get_task(sidecar["task"], sidecar.get("task_options"))
         if self.task.head not in SPAN_HEADS:
@@ -47,11 +49,14 @@ class FrozenModel:
             try:
                 with open(pb_path, "rb") as f:
                     graph_def.ParseFromString(f.read())
-            except (OSError, ValueError) as err:
-                raise UserError("cannot read frozen graph %s: %s" % (pb_path, err))
-            tf.import_graph_def(graph_def, name="")
-        self._inputs = {name: graph.get_tensor_by_name(info["tensor"]) for name, info in sidecar["inputs"].items()}
-        self._outputs = {name: graph.get_tensor_by_name(info["tensor"]) for name, info in sidecar["outputs"].items()}
+                tf.import_graph_def(graph_def, name="")
+                self._inputs = {name: graph.get_tensor_by_name(info["tensor"])
+                                for name, info in sidecar["inputs"].items()}
+                self._outputs = {name: graph.get_tensor_by_name(info["tensor"])
+                                 for name, info in sidecar["outputs"].items()}
+            except Exception as err:  # OSError, protobuf's DecodeError, ValueError / KeyError from a damaged graph
+                raise UserError("cannot load frozen graph %s (truncated or corrupted?): %s"
+                                % (pb_path, first_line(err)))
         self._session = tf.Session(graph=graph)
         self.run([{name: np.zeros(info["shape"][1:], np.int32) for name, info in sidecar["inputs"].items()}])
 

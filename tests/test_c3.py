@@ -72,6 +72,22 @@ def test_missing_subset_file_names_the_option(tmp_path):
         get_task("c3").read_examples(str(tmp_path / "c3-d-dev.json"), False)
 
 
+def test_a_file_named_to_evaluate_or_audit_is_that_file_alone(tmp_path, capsys):
+    from tf_mrc import evaluate
+    from tf_mrc.tasks import task_for_file
+    write_json(tmp_path / "c3-d-dev.json", DIALOGUE)
+    write_json(tmp_path / "c3-m-dev.json", MIXED)
+    alone = task_for_file("c3", {}, str(tmp_path / "c3-m-dev.json")).read_examples(str(tmp_path / "c3-m-dev.json"),
+                                                                                 False)
+    assert [e.qid for e in alone] == ["m-1-1-0"]     # the id a d,m run predicts for it
+    both = task_for_file("c3", {"c3_subsets": "d,m"}, str(tmp_path / "c3-m-dev.json"))
+    assert len(both.read_examples(str(tmp_path / "c3-m-dev.json"), False)) == 3
+    # a d,m run's predictions scored on the m file: its one question, right
+    predictions = write_json(tmp_path / "predictions.json", {"d-1-1-0": "三", "d-1-1-1": "一", "m-1-1-0": "六"})
+    evaluate.main(["--task=c3", str(tmp_path / "c3-m-dev.json"), predictions])
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"accuracy": 100.0, "total": 1}
+
+
 def test_single_file_and_question_ids(tmp_path):
     path = write_json(tmp_path / "m-train.json", MIXED)
     assert [e.qid for e in get_task("c3", {"c3_subsets": "m"}).read_examples(path, True)] == ["m-1-1-0"]
@@ -101,7 +117,9 @@ def question(**fields):
     ([[["甲"], [question(choice=["二"])], "7"]], "1 (id 7)", "questions[0].choice"),
     ([[["甲"], [question(answer="四")], "7"]], "1 (id 7)", "questions[0].answer"),
     ([[["甲"], [{"question": "一", "choice": ["二", "三"]}], "7"]], "1 (id 7)", "questions[0].answer"),
-    ([[["甲"], [question(id=1)], "7"], [["乙"], [question(id=1)], "8"]], "2 (id 8)", "id"),
+    ([[["甲"], [question(id=1)], "7"], [["乙"], [question(id="1")], "8"]], "2 (id 8)", "questions[0].id"),
+    ([[["甲"], [question(id=None)], "7"]], "1 (id 7)", "questions[0].id"),
+    ([[[" \u200b", "\ufeff"], [question()], "7"]], "1 (id 7)", "context"),
 ])
 def test_malformed_records_name_file_record_and_field(tmp_path, data, record, field):
     path = write_json(tmp_path / "bad.json", data)

@@ -58,17 +58,49 @@ def test_other_runs_are_nltk_words():
     assert metrics.mixed_segmentation("it is big. it is") == ["it", "is", "big", ".", "it", "is"]
 
 
-def test_fallback_is_nltk_word_tokenize_with_an_untrained_sentence_splitter(monkeypatch):
-    texts = ["u.s.a. is big. it is", "mr. smith paid $3.50 (cash)!", "x...y", " 12 ", "a. b"]
-    monkeypatch.setattr(metrics, "_punkt_available", lambda: False)
-    fallback = [metrics._word_tokenize(text) for text in texts]
-    untrained = PunktSentenceTokenizer()
-    monkeypatch.setattr(nltk.tokenize, "sent_tokenize", lambda text, language="english": untrained.tokenize(text))
-    assert fallback == [nltk.word_tokenize(text) for text in texts]
-    assert fallback[0] == ["u.s.a", ".", "is", "big", ".", "it", "is"]
-    # With the Punkt data installed the call is nltk.word_tokenize itself, sentence splitting included.
-    monkeypatch.setattr(metrics, "_punkt_available", lambda: True)
-    assert [metrics._word_tokenize(text) for text in texts] == fallback
+TEXTS = ["u.s.a. is big. it is", "mr. smith paid $3.50 (cash)!", "x...y", " 12 ", "a. b",
+         "i met dr. smith in the u.s. last year.", "he was born in jan. 1990 in st. louis. see fig. 3 and no. 5."]
+
+
+def test_shipped_punkt_parameters_are_nltks_english_model():
+    """The shipped files read as NLTK's own punkt_tab loader reads them (NLTK >= 3.8.2; 3.8.1 has no loader)."""
+    punkt = pytest.importorskip("nltk.tokenize.punkt")
+    if not hasattr(punkt, "load_punkt_params"):
+        pytest.skip("NLTK %s has no punkt_tab loader" % nltk.__version__)
+    ours, nltks = metrics.load_punkt_parameters(), punkt.load_punkt_params(metrics.PUNKT_ENGLISH)
+    assert ours.abbrev_types == nltks.abbrev_types and {"dr", "u.s", "mr", "st", "jan"} <= ours.abbrev_types
+    assert ours.collocations == nltks.collocations and ours.sent_starters == nltks.sent_starters
+    assert dict(ours.ortho_context) == dict(nltks.ortho_context) and len(ours.ortho_context) == 20366
+
+
+def test_word_tokenize_is_nltk_word_tokenize_with_the_shipped_model(tmp_path, monkeypatch):
+    """nltk.word_tokenize itself, its data path pointed at the shipped files, is the reference."""
+    punkt = pytest.importorskip("nltk.tokenize.punkt")
+    if not hasattr(punkt, "PunktTokenizer"):
+        pytest.skip("NLTK %s reads only the pickled model" % nltk.__version__)
+    import shutil
+    shutil.copytree(metrics.PUNKT_ENGLISH, str(tmp_path / "tokenizers" / "punkt_tab" / "english"))
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    nltk.tokenize._get_punkt_tokenizer.cache_clear()
+    try:
+        expected = [nltk.word_tokenize(text) for text in TEXTS]
+    finally:
+        nltk.tokenize._get_punkt_tokenizer.cache_clear()
+    assert [metrics.word_tokenize(text, metrics.shipped_sentence_splitter()) for text in TEXTS] == expected
+
+
+def test_abbreviations_keep_their_period_without_nltk_data(monkeypatch):
+    """Hand-checked against the English model's abbreviation list (dr, u.s): a period after an abbreviation
+    stays on the word, one at a sentence end is a token. The untrained splitter (what NLTK gives without its
+    data) splits both, so the F1 of such answers would differ from the official script's."""
+    monkeypatch.setattr(metrics, "_nltk_punkt_installed", lambda: False)
+    text = "i met dr. smith in the u.s. last year."
+    assert metrics.word_tokenize(text) == ["i", "met", "dr.", "smith", "in", "the", "u.s.", "last", "year", "."]
+    untrained = metrics.word_tokenize(text, PunktSentenceTokenizer())
+    assert untrained == ["i", "met", "dr", ".", "smith", "in", "the", "u.s", ".", "last", "year", "."]
+    assert metrics.mixed_segmentation("Dr. Smith在U.S. Army服役") == ["dr.", "smith", "在", "u.s.", "army", "服", "役"]
+    # gold 'dr. smith' (2 segments) vs prediction 'dr. smith jr': LCS 2, precision 2/3, recall 1 -> F1 0.8
+    assert metrics.cmrc_f1(["Dr. Smith"], "Dr. Smith Jr") == pytest.approx(0.8)
 
 
 # -- CMRC 2018: LCS, F1, EM -------------------------------------------------------------------------

@@ -593,6 +593,52 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def test_checkpoint_without_the_encoder_is_an_error(tmp_path):
+    """An --init_checkpoint that shares no (or only some) encoder variable names with the model would train from
+    random weights: refused, naming what was expected."""
+    with tf.Graph().as_default():
+        tf.get_variable("other_model/dense/kernel", initializer=np.zeros((2, 2), np.float32))
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, str(tmp_path / "other.ckpt"))
+    with pytest.raises(CheckpointError) as err:
+        load_into_fresh_graph(tmp_path / "other.ckpt", make_config("bert"))
+    assert "holds none of the model's 37 encoder variables: expected e.g. bert/embeddings/" in str(err.value)
+    assert "it holds e.g. other_model/dense/kernel" in str(err.value)
+    assert "\n" not in str(err.value)
+
+    saved = save_checkpoint(tmp_path / "full.ckpt", make_config("bert"))
+    partial = {name: value for name, value in saved.items() if "layer_1" not in name}
+    with tf.Graph().as_default():
+        for name, value in partial.items():
+            tf.get_variable(name, initializer=value)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, str(tmp_path / "partial.ckpt"))
+    def encoder(names):   # the pooler may start fresh (weights converted from a model without one lack it)
+        return [name for name in names if not name.startswith("bert/pooler/")]
+    with pytest.raises(CheckpointError, match=r"holds only %d of the model's %d encoder variables: expected e\.g\. "
+                       r"bert/encoder/layer_1/" % (len(encoder(partial)), len(encoder(saved)))):
+        load_into_fresh_graph(tmp_path / "partial.ckpt", make_config("bert"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_data_file_is_a_one_line_error(tmp_path, damage):
+    from tf_mrc.modeling.checkpoint import verify_readable
+    save_checkpoint(tmp_path / "model.ckpt", make_config("bert"))
+    verify_readable(str(tmp_path / "model.ckpt"))
+    data = tmp_path / "model.ckpt.data-00000-of-00001"
+    content = bytearray(data.read_bytes())
+    if damage == "truncate":
+        content = content[:len(content) // 2]
+    else:
+        content[len(content) // 2] ^= 0x10
+    data.write_bytes(bytes(content))
+    with pytest.raises(CheckpointError, match="cannot be read") as err:
+        verify_readable(str(tmp_path / "model.ckpt"))
+    assert "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # XLNet's span head (zihangdai/xlnet run_squad), training and inference paths, against NumPy on the same weights.
 # (Its inference path is also compared with transformers' XLNetForQuestionAnswering in test_export.py.)

@@ -83,6 +83,35 @@ def test_reader_errors_name_file_record_and_field(tmp_path, obj, field):
     assert path in message and repr(field) in message and "\n" not in message
 
 
+def _question(qid):
+    return {"id": qid, "question": "问", "answers": [{"text": "文", "answer_start": 1}]}
+
+
+@pytest.mark.parametrize("task_name", ["cmrc2018", "drcd", "cjrc"])
+@pytest.mark.parametrize("obj, expected", [
+    # 7 and "7" key the same prediction: both records are named
+    (_dataset("有文", [_question(7), _question("7")]),
+     "record question 7 (data[0].paragraphs[0].qas[1]): field 'id': question id 7 is also the id of record "
+     "question 7 (data[0].paragraphs[0].qas[0])"),
+    (_dataset("有文", [_question(None)]), "record data[0].paragraphs[0].qas[0]: field 'id': missing"),
+    (_dataset("有文", [_question(" ")]), "record data[0].paragraphs[0].qas[0]: field 'id': empty question id"),
+    (_dataset(" \u200b\u200d\ufeff\n", [_question("q")]), "record data[0].paragraphs[0]: field 'context': empty passage"),
+    ({"data": []}, "record -: field 'data': no questions"),
+])
+def test_span_readers_refuse_ambiguous_ids_and_empty_input(tmp_path, task_name, obj, expected):
+    if task_name == "cjrc":
+        obj["data"] = [dict(article, domain="civil") for article in obj["data"]]
+    path = _write(tmp_path, obj)
+    with pytest.raises(DataError) as err:
+        get_task(task_name).read_examples(path, is_training=False)
+    assert str(err.value).startswith("%s: %s" % (path, expected))
+
+
+def test_a_directory_is_not_a_data_file(tmp_path):
+    with pytest.raises(DataError, match="a directory, not a file"):
+        get_task("cmrc2018").read_examples(str(tmp_path), True)
+
+
 def test_reader_errors_for_missing_and_broken_files(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         get_task("cmrc2018").read_examples(str(tmp_path / "nope.json"), True)

@@ -6,13 +6,15 @@
 The oracle pushes the gold labels through the real features, post-processing and metric: anything below
 ~100 on clean data points at alignment, truncation or decoding losses, which the report counts
 (span tasks: ``too_long`` answers exceed --max_answer_length tokens; ``inexact`` answers start or end
-inside a word piece or SentencePiece piece). The last line is JSON:
+inside a word piece or SentencePiece piece). The oracle scores the questions that carry gold answers
+(``without_gold`` counts the others: a test file has no oracle). The last line is JSON:
 {"examples": .., "features": .., "unaligned": .., "truncated": .., "oracle": {...}}
 """
 import argparse
 import json
 
 from tf_mrc.errors import UserError, fail
+from tf_mrc.evaluate import add_task_flags, task_from_flags
 
 
 def audit(task, data_file, tokenizer, settings):
@@ -20,12 +22,17 @@ def audit(task, data_file, tokenizer, settings):
     featurized = task.featurize(examples, tokenizer, settings, is_training=False)
     outputs = task.oracle_outputs(examples, featurized)
     predictions, _ = task.postprocess(examples, featurized.sidecar, outputs, settings)
-    scores = task.evaluate(examples, predictions)
-    oracle = {name: round(scores[name], 3) if isinstance(scores.get(name), float) else scores.get(name)
-              for name in task.metric_names}
+    scored = [example for example in examples if task.has_gold(example)]
+    oracle = None
+    if scored:
+        scores = task.evaluate(scored, predictions)
+        oracle = {name: round(scores[name], 3) if isinstance(scores.get(name), float) else scores.get(name)
+                  for name in task.metric_names}
     report = {"examples": len(examples), "features": len(featurized.arrays),
               "unaligned": featurized.stats.get("unaligned", 0), "truncated": featurized.stats.get("truncated", 0),
               "oracle": oracle}
+    if len(scored) < len(examples):
+        report["without_gold"] = len(examples) - len(scored)
     extra = {k: v for k, v in featurized.stats.items() if k not in report and k != "examples"}
     if extra:
         report["other"] = extra
@@ -34,7 +41,7 @@ def audit(task, data_file, tokenizer, settings):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
+    add_task_flags(parser)
     parser.add_argument("--data", required=True)
     parser.add_argument("--model", default="roberta_wwm_ext_base", help="preset: decides the tokenizer family")
     parser.add_argument("--vocab_file")
@@ -44,14 +51,13 @@ def main(argv=None):
     parser.add_argument("--doc_stride", type=int, default=128)
     parser.add_argument("--max_query_length", type=int, default=64)
     parser.add_argument("--max_answer_length", type=int, default=50)
-    parser.add_argument("--chid_answers")
     args = parser.parse_args(argv)
     from tf_mrc import presets
-    from tf_mrc.tasks import FeatureSettings, get_task
+    from tf_mrc.tasks import FeatureSettings
     from tf_mrc.tokenization import load_tokenizer
     try:
         preset = presets.model_preset(args.model)
-        task = get_task(args.task, {"chid_answers": args.chid_answers} if args.chid_answers else {})
+        task = task_from_flags(args, args.data)
         tokenizer = load_tokenizer(preset.config.layout, args.vocab_file, args.spm_model,
                                    None if args.lower_case is None else args.lower_case == "yes")
         max_len = args.max_seq_length or min(preset.max_seq_length, task.default_max_seq_length)

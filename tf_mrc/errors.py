@@ -9,6 +9,12 @@ class UserError(ValueError):
     pass
 
 
+def first_line(err):
+    """The first line of an exception's message (TensorFlow's run over many lines), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def fail(err):
     """End a command-line tool on a user error: one line on stderr, exit status 2."""
     message = " ".join(str(err).split("\n"))

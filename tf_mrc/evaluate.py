@@ -3,6 +3,8 @@
     python -m tf_mrc.evaluate --task=cmrc2018 DATA.json PREDICTIONS.json
 
 The last line printed is the metric as JSON, e.g. {"f1": 85.1, "em": 64.2, "total": 3219, "skipped": 0}.
+DATA must carry the gold answers of every question; PREDICTIONS is {question_id: answer} (n-best files and
+other shapes are refused, as are predictions that name none of DATA's questions).
 """
 import argparse
 import json
@@ -10,21 +12,40 @@ import json
 from tf_mrc.errors import UserError, fail
 
 
+def add_task_flags(parser):
+    """The task flags tf_mrc.evaluate and tf_mrc.audit share."""
+    parser.add_argument("--task", required=True, choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
+    parser.add_argument("--chid_answers", default=None, help="chid (original format): the answer map")
+    parser.add_argument("--c3_subsets", default=None,
+                        help="c3: read the named file's split of these subsets too (d,m); default: that file only")
+
+
+def task_from_flags(args, path, **extra):
+    from tf_mrc.tasks import task_for_file
+    options = dict(extra, chid_answers=args.chid_answers, c3_subsets=args.c3_subsets)
+    return task_for_file(args.task, {key: value for key, value in options.items() if value}, path)
+
+
+def score(task, data_path, predictions_path):
+    examples = task.read_examples(data_path, is_training=False)
+    task.check_gold(data_path, examples)
+    predictions = task.load_predictions(predictions_path)
+    if not set(predictions) & {example.qid for example in examples}:
+        raise UserError("%s: none of its %d question ids is a question of %s (predictions for another file?)"
+                        % (predictions_path, len(predictions), data_path))
+    return task.evaluate(examples, predictions)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
+    add_task_flags(parser)
     parser.add_argument("--metric", default=None, help="cjrc: official (default) or cmrc")
-    parser.add_argument("--chid_answers", default=None, help="chid (original format): the answer map")
     parser.add_argument("data")
     parser.add_argument("predictions")
     args = parser.parse_args(argv)
-    from tf_mrc.tasks import get_task
-    options = {key: value for key, value in (("metric", args.metric), ("chid_answers", args.chid_answers)) if value}
     try:
-        task = get_task(args.task, options)
-        examples = task.read_examples(args.data, is_training=False)
-        predictions = task.load_predictions(args.predictions)
-        result = task.evaluate(examples, predictions)
+        task = task_from_flags(args, args.data, metric=args.metric)
+        result = score(task, args.data, args.predictions)
     except UserError as err:
         fail(err)
     print(json.dumps(result, ensure_ascii=False, sort_keys=True))

@@ -11,11 +11,11 @@ import shutil
 import tempfile
 from typing import Optional
 
-from tf_mrc import distributed, presets
+from tf_mrc import distributed, outputs, presets, pretrained, restart
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.tasks import FeatureSettings, get_task
-from tf_mrc.modeling.layouts import check_max_seq_length, check_recompute, descriptor
+from tf_mrc.modeling.layouts import LAYOUTS, check_max_seq_length, check_recompute, descriptor
 from tf_mrc.tokenization import load_tokenizer
 
 RESOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
@@ -107,13 +107,20 @@ def resolve_model(spec, log=print):
     return config, tokenizer, preset.max_seq_length
 
 
+# the word embeddings of every layout
+WORD_EMBEDDINGS = tuple(sorted({layout.word_embeddings for layout in LAYOUTS.values()}))
+
+
 def _check_checkpoint_vocab(init_checkpoint, config):
     from tf_mrc.compat import tf
-    try:
-        shapes = dict(tf.train.list_variables(init_checkpoint))
-    except Exception as err:  # NotFoundError / DataLossError with multi-line messages
-        raise UserError("cannot read --init_checkpoint %s (%s)" % (init_checkpoint, type(err).__name__))
-    for name in ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table"):
+    from tf_mrc.modeling.checkpoint import verify_readable
+    verify_readable(init_checkpoint)
+    shapes = dict(tf.train.list_variables(init_checkpoint))
+    embeddings = descriptor(config).word_embeddings
+    if embeddings not in shapes:   # before anything is written (tf_mrc.modeling.checkpoint checks every variable)
+        raise UserError("--init_checkpoint %s holds no %s: not a checkpoint of a %s encoder (it holds e.g. %s)"
+                        % (init_checkpoint, embeddings, config.layout, ", ".join(sorted(shapes)[:2]) or "nothing"))
+    for name in WORD_EMBEDDINGS:
         if name in shapes and shapes[name][0] != config.vocab_size:
             raise UserError("--init_checkpoint %s has %d word embeddings but the vocabulary/config has %d"
                             % (init_checkpoint, shapes[name][0], config.vocab_size))
@@ -143,6 +150,7 @@ def run(spec, log=print, dist=None):
     ``dist``: the process layout (default: ``distributed.detect()``)."""
     if dist is None:
         dist = distributed.detect()
+    spec = pretrained.resolve_init_checkpoint(spec, dist, log)
     task = get_task(spec.task, spec.task_options)
     config, tokenizer, preset_max_len = resolve_model(spec, log)
     _check_training_options(spec, config)
@@ -165,11 +173,12 @@ def run(spec, log=print, dist=None):
     if not files:
         raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
     if dist.is_chief:
-        os.makedirs(spec.output_dir, exist_ok=True)
+        record = _run_record(spec, config, settings)
+        restart.check_output_dir(spec, record)
         log("[run] task=%s model=%s layout=%s max_seq_length=%d workers=%d kernels=%s precision=%s hparams=%s" % (
             spec.task, spec.model, config.layout, max_len, dist.size, spec.kernels, spec.precision,
             json.dumps(hparams)))
-        _write_run_config(spec, config, settings)
+        outputs.write_json(os.path.join(spec.output_dir, restart.RUN_CONFIG), record)
         if dist.size > 1:
             scaling = ("x %d workers (--lr_scale_with_workers)" % dist.size if spec.lr_scale_with_workers else
                        "(not scaled; --lr_scale_with_workers would multiply it by %d)" % dist.size)
@@ -182,6 +191,8 @@ def run(spec, log=print, dist=None):
         if role not in caches:
             caches[role] = FeatureCache(cache_dir, task, files[role], tokenizer, settings, role == "train", dist,
                                         log=log)
+            if role == "dev":
+                task.check_gold(files[role], caches[role].examples)
         return caches[role]
 
     # Rank 0 works, and alone writes, in the output directory. Another rank's Estimator needs a directory too
@@ -204,15 +215,13 @@ def run(spec, log=print, dist=None):
     return results
 
 
-def _write_run_config(spec, config, settings):
+def _run_record(spec, config, settings):
     """OUT/run_config.json: what a later export needs to rebuild the model and its features without flags."""
-    record = {"task": spec.task, "task_options": spec.task_options, "model": spec.model,
-              "model_config": config.to_dict(), "feature_settings": dataclasses.asdict(settings),
-              "vocab_file": os.path.abspath(spec.vocab_file) if spec.vocab_file else None,
-              "spm_model": os.path.abspath(spec.spm_model) if spec.spm_model else None,
-              "lower_case": spec.lower_case, "kernels": spec.kernels, "seeds": spec.seeds}
-    with open(os.path.join(spec.output_dir, "run_config.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, ensure_ascii=False)
+    return {"task": spec.task, "task_options": spec.task_options, "model": spec.model,
+            "model_config": config.to_dict(), "feature_settings": dataclasses.asdict(settings),
+            "vocab_file": os.path.abspath(spec.vocab_file) if spec.vocab_file else None,
+            "spm_model": os.path.abspath(spec.spm_model) if spec.spm_model else None,
+            "lower_case": spec.lower_case, "kernels": spec.kernels, "seeds": spec.seeds}
 
 
 def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, log):
@@ -269,8 +278,7 @@ def _run_one(spec, task, config, settings, hparams, cache, dist, run_dir, seed, 
         if role == "dev":
             metrics = task.evaluate(data.examples, predictions)
             task.write_predictions(run_dir, "dev_", predictions, nbest)
-            with open(os.path.join(run_dir, "eval_results.json"), "w") as f:
-                json.dump(metrics, f, indent=1)
+            outputs.write_json(os.path.join(run_dir, "eval_results.json"), metrics)
             log("[eval] %s" % json.dumps(metrics))
         else:
             task.write_predictions(run_dir, "", predictions, nbest)
@@ -315,8 +323,14 @@ def _predict_gathered(estimator, data, batch_size, dist, checkpoint):
     """Every rank predicts its own slice of the features: tf.data's shard gives rank r the features r, r + size,
     r + 2 size, ..., so feature i is item i // size of rank i % size's slice (slices differ in length by at
     most one). Rank 0 gets every output in feature order; the other ranks, which write nothing, get None."""
+    from tf_mrc.compat import tf
+    from tf_mrc.errors import first_line
     from tf_mrc.estimator import predict_outputs
-    mine = predict_outputs(estimator, data.input_fn_builder(batch_size, dist), checkpoint)
+    try:
+        mine = predict_outputs(estimator, data.input_fn_builder(batch_size, dist), checkpoint)
+    except tf.errors.NotFoundError as err:   # e.g. a pre-trained --init_checkpoint without the task's head
+        raise UserError("checkpoint %s lacks variables the model predicts with (no trained task head? train with "
+                        "--do_train first): %s" % (checkpoint, first_line(err)))
     slices = dist.allgather_objects(mine)
     if not dist.is_chief:
         return None
@@ -329,8 +343,7 @@ def _predict_gathered(estimator, data, batch_size, dist, checkpoint):
 def _write_seed_summary(spec, task, results, log):
     from tf_mrc import metrics
     aggregated = metrics.aggregate_seeds(results, task.metric_names)
-    with open(os.path.join(spec.output_dir, "results.md"), "w", encoding="utf-8") as f:
-        f.write(metrics.results_markdown(spec.task, spec.model, aggregated, task.metric_names))
-    with open(os.path.join(spec.output_dir, "eval_results.json"), "w") as f:
-        json.dump({"seeds": results, "aggregate": aggregated}, f, indent=1)
+    outputs.write_text(os.path.join(spec.output_dir, "results.md"),
+                       metrics.results_markdown(spec.task, spec.model, aggregated, task.metric_names))
+    outputs.write_json(os.path.join(spec.output_dir, "eval_results.json"), {"seeds": results, "aggregate": aggregated})
     log("[seeds] %s" % json.dumps({k: v["mean"] for k, v in aggregated.items()}))

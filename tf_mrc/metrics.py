@@ -11,11 +11,12 @@ Scores are returned unrounded (x100 where the official script reports percentage
 """
 import collections
 import functools
+import os
 import re
 
 import nltk
 from nltk.tokenize import NLTKWordTokenizer
-from nltk.tokenize.punkt import PunktSentenceTokenizer
+from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 
 # --------------------------------------------------------------------------------------------------
 # CMRC 2018 / DRCD
@@ -30,12 +31,30 @@ CMRC_PUNCTUATION = frozenset([
 
 _CJK_CHARACTER = re.compile(r'[\u4e00-\u9fa5]')
 _WORD_TOKENIZER = NLTKWordTokenizer()
-_UNTRAINED_SENTENCE_SPLITTER = PunktSentenceTokenizer()
+# NLTK's English Punkt model in its punkt_tab format, shipped with tf_mrc (source and licence in its README.md)
+PUNKT_ENGLISH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "punkt_tab", "english")
+
+
+def load_punkt_parameters(directory=PUNKT_ENGLISH):
+    """PunktParameters from a punkt_tab directory, read exactly as NLTK 3.9's ``punkt.load_punkt_params`` reads
+    it (one entry per line, tab-separated fields, the trailing newline dropped). NLTK 3.8 knows only the pickled
+    model, so the reading is done here: both NLTK versions get the same parameters."""
+    def lines(name):
+        with open(os.path.join(directory, name), encoding="utf-8") as f:
+            return [line[:-1] if line.endswith("\n") else line for line in f]
+
+    params = PunktParameters()
+    params.collocations = {tuple(line.split("\t")) for line in lines("collocations.tab")}
+    params.sent_starters = set(lines("sent_starters.txt"))
+    params.abbrev_types = set(lines("abbrev_types.txt"))
+    params.ortho_context = collections.defaultdict(int, {
+        word: int(flags) for word, flags in (line.split("\t") for line in lines("ortho_context.tab"))})
+    return params
 
 
 @functools.lru_cache(maxsize=None)
-def _punkt_available():
-    """Whether NLTK's trained English Punkt model (punkt_tab, or punkt before NLTK 3.8.2) is installed."""
+def _nltk_punkt_installed():
+    """Whether NLTK's own English Punkt data (punkt_tab, or punkt before NLTK 3.8.2) is installed."""
     try:
         nltk.sent_tokenize("probe")
     except LookupError:
@@ -43,22 +62,22 @@ def _punkt_available():
     return True
 
 
-def _word_tokenize(text):
-    """``nltk.word_tokenize(text)``, what the official script calls on every non-CJK run.
+@functools.lru_cache(maxsize=None)
+def shipped_sentence_splitter():
+    """NLTK's English Punkt sentence splitter built from the parameters shipped with tf_mrc."""
+    return PunktSentenceTokenizer(load_punkt_parameters())
 
-    word_tokenize first splits sentences with the trained English Punkt model (preserve_line=False: a period
-    ends a token only at the end of a sentence), then runs NLTKWordTokenizer on each sentence. That model is
-    NLTK data, not part of the package, and cannot be downloaded everywhere. Without it this falls back to the
-    same pipeline with an *untrained* PunktSentenceTokenizer, which lacks the trained model's abbreviations and
-    initials: "mr. smith" gives 'mr', '.', 'smith' instead of 'mr.', 'smith'. Only runs with '. ', '? ' or '! '
-    inside can differ (10 of the 1,858 non-CJK runs in the CMRC trial set and the DRCD dev sample, contexts
-    included); install the data (``nltk.download('punkt_tab')``) to remove the gap.
-    """
-    if _punkt_available():
-        return nltk.word_tokenize(text)
-    return [token
-            for sentence in _UNTRAINED_SENTENCE_SPLITTER.tokenize(text)
-            for token in _WORD_TOKENIZER.tokenize(sentence)]
+
+def word_tokenize(text, sentence_splitter=None):
+    """The pipeline of ``nltk.word_tokenize(text)`` (preserve_line=False), which the official script calls on
+    every non-CJK run: split sentences with the English Punkt model (a period stays on an abbreviation such as
+    'dr.' or 'u.s.' and is split off only at a sentence end), then NLTKWordTokenizer on each sentence.
+    ``sentence_splitter``: default NLTK's own installed model, else the same model shipped with tf_mrc."""
+    if sentence_splitter is None:
+        if _nltk_punkt_installed():
+            return nltk.word_tokenize(text)
+        sentence_splitter = shipped_sentence_splitter()
+    return [token for sentence in sentence_splitter.tokenize(text) for token in _WORD_TOKENIZER.tokenize(sentence)]
 
 
 def mixed_segmentation(text, rm_punc=False):
@@ -72,13 +91,13 @@ def mixed_segmentation(text, rm_punc=False):
             continue
         if _CJK_CHARACTER.match(char) or char in CMRC_PUNCTUATION:
             if pending:
-                segments.extend(_word_tokenize(pending))
+                segments.extend(word_tokenize(pending))
                 pending = ""
             segments.append(char)
         else:
             pending += char
     if pending:
-        segments.extend(_word_tokenize(pending))
+        segments.extend(word_tokenize(pending))
     return segments
 
 

@@ -63,6 +63,7 @@ _HPARAMS = {
 }
 
 MODEL_NAMES = tuple(sorted(_MODELS))
+ARCHITECTURE_FIELDS = ("layout", "num_hidden_layers", "hidden_size", "num_attention_heads")
 
 
 @dataclasses.dataclass
@@ -93,7 +94,10 @@ def hyperparameters(model, task):
 def check_config_matches_preset(preset, config, config_file):
     """A --config_file must describe the preset's architecture; a mismatch is almost always the wrong file."""
     expected = preset.config
-    for field in ("layout", "num_hidden_layers", "hidden_size", "num_attention_heads"):
+    for field in ARCHITECTURE_FIELDS:
         if getattr(expected, field) != getattr(config, field):
-            raise ConfigError("--config_file %s has %s=%r but --model=%s expects %r" % (
-                config_file, field, getattr(config, field), preset.name, getattr(expected, field)))
+            fitting = [name for name in MODEL_NAMES if all(
+                getattr(model_preset(name).config, f) == getattr(config, f) for f in ARCHITECTURE_FIELDS)]
+            raise ConfigError("--config_file %s has %s=%r but --model=%s expects %r (presets of this architecture: "
+                              "%s)" % (config_file, field, getattr(config, field), preset.name,
+                                       getattr(expected, field), ", ".join(fitting) or "none"))

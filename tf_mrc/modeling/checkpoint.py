@@ -2,14 +2,15 @@
 
 A silent partial load is the classic way to fine-tune from random weights without noticing, so every run logs
 which model variables came from the checkpoint, which did not (e.g. a fresh task head), and which checkpoint
-variables went unused. A variable whose shape differs is an error, not a skip.
+variables went unused. A variable whose shape differs is an error, not a skip, and so is a checkpoint that
+lacks any encoder variable: only the parts fine-tuning adds (FRESH_PREFIXES) may start from initializers.
 """
 import dataclasses
 import re
 from typing import List
 
 from tf_mrc.compat import tf
-from tf_mrc.errors import UserError
+from tf_mrc.errors import UserError, first_line
 
 # Checkpoint entries that are training state rather than model weights: never reported as unused.
 _TRAINING_STATE = re.compile(
@@ -19,6 +20,11 @@ _TRAINING_STATE = re.compile(
 # embedding of its query stream), unused when fine-tuning.
 PRETRAINING_HEAD_PREFIXES = ("cls/predictions/", "cls/seq_relationship/", "model/lm_loss/",
                              "model/transformer/mask_emb/")
+
+
+# Model variables a pre-trained checkpoint may lack: the task heads, BERT's pooler and XLNet's sequence summary
+# (weights converted from a model without them leave them out; fine-tuning starts them from their initializers).
+FRESH_PREFIXES = ("cls/", "bert/pooler/", "model/sequnece_summary/")
 
 
 def is_training_state(name):
@@ -55,6 +61,18 @@ def _variable_name(variable):
     return re.sub(r":\d+$", "", variable.name)
 
 
+def verify_readable(checkpoint):
+    """Read every tensor of ``checkpoint`` once (the reader checks each one's CRC), so a truncated or corrupted
+    .data file is a one-line CheckpointError here instead of a traceback when a session restores it."""
+    try:
+        reader = tf.train.load_checkpoint(checkpoint)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as err:  # OpErrors, or the IndexError / ValueError py_checkpoint_reader turns them into
+        raise CheckpointError("checkpoint %s cannot be read (truncated or corrupted?): %s"
+                              % (checkpoint, first_line(err)))
+
+
 def init_from_checkpoint(init_checkpoint, log=print, variables=None):
     """Initialise ``variables`` (default: the graph's trainable variables) from ``init_checkpoint`` by name.
 
@@ -64,8 +82,7 @@ def init_from_checkpoint(init_checkpoint, log=print, variables=None):
     try:
         stored = dict(tf.train.list_variables(init_checkpoint))
     except (tf.errors.OpError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError("init_checkpoint %s cannot be read: %s" % (init_checkpoint, reason))
+        raise CheckpointError("init_checkpoint %s cannot be read: %s" % (init_checkpoint, first_line(err)))
     if variables is None:
         variables = tf.trainable_variables()
 
@@ -85,6 +102,14 @@ def init_from_checkpoint(init_checkpoint, log=print, variables=None):
     if mismatches:
         more = " (and %d more shape mismatches)" % (len(mismatches) - 1) if len(mismatches) > 1 else ""
         raise CheckpointError("init_checkpoint %s: %s%s" % (init_checkpoint, mismatches[0], more))
+    encoder = [name for name in loaded + missing if not name.startswith(FRESH_PREFIXES)]
+    lacking = [name for name in missing if not name.startswith(FRESH_PREFIXES)]
+    if lacking:
+        found = "none" if len(lacking) == len(encoder) else "only %d" % (len(encoder) - len(lacking))
+        raise CheckpointError("init_checkpoint %s holds %s of the model's %d encoder variables: expected e.g. %s "
+                              "(it holds e.g. %s; a checkpoint of another model or layout?)"
+                              % (init_checkpoint, found, len(encoder), ", ".join(lacking[:2]),
+                                 ", ".join(sorted(stored)[:2]) or "nothing"))
 
     unused, heads = [], []
     for name in sorted(stored):

@@ -67,8 +67,8 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     def to_json_file(self, path):
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+        from tf_mrc import outputs
+        outputs.write_json(path, self.to_dict(), indent=2, sort_keys=True)
 
 
 @dataclasses.dataclass

@@ -31,6 +31,7 @@ Layout = collections.namedtuple("Layout", [
     "variant_field",       # the ModelConfig field that picks one of several weight layouts (ALBERT's), or None
     "config_class",        # the tf_mrc.modeling.config class of this layout's config
     "detect_key",          # a key only this layout's published config has (the layout of a file that names none)
+    "word_embeddings",     # the word-embedding table's variable (a checkpoint's vocabulary size)
 ])
 
 _BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -41,7 +42,7 @@ BERT = Layout(name="bert", module="bert", tokenizer="wordpiece", vocabulary_flag
               padding="right", passage_first=False, absolute_positions=True, pooled_scope="bert/pooler/",
               pooled_name="pooler", pretrained_pooled=True, span_head="linear", recompute=True, published_keys=(),
               config_fields=_BERT_FIELDS, activation_key="hidden_act", variant_field=None,
-              config_class="ModelConfig", detect_key=None)
+              config_class="ModelConfig", detect_key=None, word_embeddings="bert/embeddings/word_embeddings")
 ALBERT = BERT._replace(name="albert", module="albert", variant_field="albert_variant", config_class="AlbertConfig",
                        detect_key="embedding_size",
                        config_fields=_BERT_FIELDS + ("embedding_size", "num_hidden_groups", "inner_group_num"))
@@ -56,7 +57,7 @@ XLNET = Layout(name="xlnet", module="xlnet", tokenizer="sentencepiece", vocabula
                config_fields=("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "head_size",
                               "intermediate_size", "untie_r", "clamp_len"),
                activation_key="ff_activation", variant_field=None, config_class="XLNetConfig",
-               detect_key="d_model")
+               detect_key="d_model", word_embeddings="model/transformer/word_embedding/lookup_table")
 
 LAYOUTS = collections.OrderedDict((layout.name, layout) for layout in (BERT, ALBERT, XLNET))
 

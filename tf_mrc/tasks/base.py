@@ -7,6 +7,7 @@ every task and every encoder.
 """
 import dataclasses
 import json
+import unicodedata
 
 from tf_mrc.errors import UserError
 
@@ -40,17 +41,28 @@ class Featurized:
     stats: dict = dataclasses.field(default_factory=dict)   # e.g. {"truncated": n}, reported by the audit
 
 
+def _unreadable(path, err):
+    """The DataError for a file that cannot be opened or decoded."""
+    if isinstance(err, FileNotFoundError):
+        return DataError(path, "-", "-", "file not found")
+    if isinstance(err, IsADirectoryError):
+        return DataError(path, "-", "-", "a directory, not a file")
+    if isinstance(err, UnicodeDecodeError):
+        return DataError(path, "-", "-", "not UTF-8 text (%s)" % err)
+    return DataError(path, "-", "-", "cannot be read (%s)" % (err.strerror or type(err).__name__))
+
+
 def load_json(path):
     """Read a JSON file, turning the usual failures into one-line DataErrors."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except FileNotFoundError:
-        raise DataError(path, "-", "-", "file not found")
     except json.JSONDecodeError as err:
         raise DataError(path, "-", "-", "not valid JSON (%s)" % err)
-    except UnicodeDecodeError as err:
-        raise DataError(path, "-", "-", "not UTF-8 text (%s)" % err)
+    except (OSError, UnicodeDecodeError) as err:
+        raise _unreadable(path, err)
+    except RecursionError:
+        raise DataError(path, "-", "-", "JSON nested too deeply")
 
 
 def load_json_lines(path):
@@ -64,9 +76,43 @@ def load_json_lines(path):
                         records.append(json.loads(line))
                     except json.JSONDecodeError as err:
                         raise DataError(path, "line %d" % number, "-", "not valid JSON (%s)" % err)
-    except FileNotFoundError:
-        raise DataError(path, "-", "-", "file not found")
+    except (OSError, UnicodeDecodeError) as err:
+        raise _unreadable(path, err)
     return records
+
+
+def is_blank(text):
+    """Whether ``text`` shows nothing: only whitespace, zero-width and other format or control characters
+    (U+200B, U+FEFF, ...). Such a passage tokenizes to nothing, so it is an empty passage."""
+    return all(char.isspace() or unicodedata.category(char) in ("Cf", "Cc") for char in text)
+
+
+def question_id(path, record, value, field="id"):
+    """A question id as predictions files key it (a string; 7 and "7" are the same id). Missing, null,
+    empty and non-scalar ids are DataErrors: two questions without an id would share one prediction."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(path, record, field, "missing or not a string/integer question id (got %s)"
+                        % json.dumps(value))
+    qid = str(value).strip()
+    if not qid:
+        raise DataError(path, record, field, "empty question id")
+    return qid
+
+
+class QuestionIds:
+    """The question ids read so far (over one or several files): a second question with the same id would
+    overwrite the first one's prediction, so it is a DataError naming both records."""
+
+    def __init__(self):
+        self._where = {}
+
+    def add(self, qid, path, record, field="id"):
+        if qid in self._where:
+            first_path, first_record = self._where[qid]
+            first = first_record if first_path == path else "%s in %s" % (first_record, first_path)
+            raise DataError(path, record, field, "question id %s is also the id of record %s" % (qid, first))
+        self._where[qid] = (path, record)
+        return qid
 
 
 class Task:
@@ -116,22 +162,53 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, examples, predictions):
-        """The task's official metric on ``predictions`` ({question_id: answer}); missing ones score 0."""
+        """The task's official metric on ``predictions`` ({question_id: answer}); missing ones score 0.
+        Every example must have its gold answer (``check_gold``)."""
         raise NotImplementedError
+
+    gold_field = "answers"   # the field that carries an example's gold answer in the task's files
+
+    def has_gold(self, example):
+        """Whether ``example`` carries the gold answer scoring needs (test files do not)."""
+        raise NotImplementedError
+
+    def check_gold(self, path, examples):
+        """Raise a DataError naming the first example of ``path`` without a gold answer."""
+        for example in examples:
+            if not self.has_gold(example):
+                raise DataError(path, "question %s" % example.qid, self.gold_field,
+                                "no gold answer to score against (a test file? scoring needs the ground truth)")
+
+    answer_types = (str,)    # what a prediction may be (choice tasks also take a choice index)
 
     def load_predictions(self, path):
         """Read a predictions file in the formats ``tf_mrc.evaluate`` accepts: by default {id: answer}."""
         predictions = load_json(path)
         if not isinstance(predictions, dict):
             raise DataError(path, "-", "-", "expected a JSON object {question_id: answer}")
+        self.check_answers(path, predictions.items())
         return predictions
+
+    def check_answers(self, path, pairs):
+        """Refuse predictions files of another shape (n-best files, data files) instead of scoring them."""
+        for qid, answer in pairs:
+            if isinstance(answer, self.answer_types) and not isinstance(answer, bool):
+                continue
+            if isinstance(answer, list) and qid in ("data", "paragraphs"):
+                problem = "this is a data file, not predictions {question_id: answer}"
+            elif isinstance(answer, list):
+                problem = "a list of candidates, not an answer: this looks like an n-best file (pass predictions.json)"
+            else:
+                problem = "expected an answer (%s), got %s" % (
+                    " or ".join("integer" if t is int else "string" for t in self.answer_types), json.dumps(answer))
+            raise DataError(path, "question %s" % qid, "answer", problem)
 
     def write_predictions(self, out_dir, prefix, predictions, nbest):
         """Write ``{prefix}predictions.json`` and ``{prefix}nbest_predictions.json`` (tasks may add formats)."""
         import os
+        from tf_mrc import outputs
         for name, obj in (("predictions.json", predictions), ("nbest_predictions.json", nbest)):
-            with open(os.path.join(out_dir, prefix + name), "w", encoding="utf-8") as f:
-                json.dump(obj, f, ensure_ascii=False, indent=1)
+            outputs.write_json(os.path.join(out_dir, prefix + name), obj)
 
 
 _REGISTRY = {}

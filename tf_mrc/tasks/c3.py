@@ -18,7 +18,7 @@ import os
 import re
 
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, load_json, register
+from tf_mrc.tasks.base import DataError, QuestionIds, is_blank, load_json, question_id, register
 from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids, truncate_longest_first
 
 SUBSETS = ("d", "m")
@@ -29,6 +29,12 @@ SUBSET_IN_NAME = re.compile(r"(^|[^a-z])([dm])(-(?:train|dev|test))")
 class C3Example(ChoiceExample):
     passage: str = ""
     question: str = ""
+
+
+def subset_named(path):
+    """The subset ('d' or 'm') a file's name gives, else None."""
+    match = SUBSET_IN_NAME.search(os.path.basename(path))
+    return match.group(2) if match else None
 
 
 def subset_files(path, subsets):
@@ -67,15 +73,13 @@ class C3Task(ChoiceTask):
         return [file_path for file_path, _ in subset_files(path, self.subsets)]
 
     def read_examples(self, path, is_training):
-        examples, seen = [], set()
+        examples, ids = [], QuestionIds()
         for file_path, subset in subset_files(path, self.subsets):
-            if not os.path.isfile(file_path):
+            if file_path != path and not os.path.exists(file_path):
                 raise DataError(file_path, "-", "-", "file not found (%s stands for the files of c3_subsets=%s)"
                                 % (os.path.basename(path), ",".join(self.subsets)))
-            for example, where in self._read_file(file_path, subset, is_training):
-                if example.qid in seen:
-                    raise DataError(file_path, where, "id", "question id %s occurs twice" % example.qid)
-                seen.add(example.qid)
+            for example, where, field in self._read_file(file_path, subset, is_training):
+                ids.add(example.qid, file_path, where, field)
                 examples.append(example)
         return examples
 
@@ -83,6 +87,8 @@ class C3Task(ChoiceTask):
         documents = load_json(path)
         if not isinstance(documents, list):
             raise DataError(path, "-", "-", "expected a JSON list of [sentences, questions, id] documents")
+        if not documents:
+            raise DataError(path, "-", "-", "no documents")
         for number, document in enumerate(documents, 1):
             where = str(number)
             if not isinstance(document, list) or len(document) != 3:
@@ -94,6 +100,9 @@ class C3Task(ChoiceTask):
             if not isinstance(questions, list) or not questions:
                 raise DataError(path, where, "questions", "expected a non-empty list of questions")
             passage = "\n".join(sentences)
+            if is_blank(passage):
+                raise DataError(path, where, "context", "empty passage (nothing but whitespace or invisible "
+                                                        "characters)")
             for index, question in enumerate(questions):
                 field = "questions[%d]" % index
                 if not isinstance(question, dict) or not isinstance(question.get("question"), str):
@@ -109,11 +118,11 @@ class C3Task(ChoiceTask):
                 if not answer and is_training:
                     raise DataError(path, where, field + ".answer", "missing: training needs the answer")
                 if "id" in question:
-                    qid = str(question["id"])
+                    qid = question_id(path, where, question["id"], field + ".id")
                 else:
                     qid = "-".join(part for part in (subset, str(doc_id), str(index)) if part)
                 label = choices.index(answer) if answer else -1
-                yield C3Example(qid, choices, label, passage, question["question"]), where
+                yield C3Example(qid, choices, label, passage, question["question"]), where, field + ".id"
 
     # -- features ---------------------------------------------------------------------------------------
     def pack_choices(self, example, tokenizer, settings):

@@ -36,8 +36,9 @@ import re
 
 import numpy as np
 
+from tf_mrc import outputs
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, load_json, load_json_lines, register
+from tf_mrc.tasks.base import DataError, QuestionIds, load_json, load_json_lines, question_id, register
 from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids
 from tf_mrc.tokenization import TokenizerError
 
@@ -186,9 +187,8 @@ class ChidTask(ChoiceTask):
         return candidates
 
     def _fewclue_example(self, path, number, record, is_training):
-        if "id" not in record:
-            raise DataError(path, str(number), "id", "missing")
-        where = "%d (id %s)" % (number, record["id"])
+        qid = question_id(path, str(number), record.get("id"))
+        where = "%d (id %s)" % (number, qid)
         candidates = self._candidates(path, where, record)
         blanks = BLANK.findall(record["content"])
         if len(blanks) != 1:
@@ -199,7 +199,7 @@ class ChidTask(ChoiceTask):
         if "answer" in record and not _is_index(label, len(candidates)):
             raise DataError(path, where, "answer", "expected a candidate index 0..%d, got %r"
                             % (len(candidates) - 1, label))
-        return ChidExample(str(record["id"]), candidates, label, record["content"], blanks[0], str(number))
+        return ChidExample(qid, candidates, label, record["content"], blanks[0], str(number))
 
     def _answer_files(self, path):
         """Option chid_answers, else ``<name>_answer.json`` beside ``path`` if present."""
@@ -246,11 +246,10 @@ class ChidTask(ChoiceTask):
 
     @staticmethod
     def _check_ids(path, examples):
-        seen = set()
+        """FewCLUE ids and ChID blank ids each name one question of the file."""
+        ids = QuestionIds()
         for example in examples:
-            if example.qid in seen:
-                raise DataError(path, example.group, "id", "%s occurs twice" % example.qid)
-            seen.add(example.qid)
+            ids.add(example.qid, path, example.group)
 
     def _check_answered(self, path, examples, is_training):
         """A file's blanks are all answered or (a test file) none; training needs them all."""
@@ -306,6 +305,6 @@ class ChidTask(ChoiceTask):
     def write_predictions(self, out_dir, prefix, predictions, nbest):
         super().write_predictions(out_dir, prefix, predictions, nbest)
         if predictions and not all(BLANK.fullmatch(qid) for qid in predictions):
-            with open(os.path.join(out_dir, prefix + "chidf_predict.json"), "w", encoding="utf-8") as f:
-                for qid, index in predictions.items():
-                    f.write(json.dumps({"id": int(qid) if qid.isdigit() else qid, "answer": index}) + "\n")
+            outputs.write_text(os.path.join(out_dir, prefix + "chidf_predict.json"), "".join(
+                json.dumps({"id": int(qid) if qid.isdigit() else qid, "answer": index}) + "\n"
+                for qid, index in predictions.items()))

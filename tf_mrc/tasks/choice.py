@@ -144,6 +144,12 @@ class ChoiceTask(Task):
             outputs.append({"choice_logits": logits})
         return outputs
 
+    gold_field = "answer"
+    answer_types = (str, int)
+
+    def has_gold(self, example):
+        return example.label >= 0
+
     def evaluate(self, examples, predictions):
         gold = {example.qid: example.label for example in examples if example.label >= 0}
         if not gold:
@@ -159,6 +165,7 @@ class ChoiceTask(Task):
         except DataError:
             loaded = None   # several JSON documents: one submission object per line
         if isinstance(loaded, dict) and set(loaded) != {"id", self.submission_key}:
+            self.check_answers(path, loaded.items())
             return loaded
         predictions = {}
         for number, line in enumerate(load_json_lines(path), 1):
@@ -167,4 +174,5 @@ class ChoiceTask(Task):
                                 'expected one JSON object {id: answer} or lines {"id": .., "%s": ..}'
                                 % self.submission_key)
             predictions[str(line["id"])] = line[self.submission_key]
+        self.check_answers(path, predictions.items())
         return predictions

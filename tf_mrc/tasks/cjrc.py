@@ -99,11 +99,6 @@ class Cjrc(SpanTask):
     def read_examples(self, path, is_training):
         examples = read_squad_style(path, lambda record, article, paragraph, qa, context:
                                     self._example(path, record, article, qa, context))
-        seen = set()
-        for example in examples:
-            if example.qid in seen:
-                raise DataError(path, "question %s" % example.qid, "id", "appears twice")
-            seen.add(example.qid)
         if self.split_ratio is None:
             return examples
         part = self.split or ("train" if is_training else "dev")
@@ -173,6 +168,12 @@ class Cjrc(SpanTask):
         return predictions, nbest
 
     # -- scoring ----------------------------------------------------------------------------------
+    gold_field = "domain"
+
+    def has_gold(self, example):
+        """Every ground-truth question has a domain (no answers = unanswerable); blinded input has none."""
+        return example.domain in metrics.CJRC_DOMAINS
+
     def evaluate(self, examples, predictions):
         """Flat result: the headline ``f1`` / ``em`` / ``total`` (overall, official CJRC definition unless the
         ``metric`` option says 'cmrc'), ``skipped`` (questions without a prediction, scored 0), the per-domain
@@ -213,10 +214,9 @@ class Cjrc(SpanTask):
                 pairs.append((str(item["id"]), item["answer"]))
         else:
             raise DataError(path, "-", "-", "expected {question_id: answer} or a list of {id, answer}")
+        self.check_answers(path, pairs)
         predictions = {}
         for qid, answer in pairs:
-            if not isinstance(answer, str):
-                raise DataError(path, "question %s" % qid, "answer", "not a string")
             if qid in predictions:
                 raise DataError(path, "question %s" % qid, "id", "appears twice")
             predictions[qid] = answer
@@ -224,12 +224,11 @@ class Cjrc(SpanTask):
 
     def write_predictions(self, out_dir, prefix, predictions, nbest):
         """Also ``{prefix}predictions_cjrc_official.json``: the list the official evaluation script reads."""
-        import json
         import os
+        from tf_mrc import outputs
         super().write_predictions(out_dir, prefix, predictions, nbest)
         official = [{"id": qid, "answer": answer} for qid, answer in predictions.items()]
-        with open(os.path.join(out_dir, prefix + "predictions_cjrc_official.json"), "w", encoding="utf-8") as f:
-            json.dump(official, f, ensure_ascii=False, indent=1)
+        outputs.write_json(os.path.join(out_dir, prefix + "predictions_cjrc_official.json"), official)
 
 
 def _cmrc_by_domain(examples, predictions):

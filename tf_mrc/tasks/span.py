@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from tf_mrc.tasks.base import DataError, Featurized, Task, load_json
+from tf_mrc.tasks.base import DataError, Featurized, QuestionIds, Task, is_blank, load_json, question_id
 
 ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
@@ -55,7 +55,7 @@ def read_squad_style(path, make_example):
     dataset = load_json(path)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style)")
-    examples = []
+    examples, ids = [], QuestionIds()
     for a_index, article in enumerate(dataset["data"]):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
@@ -65,18 +65,19 @@ def read_squad_style(path, make_example):
             context = paragraph.get("context") if isinstance(paragraph, dict) else None
             if not isinstance(context, str):
                 raise DataError(path, where, "context", "missing or not a string")
-            if not context.strip():
-                raise DataError(path, where, "context", "empty passage")
+            if is_blank(context):
+                raise DataError(path, where, "context", "empty passage (nothing but whitespace or "
+                                                        "invisible characters)")
             qas = paragraph.get("qas")
             if not isinstance(qas, list):
                 raise DataError(path, where, "qas", "missing or not a list")
-            for qa in qas:
+            for q_index, qa in enumerate(qas):
+                position = "%s.qas[%d]" % (where, q_index)
                 if not isinstance(qa, dict):
-                    raise DataError(path, where, "qas", "question record is not an object")
-                qid = str(qa.get("id", "")).strip()
-                record = "question %s" % (qid or "(no id) in " + where)
-                if not qid:
-                    raise DataError(path, record, "id", "missing question id")
+                    raise DataError(path, position, "-", "question record is not an object")
+                qid = question_id(path, position, qa.get("id"))
+                record = "question %s" % qid
+                ids.add(qid, path, "%s (%s)" % (record, position))
                 if not isinstance(qa.get("question"), str):  # empty questions occur in the published data
                     raise DataError(path, record, "question", "missing or not a string")
                 answers = qa.get("answers", [])
@@ -87,6 +88,8 @@ def read_squad_style(path, make_example):
                     if not isinstance(a.get("answer_start", -1), int):
                         raise DataError(path, record, "answers.answer_start", "not an integer")
                 examples.append(make_example(record, article, paragraph, qa, context))
+    if not examples:
+        raise DataError(path, "-", "data", "no questions")
     return examples
 
 
@@ -288,6 +291,9 @@ class SpanTask(Task):
                                                   10.0, -10.0)
             outputs.append(output)
         return outputs
+
+    def has_gold(self, example):
+        return bool(example.gold_texts)
 
     def evaluate(self, examples, predictions):
         from tf_mrc import metrics

@@ -1,0 +1,320 @@
+"""Every command-line tool against a corpus of bad inputs: each must stop with exit status 2, exactly one
+``error:`` line, no traceback, and leave everything already on disk as it was.
+
+The tools run in this process (their ``main(argv)``, stdout and stderr captured), so TensorFlow is imported
+once for the whole table; only Ctrl-C needs a child process. All cases share one ``world`` directory of good
+and bad inputs, built once; its files are hashed before and after every case.
+
+Adding a case is one line in CASES: ``Case(id, cli, arguments)``. In the arguments ``{w}`` is the world
+directory and ``{out}`` a fresh directory that does not exist yet; put new input files in ``build_world``.
+"""
+import collections
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+
+import pytest
+
+from tests.conftest import ROOT
+
+TINY = ROOT / "tf_mrc" / "resources" / "tiny"
+TINY_FLAGS = ("--task=cmrc2018 --model=tiny --vocab_file={w}/vocab.txt --max_seq_length=128 --doc_stride=32 "
+              "--max_query_length=32")
+TRAIN = TINY_FLAGS + " --train_file={w}/passages.json --do_train"   # a later flag of the same name wins
+
+Case = collections.namedtuple("Case", "id cli args")
+
+CASES = [
+    # tf_mrc.evaluate: data files
+    Case("eval-duplicate-id-7-and-'7'", "evaluate", "--task=cmrc2018 {w}/dup_ids.json {w}/predictions.json"),
+    Case("eval-null-id", "evaluate", "--task=cmrc2018 {w}/null_id.json {w}/predictions.json"),
+    Case("eval-invisible-passage", "evaluate", "--task=cmrc2018 {w}/blank_passage.json {w}/predictions.json"),
+    Case("eval-empty-data", "evaluate", "--task=cmrc2018 {w}/empty_data.json {w}/predictions.json"),
+    Case("eval-gold-without-answers", "evaluate", "--task=cmrc2018 {w}/no_answers.json {w}/predictions.json"),
+    Case("eval-data-is-a-directory", "evaluate", "--task=cmrc2018 {w}/a_directory {w}/predictions.json"),
+    Case("eval-data-missing", "evaluate", "--task=cmrc2018 {w}/nothing.json {w}/predictions.json"),
+    Case("eval-data-bad-json", "evaluate", "--task=cmrc2018 {w}/broken.json {w}/predictions.json"),
+    Case("eval-drcd-duplicate-id", "evaluate", "--task=drcd {w}/dup_ids.json {w}/predictions.json"),
+    Case("eval-cjrc-duplicate-id", "evaluate", "--task=cjrc {w}/cjrc_dup_ids.json {w}/predictions.json"),
+    Case("eval-chid-fewclue-duplicate-id", "evaluate", "--task=chid {w}/chid_dup_ids.json {w}/chid_predictions.json"),
+    Case("eval-chid-fewclue-null-id", "evaluate", "--task=chid {w}/chid_null_id.json {w}/chid_predictions.json"),
+    Case("eval-chid-duplicate-blank", "evaluate", "--task=chid {w}/chid_dup_blanks.json {w}/chid_predictions.json"),
+    Case("eval-c3-duplicate-id", "evaluate", "--task=c3 {w}/c3_dup_ids.json {w}/c3_predictions.json"),
+    Case("eval-c3-null-id", "evaluate", "--task=c3 {w}/c3_null_id.json {w}/c3_predictions.json"),
+    Case("eval-c3-invisible-passage", "evaluate", "--task=c3 {w}/c3_blank.json {w}/c3_predictions.json"),
+    Case("eval-c3-subset-file-missing", "evaluate", "--task=c3 --c3_subsets=d,m {w}/c3-d-dev.json "
+                                                    "{w}/c3_predictions.json"),
+    # tf_mrc.evaluate: predictions files
+    Case("eval-nbest-file", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/nbest_predictions.json"),
+    Case("eval-data-file-as-predictions", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/passages.json"),
+    Case("eval-predictions-of-another-file", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/foreign.json"),
+    Case("eval-predictions-directory", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/a_directory"),
+    Case("eval-c3-nbest-file", "evaluate", "--task=c3 {w}/c3-d-dev.json {w}/c3_nbest.json"),
+    # tf_mrc.audit
+    Case("audit-duplicate-id", "audit", "--task=cmrc2018 --data {w}/dup_ids.json --vocab_file {w}/vocab.txt"),
+    Case("audit-empty-data", "audit", "--task=cmrc2018 --data {w}/empty_data.json --vocab_file {w}/vocab.txt"),
+    Case("audit-data-is-a-directory", "audit", "--task=cmrc2018 --data {w}/a_directory --vocab_file {w}/vocab.txt"),
+    Case("audit-invisible-passage", "audit", "--task=cmrc2018 --data {w}/blank_passage.json "
+                                             "--vocab_file {w}/vocab.txt"),
+    Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
+    # run_finetune.py
+    Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),
+    Case("run-output-dir-not-creatable", "run_finetune", TRAIN + " --output_dir={w}/a_file/sub"),
+    Case("run-output-dir-not-writable", "run_finetune", TRAIN + " --output_dir=/proc/tf_mrc_fuzz"),
+    Case("run-restart-vocab", "run_finetune", TRAIN + " --vocab_file={w}/vocab_more.txt --output_dir={w}/run"),
+    Case("run-restart-other-casing", "run_finetune", TRAIN + " --nolower_case --output_dir={w}/run"),
+    Case("run-restart-config", "run_finetune", TRAIN + " --config_file={w}/other_config.json --output_dir={w}/run"),
+    Case("run-resume-bit-flipped-checkpoint", "run_finetune", TRAIN + " --output_dir={w}/run_flipped"),
+    Case("run-init-checkpoint-of-another-model", "run_finetune",
+         TRAIN + " --init_checkpoint={w}/other_model/model.ckpt --output_dir={out}"),
+    Case("run-init-ckpt-truncated", "run_finetune", TRAIN + " --init_checkpoint={w}/run_truncated --output_dir={out}"),
+    Case("run-init-ckpt-flipped", "run_finetune", TRAIN + " --init_checkpoint={w}/run_flipped --output_dir={out}"),
+    Case("run-dev-file-without-answers", "run_finetune",
+         TINY_FLAGS + " --dev_file={w}/no_answers.json --do_eval --init_checkpoint={w}/run --output_dir={out}"),
+    Case("run-predict-with-untrained-head", "run_finetune",
+         TINY_FLAGS + " --dev_file={w}/passages.json --do_predict --init_checkpoint={w}/encoder_only/model.ckpt "
+                      "--output_dir={out}"),
+    Case("run-train-file-empty-data", "run_finetune", TRAIN + " --train_file={w}/empty_data.json --output_dir={out}"),
+    Case("run-train-file-duplicate-id", "run_finetune", TRAIN + " --train_file={w}/dup_ids.json --output_dir={out}"),
+    Case("run-train-file-missing", "run_finetune", TRAIN + " --train_file={w}/nothing.json --output_dir={out}"),
+    Case("run-vocab-not-wordpiece", "run_finetune", TRAIN + " --vocab_file={w}/broken.json --output_dir={out}"),
+    Case("run-nothing-to-do", "run_finetune", TINY_FLAGS + " --output_dir={out}"),
+    # export.to_pb
+    Case("to_pb-bit-flipped-checkpoint", "to_pb", "--output_dir {w}/run_flipped --output {out}/model.pb"),
+    Case("to_pb-truncated-checkpoint", "to_pb", "--output_dir {w}/run_truncated --output {out}/model.pb"),
+    Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
+    # export.to_pytorch
+    Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
+                                                          "{w}/tiny_config.json --output {out}"),
+    Case("to_pytorch-bit-flipped-checkpoint", "to_pytorch", "--checkpoint {w}/run_flipped --config "
+                                                            "{w}/tiny_config.json --output {out}"),
+    Case("to_pytorch-no-checkpoint", "to_pytorch", "--checkpoint {w}/a_directory --config {w}/tiny_config.json "
+                                                   "--output {out}"),
+    # export.from_pytorch
+    Case("from_pytorch-not-weights", "from_pytorch", "--pytorch {w}/broken.json --config {w}/tiny_config.json "
+                                                     "--output {out}/model.ckpt"),
+    Case("from_pytorch-directory-without-weights", "from_pytorch", "--pytorch {w}/a_directory --config "
+                                                                   "{w}/tiny_config.json --output {out}/model.ckpt"),
+    # serving_demo
+    Case("demo-corrupt-pb", "serving_demo", "--pb {w}/corrupt.pb --passage 文 --question 问"),
+    Case("demo-truncated-pb", "serving_demo", "--pb {w}/truncated.pb --passage 文 --question 问"),
+    Case("demo-no-sidecar", "serving_demo", "--pb {w}/passages.json --passage 文 --question 问"),
+]
+
+
+def _question(qid, question="问", answer="文"):
+    return {"id": qid, "question": question, "answers": [{"text": answer, "answer_start": 1}] if answer else []}
+
+
+def _squad(qas, context="有文", **article):
+    return {"data": [dict(article, paragraphs=[{"context": context, "qas": qas}])]}
+
+
+def _fewclue(qid):
+    return {"id": qid, "candidates": ["一二三四", "五六七八"], "content": "甲#idiom#乙", "answer": 0}
+
+
+def _c3(questions, sentences=("甲乙",)):
+    return [[list(sentences), questions, "doc1"]]
+
+
+def _c3_question(qid=None):
+    question = {"question": "问", "choice": ["甲", "乙"], "answer": "甲"}
+    if qid != "absent":
+        question["id"] = qid
+    return question
+
+
+def _write(path, obj):
+    text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+    path.write_text(text, encoding="utf-8")
+
+
+def _damage(run_dir, how):
+    """Truncate or flip one bit in the middle of the latest checkpoint's .data file."""
+    from tf_mrc.compat import tf
+    data = tf.train.latest_checkpoint(str(run_dir)) + ".data-00000-of-00001"
+    content = bytearray(open(data, "rb").read())
+    if how == "truncate":
+        content = content[:len(content) // 2]
+    else:
+        content[len(content) // 2] ^= 0x01
+    open(data, "wb").write(bytes(content))
+
+
+def build_world(w):
+    """The shared inputs: good files, one bad file per problem, a trained tiny run and damaged copies of it."""
+    from tf_mrc import experiment
+    from tf_mrc.compat import tf
+    shutil.copy(str(TINY / "vocab.txt"), str(w / "vocab.txt"))
+    shutil.copy(str(TINY / "passages.json"), str(w / "passages.json"))
+    vocab = (TINY / "vocab.txt").read_text(encoding="utf-8")
+    _write(w / "vocab_more.txt", vocab + "额外一\n额外二\n")
+    (w / "a_directory").mkdir()
+    _write(w / "a_file", "not a directory\n")
+    _write(w / "broken.json", '{"data": [')
+    passages = json.loads((TINY / "passages.json").read_text(encoding="utf-8"))
+    qids = [qa["id"] for a in passages["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    _write(w / "predictions.json", {qid: "文" for qid in qids + ["7", "q"]})
+    _write(w / "nbest_predictions.json", {qid: [{"text": "文", "probability": 1.0}] for qid in qids})
+    _write(w / "foreign.json", {"other-%d" % k: "文" for k in range(3)})
+    _write(w / "dup_ids.json", _squad([_question(7), _question("7")]))
+    _write(w / "cjrc_dup_ids.json", _squad([_question(7), _question("7")], domain="civil"))
+    _write(w / "null_id.json", _squad([_question(None)]))
+    _write(w / "blank_passage.json", _squad([_question("q")], context=" \u200b\u200d\ufeff\n"))
+    _write(w / "empty_data.json", {"data": []})
+    _write(w / "no_answers.json", _squad([_question("q", answer=None)]))
+    lines = lambda records: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)  # noqa: E731
+    _write(w / "chid_dup_ids.json", lines([_fewclue(7), _fewclue("7")]))
+    _write(w / "chid_null_id.json", lines([_fewclue(None)]))
+    chid_line = {"content": ["甲#idiom000001#乙"], "candidates": ["一二三四", "五六七八"]}
+    _write(w / "chid_dup_blanks.json", lines([chid_line, chid_line]))
+    _write(w / "chid_dup_blanks_answer.json", {"#idiom000001#": 0})
+    _write(w / "chid_predictions.json", {"7": 0})
+    _write(w / "c3_dup_ids.json", _c3([_c3_question(5), _c3_question("5")]))
+    _write(w / "c3_null_id.json", _c3([_c3_question(None)]))
+    _write(w / "c3_blank.json", _c3([_c3_question("absent")], sentences=["\u200b", " "]))
+    _write(w / "c3-d-dev.json", _c3([_c3_question("absent")]))
+    _write(w / "c3_predictions.json", {"d-doc1-0": "甲"})
+    _write(w / "c3_nbest.json", {"d-doc1-0": [{"index": 0, "text": "甲", "probability": 1.0}]})
+    _write(w / "corrupt.pb", "\x08\x96\x01 not a graph")
+    _write(w / "truncated.pb", "\n\x80\x80\x80")
+    sidecar = {"task": "cmrc2018", "layout": "bert", "vocab_file": "vocab.txt", "spm_model": None,
+               "lower_case": None, "feature_settings": {"max_seq_length": 128}}
+    for name in ("corrupt.pb", "truncated.pb"):
+        _write(w / (name + ".json"), sidecar)
+
+    # a trained tiny run (one step), and copies whose checkpoint data is damaged
+    spec = experiment.embedded_default(str(w / "run"))
+    spec.train_file = str(w / "passages.json")
+    spec.vocab_file = str(w / "vocab.txt")
+    spec.do_eval = spec.do_predict = False
+    spec.max_train_steps = 1
+    experiment.run(spec, log=lambda line: None)
+    shutil.rmtree(str(w / "run" / "cache"))
+    stored = json.loads((w / "run" / "run_config.json").read_text(encoding="utf-8"))
+    _write(w / "tiny_config.json", stored["model_config"])
+    _write(w / "other_config.json", dict(stored["model_config"], intermediate_size=96))
+    for name, how in (("run_truncated", "truncate"), ("run_flipped", "flip")):
+        shutil.copytree(str(w / "run"), str(w / name))
+        _damage(w / name, how)
+    from export.from_pytorch import write_tf_checkpoint
+    reader = tf.train.load_checkpoint(str(w / "run"))
+    write_tf_checkpoint({name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+                         if name.startswith("bert/")}, str(w / "encoder_only" / "model.ckpt"))
+    with tf.Graph().as_default():
+        tf.get_variable("other_model/dense/kernel", [2, 2])
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, str(w / "other_model" / "model.ckpt"))
+
+
+def _tree_hashes(root):
+    hashes = {}
+    for directory, _, files in os.walk(str(root)):
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                hashes[os.path.relpath(path, str(root))] = hashlib.sha1(f.read()).hexdigest()
+    return hashes
+
+
+def _main_of(cli):
+    if cli == "run_finetune":
+        return _run_finetune
+    module = {"evaluate": "tf_mrc.evaluate", "audit": "tf_mrc.audit", "to_pb": "export.to_pb",
+              "to_pytorch": "export.to_pytorch", "from_pytorch": "export.from_pytorch",
+              "serving_demo": "serving_demo.__main__"}[cli]
+    return __import__(module, fromlist=["main"]).main
+
+
+def _run_finetune(argv):
+    """run_finetune.py's main as absl's app.run calls it, flags parsed afresh."""
+    import run_finetune
+    from absl import flags
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["run_finetune.py"] + argv)
+    saved, sys.argv = sys.argv, ["run_finetune.py"] + argv
+    try:
+        return run_finetune.main(["run_finetune.py"])
+    finally:
+        sys.argv = saved
+
+
+def run_cli(cli, argv):
+    """(exit status, stdout, stderr) of one tool run in this process; an uncaught exception is reported as
+    status 'exception' with its traceback on stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            returned = _main_of(cli)(argv)
+            status = returned or 0
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        except BaseException:  # noqa: B902 - a tool must never let one escape
+            status = "exception"
+            err.write(traceback.format_exc())
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = tmp_path_factory.mktemp("world")
+    build_world(w)
+    return w
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_is_one_error_line_and_changes_nothing(world, tmp_path, case):
+    argv = shlex.split(case.args.format(w=world, out=tmp_path / "out"))
+    before = _tree_hashes(world)
+    status, out, err = run_cli(case.cli, argv)
+    after = _tree_hashes(world)
+    errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
+    assert "Traceback" not in out + err, err
+    assert status == 2 and len(errors) == 1, (status, out, err)
+    changed = sorted(name for name in before if after.get(name) != before[name])
+    assert not changed, "changed or removed: %s" % changed
+
+
+def test_cli_table_covers_every_tool():
+    assert {case.cli for case in CASES} == {"evaluate", "audit", "run_finetune", "to_pb", "to_pytorch",
+                                            "from_pytorch", "serving_demo"}
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+def test_ctrl_c_names_the_last_checkpoint_and_exits_130(tmp_path):
+    """SIGINT while training: one line naming the last checkpoint and how to resume, exit status 130."""
+    out = tmp_path / "out"
+    flags = TINY_FLAGS.format(w=TINY) + " --train_file=%s --do_train --max_train_steps=100000 " \
+                                        "--save_checkpoints_steps=5 --log_every=100000 --output_dir=%s" % (
+                                            TINY / "passages.json", out)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    child = subprocess.Popen([sys.executable, str(ROOT / "run_finetune.py")] + shlex.split(flags), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint").exists() and child.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert child.poll() is None, child.communicate()
+        time.sleep(1.0)
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stdout + stderr, stderr
+    from tf_mrc.compat import tf
+    latest = tf.train.latest_checkpoint(str(out))
+    expected = "interrupted: the last checkpoint is %s; run the same command again to resume from it" % latest
+    assert stderr.strip().splitlines()[-1] == expected, stderr

@@ -1,0 +1,90 @@
+"""Restarting in an --output_dir: before a run writes anything, the directory must be writable and a run already
+in it must be the same model (its run_config.json says); a run stopped by Ctrl-C says where its last checkpoint
+is, from which the same command resumes."""
+import json
+import os
+import tempfile
+
+from tf_mrc.errors import UserError
+
+RUN_CONFIG = "run_config.json"   # written by tf_mrc.experiment, read by export.to_pb
+
+
+# What makes a stored run the same model: a restart that changes one of them cannot use its checkpoints.
+# (Decoding and window settings, task options such as --metric, and kernels may change between runs.)
+SAME_RUN_KEYS = ("task", "model_config", "lower_case")
+
+
+def check_output_dir(spec, record):
+    """Before anything is written: --output_dir must be a writable directory, and a run already in it must be
+    this run (same task, model config, vocabulary, casing) with readable checkpoints. Otherwise one line says
+    what differs and nothing on disk changes (run_config.json stays the stored run's, so it can still be
+    exported)."""
+    from tf_mrc.compat import tf
+    from tf_mrc.modeling.checkpoint import verify_readable
+    out = spec.output_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError("--output_dir %s is a file, not a directory" % out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise UserError("--output_dir %s is not a writable directory (%s)" % (out, err.strerror or err))
+    stored_path = os.path.join(out, RUN_CONFIG)
+    if os.path.exists(stored_path):
+        try:
+            with open(stored_path, encoding="utf-8") as f:
+                stored = json.load(f)
+            if not isinstance(stored, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            raise UserError("%s cannot be read (%s): move it away or pass a new --output_dir" % (stored_path, err))
+        differences = _differences(stored, json.loads(json.dumps(record)), SAME_RUN_KEYS)
+        differences += _vocabulary_differences(stored, record)
+        if differences:
+            raise UserError("--output_dir %s holds another run (%s): pass a new --output_dir, or the stored "
+                            "run's settings to resume it" % (out, "; ".join(differences)))
+    for run_dir in [out] + [os.path.join(out, "seed_%d" % k) for k in range(spec.seeds)]:
+        latest = tf.train.latest_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+        if latest:
+            verify_readable(latest)
+
+
+def _differences(stored, record, keys):
+    """'key stored (stored) vs new' for each of ``keys`` that differs; dicts entry by entry."""
+    found = []
+    for key in keys:
+        before, now = stored.get(key), record.get(key)
+        if isinstance(before, dict) and isinstance(now, dict):
+            found += ["%s.%s %s (stored) vs %s" % (key, name, json.dumps(before.get(name)), json.dumps(now.get(name)))
+                      for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+        elif before != now:
+            found.append("%s %s (stored) vs %s" % (key, json.dumps(before), json.dumps(now)))
+    return found
+
+
+def _vocabulary_differences(stored, record):
+    from tf_mrc.tokenization import file_fingerprint
+    differences = []
+    for key in ("vocab_file", "spm_model"):
+        before, now = stored.get(key), record[key]
+        if before == now:
+            continue
+        if before and now and os.path.isfile(before) and os.path.isfile(now) and \
+                file_fingerprint(before) == file_fingerprint(now):
+            continue   # the same vocabulary under another path
+        differences.append("%s %s (stored) vs %s" % (key, before, now))
+    return differences
+
+
+def interruption_message(spec):
+    """The line for a run stopped by Ctrl-C: where its last checkpoint is and how to resume."""
+    from tf_mrc.compat import tf
+    run_dirs = [spec.output_dir] + [os.path.join(spec.output_dir, "seed_%d" % k) for k in range(spec.seeds)]
+    latest = [tf.train.latest_checkpoint(d) for d in run_dirs if os.path.isdir(d)]
+    latest = [checkpoint for checkpoint in latest if checkpoint]
+    if not latest:
+        return ("interrupted before the first checkpoint (none in %s): run the same command again to start over"
+                % spec.output_dir)
+    return ("interrupted: the last checkpoint is %s; run the same command again to resume from it"
+            % latest[-1])
