@@ -59,6 +59,9 @@ leg() {  # leg NAME ENV_SCRIPT PYTEST_ARGS...
   SUMMARIES+=("$line")
 }
 
+# The demo page's browser test needs Chromium and a CJK font: installed here when missing (bounded in time; the
+# test skips with the reason where they cannot be installed).
+bash "$ROOT/scripts/browser_deps.sh"
 leg primary env.sh tests "$@"
 if [ "$QUICK" = 0 ]; then
   leg horovod env_horovod.sh tests/test_distributed.py tests/test_horovod_run.py "$@"

@@ -1,4 +1,4 @@
-"""A frozen graph plus its sidecar, answering span questions with the task's own featurize and postprocess."""
+"""A frozen graph plus its sidecar, answering questions with the task's own featurize and postprocess."""
 import collections
 import json
 import os
@@ -7,9 +7,8 @@ import time
 
 import numpy as np
 
+from serving_demo import questions
 from tf_mrc.errors import UserError, first_line
-
-SPAN_HEADS = ("span", "span_class")
 
 
 class FrozenModel:
@@ -29,10 +28,7 @@ class FrozenModel:
         except (OSError, ValueError) as err:
             raise UserError("%s cannot be read: %s" % (sidecar_path, err))
         sidecar = self.sidecar
-        self.task = get_task(sidecar["task"], sidecar.get("task_options"))
-        if self.task.head not in SPAN_HEADS:
-            raise UserError("the demo answers span tasks (cmrc2018, drcd, cjrc); %s is a %s task" % (
-                sidecar["task"], self.task.head))
+        self.task = get_task(sidecar["task"], questions.serving_options(sidecar.get("task_options")))
         directory = os.path.dirname(os.path.abspath(pb_path))
         files = {key: os.path.join(directory, sidecar[key]) if sidecar.get(key) else None
                  for key in ("vocab_file", "spm_model")}
@@ -60,25 +56,32 @@ class FrozenModel:
         self._session = tf.Session(graph=graph)
         self.run([{name: np.zeros(info["shape"][1:], np.int32) for name, info in sidecar["inputs"].items()}])
 
+    def run_batch(self, arrays):
+        """Per-feature output dicts for featurized ``arrays`` in one model run (the session is thread-safe:
+        the server's batcher calls this from its own thread)."""
+        feed = {tensor: np.asarray([features[name] for features in arrays], np.int32)
+                for name, tensor in self._inputs.items()}
+        results = self._session.run(self._outputs, feed)
+        return [{name: value[i] for name, value in results.items()} for i in range(len(arrays))]
+
     def run(self, arrays):
         """Per-feature output dicts for featurized ``arrays``, in order, ``batch_size`` features per run.
         (The constructor runs one all-padding feature first, so reported latencies exclude graph warm-up.)"""
         outputs = []
         for start in range(0, len(arrays), self.batch_size):
-            batch = arrays[start:start + self.batch_size]
-            feed = {tensor: np.asarray([features[name] for features in batch], np.int32)
-                    for name, tensor in self._inputs.items()}
-            results = self._session.run(self._outputs, feed)
-            outputs.extend({name: value[i] for name, value in results.items()} for i in range(len(batch)))
+            outputs.extend(self.run_batch(arrays[start:start + self.batch_size]))
         return outputs
 
-    def predict_examples(self, examples):
+    def predict_examples(self, examples, run=None, check_features=None):
         """(predictions {qid: answer}, nbest {qid: [candidates]}, timings in ms with the feature count and the
-        windows of each example)."""
+        windows of each example). ``run`` replaces ``self.run`` (the server's dynamic batcher);
+        ``check_features(featurized)`` may refuse the features before the model sees them."""
         started = time.perf_counter()
         featurized = self.task.featurize(examples, self.tokenizer, self.settings, is_training=False)
+        if check_features is not None:
+            check_features(featurized)
         featurized_at = time.perf_counter()
-        outputs = self.run(featurized.arrays)
+        outputs = (run or self.run)(featurized.arrays)
         ran_at = time.perf_counter()
         predictions, nbest = self.task.postprocess(examples, featurized.sidecar, outputs, self.settings)
         done = time.perf_counter()
@@ -92,30 +95,27 @@ class FrozenModel:
         """Answer every question of a task file (the format --predict_file takes)."""
         return self.predict_examples(self.task.read_examples(path, is_training=False))
 
-    def answer(self, items):
-        """Answer [{"passage", "question"[, "id"]}]: one result dict per item, in order.
+    def answer(self, items, run=None, check_features=None):
+        """Answer request items (serving_demo.questions): one result dict per item, in order.
 
-        The items go through the task's own reader (as a one-article file in its format), so DRCD's conversion
-        and every check of ``--predict_file`` apply."""
-        dataset = {"version": "serving_demo", "data": [{"title": "request", "paragraphs": [
-            {"context": item["passage"],
-             "qas": [{"id": "q%d" % index, "question": item["question"], "answers": []}]}
-            for index, item in enumerate(items)]}]}
+        The items go through the task's own reader (as a file in its format), so DRCD's conversion and every
+        check of ``--predict_file`` apply; a reader's complaint names the request, not the temporary file."""
         handle, path = tempfile.mkstemp(prefix="serving_demo_", suffix=".json")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as f:
-                json.dump(dataset, f, ensure_ascii=False)
+                qids = questions.write_task_file(self.task, items, f)
             started = time.perf_counter()
-            predictions, nbest, timings = self.predict_file(path)
+            try:
+                examples = self.task.read_examples(path, is_training=False)
+            except UserError as err:
+                raise UserError(str(err).replace(path, "request"))
+            predictions, nbest, timings = self.predict_examples(examples, run, check_features)
             latency = 1e3 * (time.perf_counter() - started)
         finally:
             os.remove(path)
         results = []
-        paragraphs = dataset["data"][0]["paragraphs"]
-        for index, (qa, item) in enumerate(zip((p["qas"][0] for p in paragraphs), items)):
-            best = (nbest.get(qa["id"]) or [{}])[0]
-            results.append({"id": item.get("id", qa["id"]), "question": item["question"],
-                            "answer": predictions.get(qa["id"], ""), "score": best.get("score"),
-                            "probability": best.get("probability"), "start": best.get("start"),
-                            "latency_ms": round(latency, 2), "windows": timings["windows"][index]})
+        for index, (qid, item) in enumerate(zip(qids, items)):
+            result = questions.result(self.task, item, qid, predictions.get(qid, ""), nbest.get(qid) or [])
+            result.update(latency_ms=round(latency, 2), windows=timings["windows"][index])
+            results.append(result)
         return results

@@ -108,3 +108,40 @@ def char_tokenizer(directory, chars):
     vocab = directory / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL_TOKENS + list(chars)) + "\n", encoding="utf-8")
     return WordPieceTokenizer(str(vocab))
+
+
+DEMO_SAMPLES = ROOT / "serving_demo" / "samples" / "samples.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """The embedded default run (tiny encoder trained on the shipped passages) exported to a .pb, with its
+    --do_predict answers on the demo's samples: built once for the export, serving and browser tests."""
+    import json
+    from export import to_pb
+    from tf_mrc import experiment
+    tmp = tmp_path_factory.mktemp("tiny_demo")
+    spec = experiment.embedded_default(str(tmp / "run"))
+    spec.predict_file = str(DEMO_SAMPLES)  # dev: the shipped passages; predict: the demo's samples (a long one too)
+    spec.log_every = 1000
+    experiment.run(spec, log=lambda line: None)
+    pb = str(tmp / "pb" / "model.pb")
+    to_pb.main(["--output_dir", spec.output_dir, "--output", pb, "--saved_model", str(tmp / "saved_model")])
+    load = lambda name: json.load(open(os.path.join(spec.output_dir, name), encoding="utf-8"))  # noqa: E731
+    return {"spec": spec, "pb": pb, "saved_model": str(tmp / "saved_model"), "predictions": load("predictions.json"),
+            "dev_predictions": load("dev_predictions.json"), "run_config": load("run_config.json")}
+
+
+def random_pb(directory, task, max_seq_length=64, task_options=None):
+    """A .pb of the tiny encoder with ``task``'s head and random weights (initializer range 0.2, so the class
+    and choice probabilities differ clearly), with the tiny vocabulary: the demo's plumbing for every task
+    without a training run."""
+    import dataclasses
+    from bench.bench_serving import export_random_model
+    from tf_mrc.presets import model_preset
+    vocab = ROOT / "tf_mrc" / "resources" / "tiny" / "vocab.txt"
+    config = dataclasses.replace(model_preset("tiny").config, initializer_range=0.2,
+                                 vocab_size=len(vocab.read_text(encoding="utf-8").splitlines()))
+    return export_random_model(str(directory), task, config, {
+        "max_seq_length": max_seq_length, "doc_stride": 32, "max_query_length": 32, "max_answer_length": 10,
+        "n_best_size": 5}, str(vocab), task_options)

@@ -14,9 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -660,18 +657,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 # The tiny trained run -> .pb -> the demo, CLI and HTTP; answers equal --do_predict's.
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from tf_mrc import experiment
-    tmp = tmp_path_factory.mktemp("tiny")
-    spec = experiment.embedded_default(str(tmp / "run"))
-    spec.predict_file = SAMPLES          # dev: the shipped passages; predict: the demo's samples (a long one too)
-    spec.log_every = 1000
-    experiment.run(spec, log=lambda line: None)
-    pb = str(tmp / "pb" / "model.pb")
-    to_pb.main(["--output_dir", spec.output_dir, "--output", pb, "--saved_model", str(tmp / "saved_model")])
-    load = lambda name: json.load(open(os.path.join(spec.output_dir, name), encoding="utf-8"))  # noqa: E731
-    return {"spec": spec, "pb": pb, "saved_model": str(tmp / "saved_model"), "predictions": load("predictions.json"),
-            "dev_predictions": load("dev_predictions.json"), "run_config": load("run_config.json")}
+def tiny(tiny_demo):
+    return tiny_demo  # conftest: shared with the serving tests
 
 
 @pytest.fixture(scope="module")
@@ -792,57 +779,3 @@ def test_demo_model_matches_eval_and_reads_long_passages(request, run):
     qa = long_sample["qas"][0]
     answer = model.answer([{"passage": long_sample["context"], "question": qa["question"]}])[0]
     assert answer["answer"] == tiny["predictions"][qa["id"]] and answer["windows"] >= 2
-
-
-def _request(url, body=None, timeout=30):
-    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode("utf-8")
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read().decode("utf-8")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode("utf-8")
-
-
-def test_demo_http(tiny):
-    from serving_demo.model import FrozenModel
-    from serving_demo.server import make_server
-    samples = json.load(open(SAMPLES, encoding="utf-8"))
-    paragraph = samples["data"][1]["paragraphs"][0]  # the long one
-    server = make_server(FrozenModel(tiny["pb"]), 0, quiet=True)
-    assert server.server_address[0] == "127.0.0.1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = "http://127.0.0.1:%d/" % server.server_address[1]
-    try:
-        status, page = _request(url)
-        assert status == 200 and "<textarea" in page
-        qa = paragraph["qas"][0]
-        status, body = _request(url, {"passage": paragraph["context"], "question": qa["question"]})
-        assert status == 200
-        answer = json.loads(body)
-        assert answer["answer"] == tiny["predictions"][qa["id"]] and answer["windows"] >= 2
-        assert answer["score"] is not None and answer["latency_ms"] > 0
-        asked = [{"passage": paragraph["context"], "question": q["question"], "id": q["id"]} for q in paragraph["qas"]]
-        status, body = _request(url, asked)
-        assert status == 200 and {a["id"]: a["answer"] for a in json.loads(body)} == {
-            q["id"]: tiny["predictions"][q["id"]] for q in paragraph["qas"]}
-        for bad, fragment in ((b"{not json", "not JSON"), ({"passage": "x"}, "'question'"),
-                              ({"passage": " ", "question": "q"}, "empty"), ([], "empty list"),
-                              ([{"passage": "x", "question": 3}], "item 0")):
-            status, body = _request(url, bad)
-            assert status == 400 and fragment in json.loads(body)["error"], (bad, body)
-        assert _request(url + "nowhere")[0] == 404
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-@needs_torch
-def test_demo_refuses_non_span_tasks(parity, capsys):
-    from serving_demo import __main__ as demo
-    with pytest.raises(SystemExit):
-        demo.main(["--pb", os.path.join(parity["choice"]["dir"], "pb", "model.pb")])
-    assert "the demo answers span tasks" in capsys.readouterr().err
-

@@ -38,7 +38,7 @@ def test_wheel_holds_packages_data_and_commands(installed):
     wheel, _ = installed
     names = set(zipfile.ZipFile(str(wheel)).namelist())
     for expected in ("run_finetune.py", "tf_mrc/experiment.py", "tf_mrc/tasks/cmrc2018.py", "export/to_pb.py",
-                     "serving_demo/__main__.py", "tf_mrc/resources/tiny/vocab.txt",
+                     "serving_demo/__main__.py", "serving_demo/static/page.html", "tf_mrc/resources/tiny/vocab.txt",
                      "tf_mrc/resources/tiny/passages.json", "serving_demo/samples/samples.json"):
         assert expected in names
     entry_points = zipfile.ZipFile(str(wheel)).read(
