@@ -1,11 +1,12 @@
 """Memory and time of one forward+backward pass of GELU and the attention softmax, reference vs fused.
 
-    python bench/bench_kernels.py [--layers 2] [--repeats 5] [--dtypes float32,float16]
+    python bench/bench_kernels.py [--layers 2] [--repeats 5] [--dtypes float32,float16] [--batch 8] [--seq 512]
+                                  [--cases softmax,gelu,layer_norm]
 
-Cases: softmax over [B=8, N=12, T=512, T] scores with a [B, 1, T] padding mask (scale 1/8), and GELU over
-[8*512, 3072] (tanh form, google BERT's), each applied --layers times in a chain. Inputs and the upstream
-gradient are variables, so they exist before the step and are not counted; the upstream gradient is
-released only after the forward pass, as in a network. Each step computes the ops and their gradient
+Cases: softmax over [B, N=12, T, T] scores with a [B, 1, T] padding mask (scale 1/8), GELU over [B*T, 3072]
+(tanh form, google BERT's), and LayerNorm of [B*T, 768] + a residual, each applied --layers times in a chain.
+Inputs and the upstream gradient are variables, so they exist before the step and are not counted; the
+upstream gradient is released only after the forward pass, as in a network. Each step computes the ops and their gradient
 (tf.gradients with that upstream gradient) and fetches a scalar sum of the input gradient.
 
 Memory, three figures:
@@ -88,7 +89,7 @@ def allocator_peak_bytes(session, fetch):
     return experimental.get_memory_info("CPU:0")["peak"] - before
 
 
-def build_case(case, backend, dtype, layers):
+def build_case(case, backend, dtype, layers, batch=8, length=512):
     """The op applied ``layers`` times in a chain, each output feeding the next, on variable inputs with a
     variable upstream gradient. Returns (fetch, forward ops, gradient tensors, upstream)."""
     def variable(name, shape, stddev=1.0):
@@ -96,18 +97,25 @@ def build_case(case, backend, dtype, layers):
         return tf.get_variable(name, shape, dtype=dtype, initializer=initializer).value()
 
     if case == "softmax":
-        batch, heads, length = 8, 12, 512
+        heads = 12
         inputs = output = variable("scores", [batch, heads, length, length], stddev=4.0)
         upstream = variable("upstream", [batch, heads, length, length])
         lengths = np.random.RandomState(0).randint(length // 2, length + 1, size=batch)
         mask = tf.constant((np.arange(length)[None, None, :] < lengths[:, None, None]).astype(np.float32))
         for _ in range(layers):
             output = ops.masked_softmax(output, mask, 0.125, kernels=backend)
-    else:
-        inputs = output = variable("x", [8 * 512, 3072], stddev=2.0)
-        upstream = variable("upstream", [8 * 512, 3072])
+    elif case == "gelu":
+        inputs = output = variable("x", [batch * length, 3072], stddev=2.0)
+        upstream = variable("upstream", [batch * length, 3072])
         for _ in range(layers):
             output = ops.gelu(output, "tanh", kernels=backend)
+    else:
+        inputs = output = variable("x", [batch * length, 768], stddev=2.0)
+        residual = variable("residual", [batch * length, 768])
+        gamma, beta = tf.ones([768]), tf.zeros([768])
+        upstream = variable("upstream", [batch * length, 768])
+        for _ in range(layers):
+            output = tf.cast(ops.layer_norm(output, gamma, beta, 1e-12, residual, kernels=backend), dtype)
     with tf.control_dependencies([output]):  # as in a network, the gradient arrives after the forward pass
         upstream = tf.identity(upstream)
     forward_ops = set(tf.get_default_graph().get_operations())
@@ -115,7 +123,7 @@ def build_case(case, backend, dtype, layers):
     return tf.reduce_sum(grads[0]), forward_ops, grads, upstream
 
 
-def measure(case, dtype, layers, repeats):
+def measure(case, dtype, layers, repeats, batch=8, length=512):
     """{backend: {saved, peak, alloc, time}}; the backends' timed steps alternate, so that load from other
     processes falls on both alike."""
     sessions, results = {}, {}
@@ -123,7 +131,7 @@ def measure(case, dtype, layers, repeats):
     for backend in BACKENDS:
         graph = tf.Graph()
         with graph.as_default():
-            fetch, forward_ops, grads, upstream = build_case(case, backend, dtype, layers)
+            fetch, forward_ops, grads, upstream = build_case(case, backend, dtype, layers, batch, length)
             kept, _ = forward_tensors_read_by_backward(grads, forward_ops, upstream)
             saved = sum(tensor_bytes(t) for t in kept)
             session = tf.Session(graph=graph, config=config)
@@ -162,9 +170,15 @@ def main():
     parser.add_argument("--layers", type=int, default=2,
                         help="apply each op this many times in a chain, so what one layer keeps for backprop "
                              "is still alive while the next runs, as in an encoder")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=512)
+    parser.add_argument("--cases", default="softmax,gelu,layer_norm")
     args = parser.parse_args()
     print("forward+backward of %d chained layer(s); TF %s; MB = 2**20 bytes" % (args.layers, tf.VERSION))
-    cases = (("softmax", "softmax [8,12,512,512]"), ("gelu", "gelu tanh [4096,3072]"))
+    b, t = args.batch, args.seq
+    labels = {"softmax": "softmax [%d,12,%d,%d]" % (b, t, t), "gelu": "gelu tanh [%d,3072]" % (b * t),
+              "layer_norm": "layer_norm+res [%d,768]" % (b * t)}
+    cases = [(case, labels[case]) for case in args.cases.split(",")]
     header = "%-24s %-8s %-10s %9s %9s %9s %9s" % ("case", "dtype", "backend", "saved MB", "peak MB",
                                                  "alloc MB", "time ms")
     print(header)
@@ -172,7 +186,7 @@ def main():
     for case, label in cases:
         for dtype_name in args.dtypes.split(","):
             dtype = tf.as_dtype(dtype_name)
-            results = measure(case, dtype, args.layers, args.repeats)
+            results = measure(case, dtype, args.layers, args.repeats, b, t)
             for backend in BACKENDS:
                 r = results[backend]
                 print("%-24s %-8s %-10s %9s %9s %9s %9.0f" % (label, dtype_name, backend, megabytes(r["saved"]),

@@ -1,8 +1,10 @@
 """Memory, speed and MFU of one full training step of a BERT-base-shaped span model, per memory setting.
 
     python bench/bench_training.py [--layers 12] [--batch 2] [--seq 512] [--repeats 3]
-                                   [--settings reference,fused,context,recompute] [--torch] [--xla]
-    TF_ENABLE_ONEDNN_OPTS=1 python bench/bench_training.py ...   # TF 2.x with oneDNN kernels on this CPU
+                                   [--settings reference,fused,context,recompute] [--torch] [--plain]
+                                   [--profile]
+    TF_ENABLE_ONEDNN_OPTS=0 python bench/bench_training.py ...   # Eigen kernels (tf_mrc.compat turns oneDNN on
+                                                                 # wherever the CPU has AVX2)
 
 A step is what training runs: forward with dropout 0.1 (BERT's), span loss, backward, gradient clipping, AdamW
 update (tf_mrc.training.create_train_op). Inputs are constants (no input pipeline). Settings:
@@ -13,6 +15,11 @@ update (tf_mrc.training.create_train_op). Inputs are constants (no input pipelin
   xla         fused + --xla (with TF_XLA_FLAGS=--tf_xla_cpu_global_jit, without which CPU is not clustered)
   <name>_fp16 the same with --precision=fp16. fp16 matmuls are emulated on CPU (~50x slower), so these settings
               get only the graph figure ("saved") unless --run_fp16.
+  <name>_bf16 the same with --precision=bf16 (TF 2 only); MFU against a bf16 matmul peak of the same run.
+  --plain     adds "plain": google-research/bert's graph structure with tf.train.AdamOptimizer and no clipping
+              (bench/plain_bert.py), the baseline of the "vs plain" column.
+  --profile   time per op type (and per phase: forward, backward, optimizer) of one traced step of each setting,
+              from the same RunMetadata as the step peak: where one setting spends time another does not.
 
 Memory (MB = 2**20 bytes):
   saved       bytes of the forward tensors that the gradient ops read (bench_kernels'
@@ -50,6 +57,8 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(BENCH, ".."))
 sys.path.insert(0, BENCH)
 
+PLAIN = "plain"
+PRECISION_SUFFIXES = {"_fp16": "fp16", "_bf16": "bf16"}
 SETTINGS = {  # name: (kernels, attention dropout placement, recompute, xla)
     "reference": ("reference", "probs", False, False),
     "fused": ("fused", "probs", False, False),
@@ -61,9 +70,16 @@ MB = 1024.0 * 1024.0
 
 
 def parse_setting(name):
-    base, precision = (name[:-5], "fp16") if name.endswith("_fp16") else (name, "fp32")
+    """(kernels, placement, recompute, xla, precision) of a setting name; the plain baseline is (None, ..., fp32)."""
+    if name == PLAIN:
+        return (None, "probs", False, False, "fp32")
+    base, precision = name, "fp32"
+    for suffix, value in PRECISION_SUFFIXES.items():
+        if name.endswith(suffix):
+            base, precision = name[:-len(suffix)], value
     if base not in SETTINGS:
-        raise SystemExit("unknown setting %r; known: %s (each also as <name>_fp16)" % (name, ", ".join(SETTINGS)))
+        raise SystemExit("unknown setting %r; known: %s (each also as <name>_fp16, <name>_bf16)"
+                         % (name, ", ".join(SETTINGS)))
     return SETTINGS[base] + (precision,)
 
 
@@ -100,17 +116,23 @@ class TFStep:
         from tf_mrc.modeling import build_encoder
         from tf_mrc.modeling.heads import build_head
         kernels, placement, recompute, xla, precision = parse_setting(name)
-        self.name, self.graph = name, tf.Graph()
+        self.name, self.precision, self.graph = name, precision, tf.Graph()
         with self.graph.as_default():
             tf.set_random_seed(1)
             tensors = {key: tf.constant(value) for key, value in features.items()}
-            output = build_encoder(config, tensors["input_ids"], tensors["input_mask"], tensors["segment_ids"],
-                                   True, kernels=kernels, compute_dtype=training.compute_dtype(precision),
-                                   attention_dropout_placement=placement, recompute=recompute)
-            _, loss = build_head("span", output, tensors, None, config.initializer_range, True)
-            self.saved = saved_bytes(loss)
-            self.train_op, _, _ = training.create_train_op(loss, 3e-5, 10 ** 6, 0, distributed.SingleProcess(),
-                                                           precision=precision)
+            if name == PLAIN:
+                import plain_bert
+                loss = plain_bert.span_loss(config, tensors)
+                self.saved = saved_bytes(loss)
+                self.train_op = plain_bert.train_op(loss)
+            else:
+                output = build_encoder(config, tensors["input_ids"], tensors["input_mask"], tensors["segment_ids"],
+                                       True, kernels=kernels, compute_dtype=training.compute_dtype(precision),
+                                       attention_dropout_placement=placement, recompute=recompute)
+                _, loss = build_head("span", output, tensors, None, config.initializer_range, True)
+                self.saved = saved_bytes(loss)
+                self.train_op, _, _ = training.create_train_op(loss, 3e-5, 10 ** 6, 0,
+                                                               distributed.SingleProcess(), precision=precision)
             self.state_bytes = sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in tf.global_variables())
             self.step_peak = self.alloc_peak = None
             self.times = []
@@ -136,6 +158,7 @@ class TFStep:
                          run_metadata=metadata)
         self.step_peak = None if self.xla else step_peak_bytes(metadata)
         self.breakdown = None if self.xla else peak_breakdown(metadata)
+        self.profile = time_by_op_type(metadata)
         self.alloc_peak = allocator_peak_bytes(self.session, self.train_op)
 
 
@@ -169,6 +192,50 @@ def peak_breakdown(run_metadata):
         part = next((label for key, label in PARTS if "/%s/" % key in name or name.endswith("/" + key)), "other")
         totals["%s: %s" % (phase, part) if phase != "optimizer" else phase] += size
     return totals
+
+
+OPTIMIZER_MARKS = ("AdamWeightDecay", "clip_by_global_norm", "Adam/", "beta1_power", "beta2_power", "accum_grad",
+                   "loss_scale", "global_norm")
+
+
+def time_by_op_type(run_metadata):
+    """{(phase, op type): seconds} of one traced step: each op's wall time, op type from its timeline label
+    ('name = Type(inputs)', the kernel that ran after grappler's rewrites, e.g. _MklMatMul)."""
+    import collections
+    totals = collections.Counter()
+    for device in run_metadata.step_stats.dev_stats:
+        for node in device.node_stats:
+            op_type = node.timeline_label.split(" = ", 1)[-1].split("(", 1)[0] or "?"
+            if node.node_name.startswith("gradients"):
+                phase = "backward"
+            elif any(mark in node.node_name for mark in OPTIMIZER_MARKS):
+                phase = "optimizer"
+            else:
+                phase = "forward"
+            totals[(phase, op_type)] += node.all_end_rel_micros * 1e-6
+    return totals
+
+
+def print_profile(steps, top=25):
+    """Per phase and the op types that take most time in any setting: seconds per step, settings side by side."""
+    import collections
+    phases = collections.OrderedDict((phase, [sum(v for (p, _), v in step.profile.items() if p == phase)
+                                              for step in steps]) for phase in ("forward", "backward", "optimizer"))
+    names = [step.name for step in steps]
+    print()
+    print("time of one traced step by phase and op type (s; tracing adds overhead to every op)")
+    header = "%-40s" % "phase / op type" + "".join("%12s" % name[:11] for name in names)
+    print(header)
+    print("-" * len(header))
+    for phase, values in phases.items():
+        print("%-40s" % phase + "".join("%12.3f" % value for value in values))
+    print("%-40s" % "all" + "".join("%12.3f" % sum(step.profile.values()) for step in steps))
+    keys = collections.Counter()
+    for step in steps:
+        for key, value in step.profile.items():
+            keys[key] = max(keys[key], value)
+    for key, _ in keys.most_common(top):
+        print("%-40s" % ("%s %s" % key)[:40] + "".join("%12.3f" % step.profile.get(key, 0.0) for step in steps))
 
 
 def saved_bytes(loss):
@@ -232,12 +299,12 @@ class TorchStep:
         return time.time() - start
 
 
-def tf_matmul_flops(threads, size=4096, repeats=5):
+def tf_matmul_flops(threads, size=4096, repeats=5, dtype="float32"):
     from tf_mrc.compat import tf
     with tf.Graph().as_default():
-        a = tf.Variable(tf.random_normal([size, size], seed=1))
-        b = tf.Variable(tf.random_normal([size, size], seed=2))
-        product = tf.reduce_sum(tf.matmul(a, b))
+        a = tf.Variable(tf.cast(tf.random_normal([size, size], seed=1), dtype))
+        b = tf.Variable(tf.cast(tf.random_normal([size, size], seed=2), dtype))
+        product = tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32))
         config = tf.ConfigProto(inter_op_parallelism_threads=1, intra_op_parallelism_threads=threads)
         with tf.Session(config=config) as session:
             session.run(tf.global_variables_initializer())
@@ -282,8 +349,10 @@ def main():
     parser.add_argument("--torch", action="store_true", help="also time transformers' PyTorch model")
     parser.add_argument("--run_fp16", action="store_true", help="run the _fp16 settings too (minutes per step)")
     parser.add_argument("--breakdown", action="store_true", help="print what is live at each step peak")
+    parser.add_argument("--plain", action="store_true", help="also run google-research/bert's graph structure")
+    parser.add_argument("--profile", action="store_true", help="print time per phase and op type")
     args = parser.parse_args()
-    names = args.settings.split(",")
+    names = ([PLAIN] if args.plain else []) + args.settings.split(",")
     for name in names:
         parse_setting(name)
     if any(parse_setting(name)[3] for name in names):
@@ -291,17 +360,21 @@ def main():
         if "--tf_xla_cpu_global_jit" not in flags:  # read when XLA first starts, after this
             os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_cpu_global_jit").strip()
 
-    from tf_mrc.compat import tf
+    from tf_mrc.compat import cpu_kernels, tf
     config = bert_base(args.layers)
     features = inputs(args.batch, args.seq, config.vocab_size)
     flops = step_flops(config, args.batch, args.seq)
     print("training step of a BERT-base-shaped span model: L=%d H=768 A=12 I=3072, batch %d x seq %d, dropout 0.1, "
-          "AdamW; TF %s, oneDNN %s, %d threads; load average at start %.2f %.2f %.2f on %d cores"
-          % (args.layers, args.batch, args.seq, tf.VERSION, os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+          "AdamW; TF %s, %s, %d threads; load average at start %.2f %.2f %.2f on %d cores"
+          % (args.layers, args.batch, args.seq, tf.VERSION, cpu_kernels(),
              args.threads, *os.getloadavg(), os.cpu_count()))
     print("FLOPs per step (6 tokens P + 12 L B T^2 H): %.1f G" % (flops / 1e9))
 
-    tf_peak = tf_matmul_flops(args.threads) if args.repeats else None
+    peak_dtypes = {"fp32": "float32"}
+    if any(parse_setting(name)[4] == "bf16" for name in names):
+        peak_dtypes["bf16"] = "bfloat16"
+    tf_peaks = {key: tf_matmul_flops(args.threads, dtype=dtype) for key, dtype in peak_dtypes.items()} \
+        if args.repeats else {}
     torch_peak = torch_matmul_flops(args.threads) if args.torch and args.repeats else None
     steps, graph_only = [], []
     for name in names:
@@ -323,8 +396,8 @@ def main():
     for _ in range(args.repeats):
         for step in steps + ([torch_step] if torch_step else []):
             step.times.append(step.run())
-    if args.repeats:
-        tf_peak = max(tf_peak, tf_matmul_flops(args.threads))
+    for key, dtype in peak_dtypes.items() if args.repeats else ():
+        tf_peaks[key] = max(tf_peaks[key], tf_matmul_flops(args.threads, dtype=dtype))
     if torch_step:
         torch_peak = max(torch_peak, torch_matmul_flops(args.threads))
 
@@ -350,23 +423,31 @@ def main():
             if step.breakdown:
                 print("live at the step peak of %s (MB): %s" % (step.name, ", ".join(
                     "%s %.0f" % (key, value / MB) for key, value in step.breakdown.most_common() if value > MB)))
+    if args.profile:
+        print_profile(steps)
     if not args.repeats:
         return
     torch_time = float(np.median(torch_step.times)) if torch_step else None
+    plain_time = next((float(np.median(step.times)) for step in steps if step.name == PLAIN), None)
     print()
-    print("speed (median of %d steps; MFU against a 4096^3 fp32 matmul: TF %.1f GFLOP/s%s)" % (
-        args.repeats, tf_peak / 1e9, ", torch %.1f GFLOP/s" % (torch_peak / 1e9) if torch_peak else ""))
-    header = "%-24s %8s %8s %10s %9s %6s" % ("setting", "step s", "ex/s", "vs torch", "GFLOP/s", "MFU")
+    print("speed (median of %d steps; MFU against a 4096^3 matmul of the step's precision: TF %s%s)" % (
+        args.repeats, ", ".join("%s %.1f GFLOP/s" % (key, value / 1e9) for key, value in tf_peaks.items()),
+        ", torch fp32 %.1f GFLOP/s" % (torch_peak / 1e9) if torch_peak else ""))
+    header = "%-24s %8s %8s %10s %10s %9s %6s" % ("setting", "step s", "ex/s", "vs plain", "vs torch", "GFLOP/s",
+                                                  "MFU")
     print(header)
     print("-" * len(header))
     for step in steps + ([torch_step] if torch_step else []):
         seconds = float(np.median(step.times))
-        peak = torch_peak if step is torch_step else tf_peak
+        peak = torch_peak if step is torch_step else tf_peaks.get(step.precision, tf_peaks["fp32"])
         label = step.name + (" [%s]" % torch_step.attention if step is torch_step else "")
-        print("%-24s %8.2f %8.3f %10s %9.1f %6.2f" % (
-            label, seconds, args.batch / seconds, ratio(torch_time, seconds) if torch_time else "-",
-            flops / seconds / 1e9, flops / seconds / peak))
-    print("(vs torch = examples/s ours / examples/s transformers; load average at end %.2f %.2f %.2f)"
+        print("%-24s %8.2f %8.3f %10s %10s %9.1f %6.2f" % (
+            label, seconds, args.batch / seconds, ratio(plain_time, seconds) if plain_time else "-",
+            ratio(torch_time, seconds) if torch_time else "-", flops / seconds / 1e9, flops / seconds / peak))
+    print("(min-max step s: %s)" % ", ".join("%s %.2f-%.2f" % (step.name, min(step.times), max(step.times))
+                                            for step in steps + ([torch_step] if torch_step else [])))
+    print("(vs plain / vs torch = examples/s of the setting / examples/s of the plain graph / transformers; "
+          "load average at end %.2f %.2f %.2f)"
           % os.getloadavg())
 
 

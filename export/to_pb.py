@@ -58,6 +58,7 @@ class ExportSpec:
     lower_case: bool = None             # None: the layout's convention (tokenization.load_tokenizer)
     task_options: dict = dataclasses.field(default_factory=dict)
     trained_kernels: str = None
+    precision: str = "fp32"             # the encoder's compute precision in the graph: fp32 | bf16
 
 
 def spec_from_run(output_dir):
@@ -84,9 +85,11 @@ def spec_from_run(output_dir):
                       task_options=run.get("task_options") or {}, trained_kernels=run.get("kernels"))
 
 
-def build_inference_graph(config, head, max_seq_length, num_choices=None):
-    """Placeholders -> encoder (reference kernels, no dropout) -> head, in the current graph.
-    Returns ({input name: placeholder}, {output name: tensor named so})."""
+def build_inference_graph(config, head, max_seq_length, num_choices=None, precision="fp32"):
+    """Placeholders -> encoder (reference kernels, no dropout, computing in ``precision``) -> head, in the current
+    graph; inputs and outputs are the same dtypes whatever the precision. Returns ({input name: placeholder},
+    {output name: tensor named so})."""
+    from tf_mrc import training
     from tf_mrc.compat import tf
     from tf_mrc.modeling import build_encoder
     from tf_mrc.modeling.heads import build_head
@@ -99,7 +102,8 @@ def build_inference_graph(config, head, max_seq_length, num_choices=None):
         inputs["choice_mask"] = features["choice_mask"] = tf.placeholder(tf.int32, [None, num_choices],
                                                                          name="choice_mask")
     encoder_output = build_encoder(config, flat["input_ids"], flat["input_mask"], flat["segment_ids"],
-                                   is_training=False, kernels="reference")
+                                   is_training=False, kernels="reference",
+                                   compute_dtype=training.compute_dtype(precision))
     outputs, _ = build_head(head, encoder_output, features, num_choices, config.initializer_range, with_loss=False,
                             span_head=descriptor(config).span_head)
     return inputs, {name: tf.identity(tensor, name=name) for name, tensor in outputs.items()}
@@ -159,7 +163,7 @@ def freeze(spec, head, num_choices=None):
     stored = dict(tf.train.list_variables(spec.checkpoint))
     graph = tf.Graph()
     with graph.as_default():
-        inputs, outputs = build_inference_graph(spec.config, head, max_seq_length, num_choices)
+        inputs, outputs = build_inference_graph(spec.config, head, max_seq_length, num_choices, spec.precision)
         output_names = sorted(outputs)
         used = {node.name for node in tf.graph_util.extract_sub_graph(graph.as_graph_def(), output_names).node}
         needed = {v.op.name: v for v in tf.global_variables() if v.op.name in used}
@@ -249,6 +253,7 @@ def export(spec, output, saved_model=None, log=print):
         "vocab_file": copied.get("vocab_file"), "spm_model": copied.get("spm_model"), "lower_case": spec.lower_case,
         "feature_settings": spec.feature_settings, "model_config": spec.config.to_dict(),
         "checkpoint": os.path.abspath(spec.checkpoint), "trained_kernels": spec.trained_kernels,
+        "precision": spec.precision,
         "exported_with": "tensorflow %s" % tensorflow.__version__,
     }
     outputs.write_json(output + SIDECAR_SUFFIX, sidecar)
@@ -281,6 +286,9 @@ def main(argv=None):
     for name in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
         parser.add_argument("--" + name, type=int, default=getattr(defaults, name))
     parser.add_argument("--saved_model", help="also write a SavedModel (serving_default signature) here")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="the encoder's compute precision in the graph (default fp32; bf16 needs TF 2, "
+                             "inputs and logits stay int32 / float32)")
     args = parser.parse_args(argv)
     try:
         if args.output_dir:
@@ -290,6 +298,11 @@ def main(argv=None):
             if absent:
                 raise UserError("pass --output_dir, or all of --%s" % ", --".join(absent))
             spec = _spec_from_flags(args)
+        if args.precision == "bf16":
+            from tf_mrc.compat import IS_TF1
+            if IS_TF1:
+                raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel)")
+        spec.precision = args.precision
         export(spec, args.output, args.saved_model)
     except UserError as err:
         fail(err)

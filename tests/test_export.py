@@ -728,6 +728,29 @@ def test_pb_from_a_fused_run_holds_only_core_ops_and_its_vocabulary(request, run
     assert open(copied, "rb").read() == open(getattr(tiny["spec"], flag), "rb").read()
 
 
+@pytest.mark.skipif(IS_TF1, reason="bf16 compute needs TF 2")
+def test_bf16_pb_keeps_the_interface_and_logits_within_tolerance(tiny, tmp_path):
+    """--precision=bf16: the encoder's matmuls run in bf16; inputs stay int32, logits float32, and the logits stay
+    within 0.05 + 2 % of the fp32 graph's (bf16 keeps 8 significand bits; LayerNorm, softmax and heads in fp32)."""
+    from serving_demo.model import FrozenModel
+    pb = str(tmp_path / "bf16.pb")
+    to_pb.main(["--output_dir", tiny["spec"].output_dir, "--output", pb, "--precision", "bf16"])
+    graph_def = tf.GraphDef()
+    graph_def.ParseFromString(open(pb, "rb").read())
+    matmuls = {node.name: node.attr["T"].type for node in graph_def.node if node.op in ("MatMul", "BatchMatMulV2")}
+    encoder = {dtype for name, dtype in matmuls.items() if "/encoder/" in name}
+    assert encoder == {tf.bfloat16.as_datatype_enum} and tf.float32.as_datatype_enum in matmuls.values()  # head
+    assert json.load(open(pb + ".json"))["precision"] == "bf16"
+    fp32, bf16 = FrozenModel(tiny["pb"]), FrozenModel(pb)
+    examples = fp32.task.read_examples(SAMPLES, is_training=False)
+    arrays = fp32.task.featurize(examples, fp32.tokenizer, fp32.settings, is_training=False).arrays[:4]
+    for expected, actual in zip(fp32.run(arrays), bf16.run(arrays)):
+        for name in ("start_logits", "end_logits"):
+            assert actual[name].dtype == np.float32
+            np.testing.assert_allclose(actual[name], expected[name], atol=0.05, rtol=0.02)
+            assert not np.array_equal(actual[name], expected[name])  # bf16 did run
+
+
 def test_saved_model_signature_serves_the_frozen_graph(tiny):
     """The serving_default signature (TF Serving's) computes what the .pb does, through the v1 loader that
     TF 1.13 and 2.x share."""

@@ -391,3 +391,115 @@ def test_attention_dropout_defaults_to_bert_placement():
         x = tf.ones([4, 4])
         assert ops.attention_dropout(x, 0.1, "context") is x
         assert ops.attention_dropout(x, 0.1, "probs") is not x
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LayerNorm (+ residual)
+# ---------------------------------------------------------------------------------------------------------------
+
+def numpy_layer_norm(total, gamma, beta, upstream, epsilon=1e-12):
+    """LayerNorm over the last axis and the gradients of sum(upstream * y) w.r.t. its input, gamma and beta, in
+    float64 from the definition (dx from the chain rule through the mean and the variance)."""
+    width = total.shape[-1]
+    mean = total.mean(-1, keepdims=True)
+    centered = total - mean
+    variance = (centered ** 2).mean(-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(variance + epsilon)
+    xhat = centered * rstd
+    dxhat = upstream * gamma
+    dvariance = (dxhat * centered).sum(-1, keepdims=True) * -0.5 * rstd ** 3
+    dmean = -(dxhat * rstd).sum(-1, keepdims=True) + dvariance * (-2.0 * centered).mean(-1, keepdims=True)
+    dx = dxhat * rstd + dvariance * 2.0 * centered / width + dmean / width
+    return xhat * gamma + beta, dx, (upstream * xhat).sum(0), upstream.sum(0)
+
+
+def layer_norm_inputs(dtype, seed=0):
+    rng = np.random.RandomState(seed)
+    x = (3.0 * rng.randn(12, 64) + rng.randn(12, 1)).astype(dtype)
+    residual = rng.randn(12, 64).astype(dtype)
+    gamma, beta = (1.0 + 0.3 * rng.randn(64)).astype(np.float32), rng.randn(64).astype(np.float32)
+    return x, residual, gamma, beta, rng.randn(12, 64).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_norm_value_and_gradients_match_numpy(backend, with_residual, dtype):
+    x, residual, gamma, beta, upstream = layer_norm_inputs(dtype)
+
+    def build():
+        inputs = [tf.constant(x), tf.constant(residual), tf.constant(gamma), tf.constant(beta)]
+        y = ops.layer_norm(inputs[0], inputs[2], inputs[3], 1e-12, inputs[1] if with_residual else None,
+                           kernels=backend)
+        grads = tf.gradients(y, inputs, grad_ys=tf.constant(upstream))
+        return [y] + [tf.zeros([]) if g is None else g for g in grads]
+
+    y, dx, dresidual, dgamma, dbeta = run(build)
+    assert y.dtype == np.float32 and dx.dtype == dtype
+    total = x.astype(np.float64) + (residual.astype(np.float64) if with_residual else 0.0)
+    expected = numpy_layer_norm(total, gamma.astype(np.float64), beta.astype(np.float64), upstream.astype(np.float64))
+    value_tol, grad_tol = TOLERANCE[dtype]
+    assert_close(y, expected[0], value_tol)
+    assert_close(dx, expected[1], grad_tol)
+    if with_residual:
+        assert_close(dresidual, expected[1], grad_tol)
+    assert_close(dgamma, expected[2], (grad_tol[0] * 10, grad_tol[1]))  # sums over 12 rows
+    assert_close(dbeta, expected[3], (grad_tol[0] * 10, grad_tol[1]))
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_fused_layer_norm_passes_a_numeric_gradient_check(with_residual):
+    """tf.test.compute_gradient's finite differences in float64 against the op's own gradient, every input."""
+    x, residual, gamma, beta, _ = layer_norm_inputs(np.float64, seed=2)
+    x, residual = x[:3, :8], residual[:3, :8]
+    gamma, beta = gamma[:8].astype(np.float64), beta[:8].astype(np.float64)
+    with tf.Graph().as_default(), tf.Session():
+        values = [x, residual, gamma, beta]
+        inputs = [tf.constant(value) for value in values]
+        y = fused.layer_norm(inputs[0], inputs[2], inputs[3], 1e-12, inputs[1] if with_residual else None)
+        for tensor, value in zip(inputs, values):
+            if tensor is inputs[1] and not with_residual:
+                continue
+            analytic, numeric = tf.test.compute_gradient(tensor, list(value.shape), y, [3, 8], x_init_value=value)
+            np.testing.assert_allclose(analytic, numeric, atol=1e-6, rtol=1e-6)
+            assert np.abs(analytic).max() > 0.1
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_fused_layer_norm_backward_keeps_only_the_normalized_input_and_rstd(dtype):
+    if dtype == tf.bfloat16 and IS_TF1:
+        pytest.skip("bf16 compute needs TF 2")
+    with tf.Graph().as_default():
+        x, residual = tf.placeholder(dtype, [64, 768]), tf.placeholder(dtype, [64, 768])
+        gamma, beta = tf.placeholder(tf.float32, [768]), tf.placeholder(tf.float32, [768])
+        upstream = tf.placeholder(tf.float32, [64, 768])
+        y = fused.layer_norm(x, gamma, beta, 1e-12, residual)
+        reads, readers = gradient_reads(y, [x, residual, gamma], upstream)
+        assert sorted(t.shape.as_list() for t in reads if t is not gamma) == [[64, 1], [64, 768]]
+        assert all(t.dtype == tf.float32 for t in reads)
+        assert all(depends_on(op, upstream) for op in readers)
+        # The check can fail: autodiff of the reference ops keeps more (the input and its moments).
+        reference_reads, _ = gradient_reads(reference.layer_norm(x, gamma, beta, 1e-12, residual),
+                                            [x, residual, gamma], upstream)
+        assert len(reference_reads - {gamma}) > 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# oneDNN start-up decision
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_onednn_choice_from_cpu_flags_with_the_user_winning(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow")  # as before TensorFlow loads
+    environ = {}
+    assert "set by tf_mrc" in compat.choose_onednn(environ, {"fma", "avx2"})
+    assert environ == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    environ = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert "from the environment" in compat.choose_onednn(environ, {"avx2", "avx512_bf16"})
+    assert environ == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    environ = {}
+    assert "no AVX2" in compat.choose_onednn(environ, {"sse4_2"}) and environ == {}
+
+
+def test_onednn_choice_is_too_late_once_tensorflow_is_loaded():
+    environ = {}
+    assert "before tf_mrc.compat" in compat.choose_onednn(environ, {"avx2"}) and environ == {}

@@ -4,8 +4,44 @@ Everything else imports ``tf`` from here and writes against ``tensorflow.compat.
 TF 1.13 on, so the same code runs on the legacy stack (TF 1.13.1) and the primary one (TF 2.15.1).
 """
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def _cpu_flags(path="/proc/cpuinfo"):
+    try:
+        with open(path) as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except (IOError, OSError):
+        pass
+    return set()
+
+
+def choose_onednn(environ=os.environ, flags=None):
+    """Decide TF 2.x's oneDNN switch before TensorFlow loads; returns why, for the log.
+
+    A TF_ENABLE_ONEDNN_OPTS the user set wins. Otherwise oneDNN is turned on wherever the CPU has AVX2: TF 2.15
+    enables it by default only with AVX512_VNNI / AVX512_BF16 / AMX, and on AVX2-only CPUs it ran this model's
+    step faster than Eigen. Without AVX2 (or without /proc/cpuinfo) TF's own default stays.
+    """
+    if "tensorflow" in sys.modules:
+        return "decided by whoever imported TensorFlow before tf_mrc.compat"
+    if ONEDNN_VARIABLE in environ:
+        return "%s=%s from the environment" % (ONEDNN_VARIABLE, environ[ONEDNN_VARIABLE])
+    flags = _cpu_flags() if flags is None else flags
+    if "avx2" not in flags:
+        return "TF's default (the CPU reports no AVX2)"
+    environ[ONEDNN_VARIABLE] = "1"
+    shown = [flag for flag in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if flag in flags]
+    return "%s=1 set by tf_mrc (CPU flags %s)" % (ONEDNN_VARIABLE, " ".join(shown))
+
+
+_onednn_reason = choose_onednn()
 
 import tensorflow as _tf  # noqa: E402
 
@@ -20,6 +56,23 @@ if not IS_TF1:
     tf.disable_v2_behavior()
 
 estimator = tf.estimator
+
+
+def cpu_kernels():
+    """Which CPU kernel library TensorFlow runs, and why: one line for the run log."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # TF 2.x: reflects the runtime switch
+        enabled = _pywrap_util_port.IsMklEnabled()
+    except ImportError:  # TF 1.13: the pip wheel is built without oneDNN
+        enabled = False
+    if IS_TF1:
+        return "Eigen (TF %d.%d has no oneDNN switch)" % TF_VERSION
+    return "%s (%s)" % ("oneDNN" if enabled else "Eigen", _onednn_reason)
+
+# The fused optimizer kernels (ApplyAdam, ApplyGradientDescent and their Resource* forms): this module path
+# exists on TF 1.13 (re-exporting tensorflow.python.training.gen_training_ops) and on TF 2.x (re-exporting
+# tensorflow.python.ops.gen_training_ops).
+from tensorflow.python.training import training_ops  # noqa: E402
 
 
 _blocksparse_error = None

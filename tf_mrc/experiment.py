@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from typing import Optional
 
-from tf_mrc import distributed, outputs, presets, pretrained, restart
+from tf_mrc import compat, distributed, outputs, presets, pretrained, restart
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.tasks import FeatureSettings, get_task
@@ -178,6 +178,7 @@ def run(spec, log=print, dist=None):
         log("[run] task=%s model=%s layout=%s max_seq_length=%d workers=%d kernels=%s precision=%s hparams=%s" % (
             spec.task, spec.model, config.layout, max_len, dist.size, spec.kernels, spec.precision,
             json.dumps(hparams)))
+        log("[run] CPU kernels: %s" % compat.cpu_kernels())
         outputs.write_json(os.path.join(spec.output_dir, restart.RUN_CONFIG), record)
         if dist.size > 1:
             scaling = ("x %d workers (--lr_scale_with_workers)" % dist.size if spec.lr_scale_with_workers else

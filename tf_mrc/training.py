@@ -1,14 +1,15 @@
 """The optimizer side of training: AdamW with BERT's decay exclusions, warmup + linear decay, clipping, mixed
 precision and gradient accumulation.
 
-AdamW is written out (as google BERT's AdamWeightDecayOptimizer is) because TF 1.13 has no decoupled
-weight decay, and the same update must run on both stacks. Its slot names (``<var>/adam_m``,
-``<var>/adam_v``) match google BERT's, so checkpoints of either resume in the other.
+AdamW is tf_mrc's own optimizer (as google BERT's AdamWeightDecayOptimizer is) because TF 1.13 has no decoupled
+weight decay, and the same update must run on both stacks; it runs as two fused kernels per variable. Its slot
+names (``<var>/adam_m``, ``<var>/adam_v``) match google BERT's, so checkpoints of either resume in the other.
 
 One optimizer step (``create_train_op``), in this order:
-  loss (fp32) x loss scale -> gradients, allreduced across Horovod ranks inside dist's optimizer -> / loss scale
-  -> [summed over K micro-batches in fp32 variables, then / K] -> global norm -> clip -> AdamW unless the norm is
-  not finite (fp16 only) -> global_step + 1 -> loss-scale update.
+  loss (fp32) x loss scale -> gradients, allreduced across Horovod ranks inside dist's optimizer -> [summed over
+  K micro-batches in fp32 variables] -> global norm of the gradients / (loss scale x K) -> clip (one multiply per
+  gradient, with / (loss scale x K) folded in) -> AdamW unless the norm is not finite (fp16 only) ->
+  global_step + 1 -> loss-scale update.
 Every rank tests the allreduced gradients, so all ranks take the same skip decision.
 
 ``global_step`` counts optimizer steps, skipped ones included, never micro-batches: the learning-rate schedule,
@@ -19,7 +20,7 @@ the compute dtype; heads, loss, LayerNorm and softmax stay float32.
 """
 import re
 
-from tf_mrc.compat import tf
+from tf_mrc.compat import tf, training_ops
 
 NO_DECAY = ("LayerNorm", "layer_norm", "bias")
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --precision -> compute dtype
@@ -43,12 +44,21 @@ def learning_rate_schedule(base_rate, num_train_steps, num_warmup_steps, global_
     return rate
 
 
-def clip_by_global_norm(grads, clip_norm):
-    """(grads scaled to global norm <= clip_norm, the norm): tf.clip_by_global_norm's arithmetic without its
-    TF 1.x check_numerics, which would abort a step that fp16 loss scaling is meant to skip."""
+def clip_by_global_norm(grads, clip_norm, multiplier=None):
+    """(grads x multiplier, scaled to global norm <= clip_norm; the norm of grads x multiplier).
+
+    tf.clip_by_global_norm's arithmetic without its TF 1.x check_numerics, which would abort a step that fp16
+    loss scaling is meant to skip. ``multiplier`` (a scalar: 1 / loss scale, 1 / micro-batches) is folded into
+    the one scalar each gradient is multiplied by, so a step reads every gradient twice (its norm, its scaling)
+    whatever the precision and accumulation settings.
+    """
     with tf.name_scope("clip_by_global_norm"):
         norm = tf.global_norm(grads)
+        if multiplier is not None:
+            norm *= multiplier
         scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
+        if multiplier is not None:
+            scale *= multiplier
         return [None if g is None else g * scale for g in grads], norm
 
 
@@ -63,7 +73,21 @@ def _state_variable(name, dtype, value, shape=()):
 
 
 class AdamWeightDecay(tf.train.Optimizer):
-    """Adam with decoupled weight decay and no bias correction (BERT's), decay skipped for NO_DECAY names."""
+    """Adam with decoupled weight decay and no bias correction (BERT's), decay skipped for NO_DECAY names.
+
+    google BERT's update, var -= lr * (m / (sqrt(v) + epsilon) + weight_decay * var), runs as two fused kernels
+    per variable instead of a chain of parameter-sized elementwise ops:
+      decay  ApplyGradientDescent(var, lr * weight_decay, delta=var): var <- var (1 - lr weight_decay)
+             (decayed variables only);
+      Adam   ApplyAdam(var, m, v, beta1_power=0, beta2_power=0, lr, ...): with both powers 0 its bias-corrected
+             step size lr sqrt(1 - beta2_power) / (1 - beta1_power) is exactly lr, and it computes
+             m += (g - m)(1 - beta1), v += (g^2 - v)(1 - beta2), var -= lr m / (sqrt(v) + epsilon),
+             epsilon where BERT puts it.
+    The result equals BERT's arithmetic up to rounding; the kernel's 1 - beta2 is computed in fp32, which makes
+    v's new-gradient weight 1.3e-5 relative off 0.001 (float32(0.999) is not 0.999). Both kernels read m, v and
+    var inside the op, so no parameter-sized temporary exists, and both run only once the (clipped) gradient
+    exists.
+    """
 
     def __init__(self, learning_rate, weight_decay_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
                  exclude_from_weight_decay=NO_DECAY, name="AdamWeightDecay"):
@@ -77,8 +101,17 @@ class AdamWeightDecay(tf.train.Optimizer):
         with tf.name_scope(self.get_name()):
             return self._adamw_updates(grads_and_vars, global_step, name)
 
+    def _decays(self, param_name):
+        return bool(self.weight_decay_rate) and not any(
+            re.search(p, param_name) for p in self.exclude_from_weight_decay)
+
     def _adamw_updates(self, grads_and_vars, global_step, name):
-        assignments = []
+        rate = tf.convert_to_tensor(self.learning_rate, tf.float32)
+        decay_rate = rate * self.weight_decay_rate
+        zero = tf.constant(0.0)  # beta1_power = beta2_power = 0: the step size is lr, no bias correction
+        beta_1, beta_2, epsilon = (tf.constant(value, tf.float32) for value in (self.beta_1, self.beta_2,
+                                                                               self.epsilon))
+        updates = []
         for grad, var in grads_and_vars:
             if grad is None or var is None:
                 continue
@@ -86,30 +119,41 @@ class AdamWeightDecay(tf.train.Optimizer):
             m, v = self._moments(param_name, var)
             if isinstance(grad, tf.IndexedSlices):
                 grad = tf.convert_to_tensor(grad)
-            # Read the slots and the weight only once the gradient exists: beta_1 * m, beta_2 * v and
-            # decay * w need no gradient, so the executor would compute them when the step starts and keep
-            # these three parameter-sized temporaries alive through the whole forward and backward pass.
-            with tf.control_dependencies([grad]):
-                m_now, v_now, var_now = tf.identity(m), tf.identity(v), tf.identity(var)
-            next_m = self.beta_1 * m_now + (1.0 - self.beta_1) * grad
-            next_v = self.beta_2 * v_now + (1.0 - self.beta_2) * tf.square(grad)
-            update = next_m / (tf.sqrt(next_v) + self.epsilon)
-            if self.weight_decay_rate and not any(re.search(p, param_name) for p in self.exclude_from_weight_decay):
-                update += self.weight_decay_rate * var_now
-            assignments.extend([var.assign_sub(self.learning_rate * update), m.assign(next_m), v.assign(next_v)])
-        with tf.control_dependencies(assignments):
+            resource = _is_resource(var)
+            after = [grad]
+            if self._decays(param_name):
+                with tf.control_dependencies([grad]):
+                    if resource:
+                        after = [training_ops.resource_apply_gradient_descent(var.handle, decay_rate,
+                                                                               var.read_value())]
+                    else:
+                        after = [training_ops.apply_gradient_descent(var, decay_rate, var.value()).op]
+            with tf.control_dependencies(after):
+                if resource:
+                    updates.append(training_ops.resource_apply_adam(
+                        var.handle, m.handle, v.handle, zero, zero, rate, beta_1, beta_2, epsilon, grad))
+                else:
+                    updates.append(training_ops.apply_adam(var, m, v, zero, zero, rate, beta_1, beta_2, epsilon,
+                                                           grad).op)
+        with tf.control_dependencies(updates):
             if global_step is None:
                 return tf.no_op(name=name)
             return tf.assign_add(global_step, 1, name=name)
 
     @staticmethod
     def _moments(param_name, var):
-        """``<var>/adam_m``, ``<var>/adam_v``, created outside any control-flow context (control_dependencies(None)
-        leaves it), so that the update itself may run inside a tf.cond: a skipped step, an accumulation boundary."""
+        """``<var>/adam_m``, ``<var>/adam_v`` (resource variables when ``var`` is one, as the fused kernels need),
+        created outside any control-flow context (control_dependencies(None) leaves it), so that the update itself
+        may run inside a tf.cond: a skipped step, an accumulation boundary."""
         with tf.control_dependencies(None):
             return [tf.get_variable(param_name + suffix, shape=var.shape.as_list(), dtype=tf.float32,
-                                    trainable=False, initializer=tf.zeros_initializer())
+                                    trainable=False, initializer=tf.zeros_initializer(),
+                                    use_resource=_is_resource(var))
                     for suffix in ("/adam_m", "/adam_v")]
+
+
+def _is_resource(var):
+    return var.op.type == "VarHandleOp"
 
 
 class LossScale:
@@ -130,10 +174,6 @@ class LossScale:
     def scale_loss(self, loss):
         return loss * self.scale
 
-    def unscale(self, grads):
-        inverse = 1.0 / self.scale
-        return [None if g is None else g * inverse for g in grads]
-
     def update(self, finite):
         """The op that moves the state after a step whose gradients were ``finite`` (a bool scalar)."""
         grow = tf.logical_and(finite, self.good_steps + 1 >= self.growth_interval)
@@ -145,8 +185,8 @@ class LossScale:
 
 
 class GradientAccumulator:
-    """Sums the gradients of ``steps`` micro-batches in fp32 variables ``<var>/accum_grad``; ``micro_step``
-    counts the micro-batches summed since the last optimizer step."""
+    """Sums the (loss-scaled) gradients of ``steps`` micro-batches in fp32 variables ``<var>/accum_grad``;
+    ``micro_step`` counts the micro-batches summed since the last optimizer step."""
 
     def __init__(self, variables, steps):
         self.steps = steps
@@ -187,11 +227,11 @@ def create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, dist
     # they get their true norm (clip_by_global_norm would count a repeated token's rows apart), the same norm a
     # sum over micro-batches has.
     grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-    if loss_scale:
-        grads = loss_scale.unscale(grads)
+    # The loss scale and the micro-batch mean are scalars folded into clipping's one multiply per gradient.
+    unscale = 1.0 / loss_scale.scale if loss_scale else None
 
-    def optimizer_step(grads):
-        clipped, norm = clip_by_global_norm(grads, clip_norm)
+    def optimizer_step(grads, multiplier):
+        clipped, norm = clip_by_global_norm(grads, clip_norm, multiplier)
 
         def apply():
             return optimizer.apply_gradients(list(zip(clipped, variables)))
@@ -208,13 +248,13 @@ def create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, dist
             return tf.group(*after)
 
     if grad_accum_steps == 1:
-        return optimizer_step(grads), rate, loss_scale
+        return optimizer_step(grads, unscale), rate, loss_scale
     accumulator = GradientAccumulator(variables, grad_accum_steps)
     complete, sums = accumulator.add(grads)
 
-    def boundary():  # the means are computed in here, so only on every K-th micro-batch
-        means = [None if total is None else total / float(grad_accum_steps) for total in sums]
-        with tf.control_dependencies([optimizer_step(means)]):
+    def boundary():  # the mean is taken in here, so only on every K-th micro-batch
+        mean = 1.0 / float(grad_accum_steps)
+        with tf.control_dependencies([optimizer_step(sums, mean if unscale is None else unscale * mean)]):
             return accumulator.reset()
 
     return tf.group(tf.cond(complete, boundary, tf.no_op)), rate, loss_scale

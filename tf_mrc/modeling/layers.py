@@ -89,14 +89,13 @@ def dense(x, units, settings, activation=None, use_bias=True):
     return activation(output) if activation is not None else output
 
 
-def layer_norm(x, settings):
-    """LayerNorm over the last axis in float32, the same moments/batch_normalization ops as contrib's layer_norm."""
+def layer_norm(x, settings, residual=None):
+    """LayerNorm of x (+ residual) over the last axis, computed in float32 by the selected kernel backend
+    (reference: contrib's layer_norm ops; fused: one op pair that keeps only what its gradient needs)."""
     width = x.shape.as_list()[-1]
     beta = variable("beta", [width], settings, tf.zeros_initializer())
     gamma = variable("gamma", [width], settings, tf.ones_initializer())
-    x32 = cast(x, tf.float32)
-    mean, variance = tf.nn.moments(x32, [x.shape.ndims - 1], keep_dims=True)
-    return cast(tf.nn.batch_normalization(x32, mean, variance, beta, gamma, LAYER_NORM_EPSILON), settings.dtype)
+    return cast(ops.layer_norm(x, gamma, beta, LAYER_NORM_EPSILON, residual, settings.kernels), settings.dtype)
 
 
 def hidden_activation(settings):
@@ -190,13 +189,13 @@ def _block(x, mask, batch_size, seq_length, config, settings, names):
     with tf.variable_scope(names.attention_output):
         attended = dropout_fn(dense(context, config.hidden_size, settings), settings.hidden_dropout)
     with tf.variable_scope(names.attention_norm):
-        attended = layer_norm(attended + x, settings)
+        attended = layer_norm(attended, settings, residual=x)
     with tf.variable_scope(names.intermediate):
         intermediate = dense(attended, config.intermediate_size, settings, hidden_activation(settings))
     with tf.variable_scope(names.output):
         output = dropout_fn(dense(intermediate, config.hidden_size, settings), settings.hidden_dropout)
     with tf.variable_scope(names.output_norm):
-        return layer_norm(output + attended, settings)
+        return layer_norm(output, settings, residual=attended)
 
 
 _SEED_RANGE = 2 ** 62

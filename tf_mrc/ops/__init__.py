@@ -1,4 +1,4 @@
-"""GELU and the attention softmax, each behind interchangeable backends.
+"""GELU, the attention softmax and LayerNorm (+ residual), each behind interchangeable backends.
 
 Backends (``--kernels``):
   reference   plain TF ops; autodiff keeps every intermediate.
@@ -9,8 +9,8 @@ Backends (``--kernels``):
               the tanh and erf GELU forms run fused (see blocksparse_backend).
   auto        blocksparse when it imports, else fused.
 
-The encoders call only ``gelu``, ``masked_softmax`` and ``attention_dropout``; which backend runs is a
-graph-construction choice.
+The encoders call only ``gelu``, ``masked_softmax``, ``layer_norm`` and ``attention_dropout``; which backend runs
+is a graph-construction choice.
 """
 from tf_mrc.compat import tf
 from tf_mrc.ops import fused, reference
@@ -55,6 +55,11 @@ def masked_softmax(scores, mask, scale, kernels="fused"):
     Returns probabilities in the dtype of ``scores``.
     """
     return resolve_backend(kernels).masked_softmax(scores, mask, scale)
+
+
+def layer_norm(x, gamma, beta, epsilon, residual=None, kernels="fused"):
+    """LayerNorm over the last axis of x (+ residual) with gamma, beta; fp16/bf16 computed and returned in fp32."""
+    return resolve_backend(kernels).layer_norm(x, gamma, beta, epsilon, residual)
 
 
 def attention_dropout(x, rate, site, placement="probs", dropout_fn=None):

@@ -8,6 +8,7 @@ otherwise, so on CPU-only machines this mapping is verified against blocksparse'
 Mapping, from blocksparse 1.13.1's blocksparse/ewops.py, blocksparse/transformer.py and src/ew_op_gpu.h:
 - GELU 'sigmoid': ``fast_gelu(x)`` is ``swish(x, alpha=1.702)``, whose kernel computes x * sigmoid(1.702 x),
   exactly our 'sigmoid' form. Its registered gradient (EwZXa, SWISH) reads only x, like the fused backend.
+- LayerNorm: runs the fused backend (blocksparse's layer_norm normalizes per row too, but is not wired here).
 - GELU 'tanh' and 'erf': run the fused backend. blocksparse's tanh-form op ``gelu`` carries its authors'
   warning "not numerically stable... Use fast_gelu for now", and there is no erf kernel. (The reference
   project passed every 'gelu' to fast_gelu, which silently changes a published checkpoint's activation.)
@@ -32,6 +33,9 @@ def gelu(x, form):
     if form == "sigmoid":
         return _blocksparse.fast_gelu(x)
     return fused.gelu(x, form)
+
+
+layer_norm = fused.layer_norm
 
 
 def masked_softmax(scores, mask, scale):

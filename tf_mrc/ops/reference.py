@@ -1,4 +1,4 @@
-"""Plain-TF GELU and masked softmax: the ground truth the other backends are tested against."""
+"""Plain-TF GELU, masked softmax and LayerNorm: the ground truth the other backends are tested against."""
 import math
 
 from tf_mrc.compat import tf
@@ -25,3 +25,14 @@ def mask_bias(mask, dtype):
 def masked_softmax(scores, mask, scale):
     logits = scores * tf.cast(scale, scores.dtype) + mask_bias(mask, scores.dtype)
     return tf.nn.softmax(logits)
+
+
+def layer_norm(x, gamma, beta, epsilon, residual=None):
+    """contrib's layer_norm arithmetic (moments + batch_normalization) over the last axis; fp16/bf16 in float32."""
+    if residual is not None:
+        x = x + residual
+    if x.dtype in (tf.float16, tf.bfloat16):
+        x = tf.cast(x, tf.float32)
+    gamma, beta = tf.cast(gamma, x.dtype), tf.cast(beta, x.dtype)
+    mean, variance = tf.nn.moments(x, [x.shape.ndims - 1], keep_dims=True)
+    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
