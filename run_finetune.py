@@ -38,7 +38,9 @@ flags.DEFINE_integer("max_query_length", 64, "Question tokens kept.")
 flags.DEFINE_integer("max_answer_length", 50, "Longest answer in tokens.")
 flags.DEFINE_integer("n_best_size", 20, "Candidates kept per question.")
 flags.DEFINE_float("num_train_epochs", None, "Epochs (default: the preset's for this task).")
-flags.DEFINE_integer("train_batch_size", None, "Batch per worker (default: the preset's).")
+flags.DEFINE_integer("train_batch_size", None, "Global batch in features per optimizer step, over all workers and "
+                     "accumulated micro-batches (default: the preset's, e.g. 32); each rank's micro-batch is "
+                     "this / (workers x --grad_accum_steps).")
 flags.DEFINE_integer("predict_batch_size", 32, "Batch for prediction.")
 flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: the preset's).")
 flags.DEFINE_float("warmup_proportion", None, "Share of steps with linear warmup (default: the preset's).")
@@ -48,20 +50,29 @@ flags.DEFINE_integer("keep_checkpoint_max", 3, "Checkpoints kept.")
 flags.DEFINE_integer("log_every", 50, "Steps between progress lines.")
 flags.DEFINE_enum("kernels", "fused", ["fused", "reference", "blocksparse", "auto"], "GELU/softmax kernels.")
 flags.DEFINE_string("cache_dir", None, "Feature cache (default: OUTPUT_DIR/cache).")
+flags.DEFINE_integer("preprocess_workers", None, "Processes featurizing the data files on each rank (default: the "
+                     "host's cores divided by its Horovod ranks; the cache is byte-identical for any number).")
 flags.DEFINE_bool("lr_scale_with_workers", False, "Multiply the learning rate by the number of Horovod workers.")
 flags.DEFINE_bool("fp16_allreduce", False, "Compress gradients to fp16 for the Horovod allreduce.")
 flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16", "bf16"],
                   "Encoder compute dtype; variables stay fp32. fp16 adds dynamic loss scaling and skips steps "
                   "whose gradients overflow.")
 flags.DEFINE_integer("loss_scale_growth_interval", 2000, "fp16: overflow-free steps before the loss scale doubles.")
-flags.DEFINE_integer("grad_accum_steps", 1, "Micro-batches summed per optimizer step (effective batch = "
-                     "train_batch_size x this x workers); steps and the LR schedule count optimizer steps.")
 flags.DEFINE_bool("recompute", False, "Gradient checkpointing: keep only each transformer block's input and "
                   "recompute the block in the backward pass (bert/albert layouts).")
 flags.DEFINE_enum("attention_dropout_placement", "probs", ["probs", "context"],
                   "Attention dropout on the probabilities (BERT's) or on the merged context (smaller mask).")
 flags.DEFINE_bool("xla", False, "XLA JIT auto-clustering (best effort; on CPU also set "
                   "TF_XLA_FLAGS=--tf_xla_cpu_global_jit).")
+# The training recipe: the global batch's split, weight decay, evaluation during training.
+flags.DEFINE_integer("grad_accum_steps", None, "Micro-batches accumulated per optimizer step, a split of the global "
+                     "--train_batch_size that saves memory (default: the preset's, 1; C3: 4); steps and the LR "
+                     "schedule count optimizer steps.")
+flags.DEFINE_float("weight_decay", None, "AdamW decoupled weight decay rate per step, x learning rate (default: "
+                   "the preset's, 0.01).")
+flags.DEFINE_float("eval_every_epochs", 0.5, "With --do_train --do_eval: score the dev set every this many epochs "
+                   "(default 0.5, the reference's) and keep the best checkpoint in OUTPUT_DIR/best; 0: only after "
+                   "training.")
 # Task options (each task reads the ones it knows; all of them key the feature cache).
 flags.DEFINE_string("opencc_config", "t2s", "drcd: OpenCC conversion applied before tokenization.")
 flags.DEFINE_float("split_ratio", None, "cjrc: split the training file by passage (train part = ratio, dev part = "

@@ -5,7 +5,8 @@
         --max_seq_length N (--vocab_file VOCAB | --spm_model SPIECE) --output model.pb [--saved_model DIR]
 
 ``--output_dir`` is a finished ``run_finetune.py`` run: its run_config.json supplies the config, task, window
-settings and vocabulary, its latest checkpoint the weights.
+settings and vocabulary; the weights are its best checkpoint (OUTPUT_DIR/best/, kept by the dev evaluation during
+training), or its latest one when it has no best/ or with ``--last``.
 
 The graph's interface (tensor names are these names + ":0"; int32 inputs, batch dimension dynamic, T fixed):
     inputs   input_ids, input_mask, segment_ids   [batch, T]     span tasks (cmrc2018, drcd, cjrc)
@@ -61,9 +62,9 @@ class ExportSpec:
     precision: str = "fp32"             # the encoder's compute precision in the graph: fp32 | bf16
 
 
-def spec_from_run(output_dir):
+def spec_from_run(output_dir, last=False, log=print):
     """The ExportSpec of a finished run: run_config.json (in the run or, for seed_K runs, its parent) and the
-    latest checkpoint."""
+    checkpoint in its best/ (the best dev score during training), else (or with ``last``) its latest one."""
     from tf_mrc.compat import tf
     from tf_mrc.modeling.config import model_config
     candidates = [os.path.join(output_dir, RUN_CONFIG), os.path.join(os.path.dirname(os.path.abspath(output_dir)),
@@ -74,7 +75,10 @@ def spec_from_run(output_dir):
                         "--max_seq_length" % (output_dir, RUN_CONFIG))
     with open(found[0], encoding="utf-8") as f:
         run = json.load(f)
-    checkpoint = tf.train.latest_checkpoint(output_dir)
+    best = None if last else tf.train.latest_checkpoint(os.path.join(output_dir, "best"))
+    checkpoint = best or tf.train.latest_checkpoint(output_dir)
+    if checkpoint is not None:
+        log("exporting %s (%s)" % (checkpoint, "the best dev score during training" if best else "the latest"))
     if checkpoint is None:
         hint = " (runs with --seeds keep theirs in seed_K/: pass --output_dir %s/seed_0)" % output_dir \
             if run.get("seeds", 1) > 1 else ""
@@ -270,7 +274,9 @@ def main(argv=None):
     from tf_mrc.tasks import FeatureSettings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="the frozen graph to write, e.g. model.pb")
-    parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below)")
+    parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below); its "
+                        "best checkpoint (OUTPUT_DIR/best) when it has one")
+    parser.add_argument("--last", action="store_true", help="with --output_dir: its latest checkpoint, not the best")
     parser.add_argument("--checkpoint", help="checkpoint prefix, or a directory (its latest)")
     parser.add_argument("--config", help="the checkpoint's JSON config")
     parser.add_argument("--layout", choices=list(LAYOUTS))
@@ -292,7 +298,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.output_dir:
-            spec = spec_from_run(args.output_dir)
+            spec = spec_from_run(args.output_dir, last=args.last)
         else:
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
             if absent:

@@ -124,6 +124,7 @@ def tiny_demo(tmp_path_factory):
     spec = experiment.embedded_default(str(tmp / "run"))
     spec.predict_file = str(DEMO_SAMPLES)  # dev: the shipped passages; predict: the demo's samples (a long one too)
     spec.log_every = 1000
+    spec.eval_every_epochs = 0             # no best/: the .pb and both predictions come from the last checkpoint
     experiment.run(spec, log=lambda line: None)
     pb = str(tmp / "pb" / "model.pb")
     to_pb.main(["--output_dir", spec.output_dir, "--output", pb, "--saved_model", str(tmp / "saved_model")])

@@ -253,7 +253,7 @@ def estimator_outputs(checkpoint, config, task_name, inputs, model_dir):
     from tf_mrc.estimator import make_estimator, model_fn_builder, predict_outputs
     from tf_mrc.tasks import get_task
     task = get_task(task_name)
-    model_fn = model_fn_builder(task, config, num_choices=getattr(task, "num_choices", None))
+    model_fn = model_fn_builder(task, config)
     estimator = make_estimator(model_fn, model_dir, SingleProcess())
 
     def input_fn(params=None):

@@ -290,7 +290,7 @@ def test_fp16_checkpoint_predicts_the_same_in_fp32(fp16_run):
                         dist, log=lambda line: None)
     logits = {}
     for precision in ("fp16", "fp32"):
-        model_fn = model_fn_builder(task, config, dist=dist, precision=precision)
+        model_fn = model_fn_builder(task, config, experiment.RunSpec(precision=precision), dist=dist)
         estimator = make_estimator(model_fn, spec.output_dir, dist)
         outputs = predict_outputs(estimator, data.input_fn_builder(8, dist))
         logits[precision] = np.stack([np.stack([o["start_logits"], o["end_logits"]]) for o in outputs])

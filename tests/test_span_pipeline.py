@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tf_mrc.tasks import DataError, FeatureSettings, get_task
-from tf_mrc.tasks.span import align_answer
+from tf_mrc.tasks.span import align_answer, max_context_flags
 from tf_mrc.tokenization import ChineseConverter, TokenizerError, WordPieceTokenizer
 
 TEXTS = ["我爱Python编程，2018年！", "Héllo   World\tÀB", "“引号”与（括号）—— 破折号", "e-mail: a_b@c.com 3.14",
@@ -121,6 +121,22 @@ def test_reader_errors_for_missing_and_broken_files(tmp_path):
         get_task("cmrc2018").read_examples(str(broken), True)
 
 
+def test_json_lines_articles_read_like_the_document(tmp_path):
+    """One SQuAD article per line reads as the same examples as the ``data`` list; a bad line is named."""
+    articles = [{"title": "t%d" % i, "paragraphs": [{"context": "一二三四%d" % i, "qas": [
+        {"id": "q%d" % i, "question": "问", "answers": [{"text": "二三", "answer_start": 1}]}]}]} for i in range(3)]
+    document = _write(tmp_path, {"version": "1", "data": articles})
+    lines = tmp_path / "data.jsonl"
+    lines.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n\n" for a in articles), encoding="utf-8")
+    task = get_task("cmrc2018")
+    assert task.read_examples(str(lines), True) == task.read_examples(document, True)
+    lines.write_text(json.dumps(articles[0]) + "\n{\"paragraphs\": [\n", encoding="utf-8")
+    stream = task.iter_examples(str(lines), True)
+    assert next(stream).qid == "q0"   # read before the bad line is reached
+    with pytest.raises(DataError, match="line 2"):
+        next(stream)
+
+
 def _tiny_tokenizer(tmp_path, text):
     vocab = tmp_path / "vocab.txt"
     chars = sorted(set(text) - {" "})
@@ -143,6 +159,41 @@ def test_windows_labels_and_max_context(tmp_path):
     assert labels == [(0, 0), (0, 0), (3 + 12 - 8, 3 + 13 - 8), (3, 4)]  # windows 0 and 1 end before token 12
     # token 12 has the most context in window starting at 8 (4 left, 3 right) rather than 12 (0 left)
     assert featurized.sidecar[2]["max_context"][4] == 1 and featurized.sidecar[3]["max_context"][0] == 0
+
+
+def reference_is_max_context(windows, window_index, position):
+    """google BERT's _check_is_max_context, as written there: every window is scored for every position."""
+    best_score, best_index = None, None
+    for index, (start, length) in enumerate(windows):
+        end = start + length - 1
+        if position < start or position > end:
+            continue
+        score = min(position - start, end - position) + 0.01 * length
+        if best_score is None or score > best_score:
+            best_score, best_index = score, index
+    return best_index == window_index
+
+
+def test_max_context_flags_equal_the_reference_rule_on_random_layouts():
+    rng = np.random.RandomState(7)
+    layouts = []
+    for _ in range(300):
+        # sliding windows as featurize makes them (random passage length, window size and stride) ...
+        total, size, stride = rng.randint(1, 60), rng.randint(1, 20), rng.randint(1, 20)
+        windows, start = [], 0
+        while True:
+            length = min(total - start, size)
+            windows.append((start, length))
+            if start + length >= total:
+                break
+            start += min(length, stride)
+        layouts.append(windows)
+        # ... and arbitrary ones: unordered, nested, equal-score ties, gaps
+        layouts.append([(int(s), int(n)) for s, n in zip(rng.randint(0, 30, 6), rng.randint(1, 12, 6))])
+    for windows in layouts:
+        expected = [[int(reference_is_max_context(windows, w, start + i)) for i in range(length)]
+                    for w, (start, length) in enumerate(windows)]
+        assert max_context_flags(windows) == expected, windows
 
 
 def test_decoding_respects_end_after_start_length_and_passage(tmp_path):

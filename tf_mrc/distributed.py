@@ -47,6 +47,7 @@ class SingleProcess:
     rank = 0
     size = 1
     local_rank = 0
+    local_size = 1
     is_chief = True
 
     def barrier(self, name="barrier"):

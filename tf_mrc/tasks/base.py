@@ -5,6 +5,7 @@ back to examples and characters), model outputs back into answers, and answers i
 Training, caching, Horovod, export and the serving demo call only these methods, so one code path serves
 every task and every encoder.
 """
+import collections
 import dataclasses
 import json
 import unicodedata
@@ -52,6 +53,16 @@ def _unreadable(path, err):
     return DataError(path, "-", "-", "cannot be read (%s)" % (err.strerror or type(err).__name__))
 
 
+def text_lines(path):
+    """The lines of a UTF-8 text file, read as a stream; the usual failures become one-line DataErrors."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                yield line
+    except (OSError, UnicodeDecodeError) as err:
+        raise _unreadable(path, err)
+
+
 def load_json(path):
     """Read a JSON file, turning the usual failures into one-line DataErrors."""
     try:
@@ -65,20 +76,20 @@ def load_json(path):
         raise DataError(path, "-", "-", "JSON nested too deeply")
 
 
+def iter_json_lines(path):
+    """(line number, record) for each non-blank line of a JSON-lines file, read as a stream; a bad line is a
+    DataError naming its line number."""
+    for number, line in enumerate(text_lines(path), 1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(path, "line %d" % number, "-", "not valid JSON (%s)" % err)
+
+
 def load_json_lines(path):
     """Read JSON lines; blank lines are skipped, a bad line is a DataError naming its line number."""
-    records = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise DataError(path, "line %d" % number, "-", "not valid JSON (%s)" % err)
-    except (OSError, UnicodeDecodeError) as err:
-        raise _unreadable(path, err)
-    return records
+    return [record for _, record in iter_json_lines(path)]
 
 
 def is_blank(text):
@@ -130,8 +141,14 @@ class Task:
 
     # -- data ---------------------------------------------------------------------------------------
     def read_examples(self, path, is_training):
-        """Parse a task file into examples. Bad records raise DataError; nothing is dropped silently."""
-        raise NotImplementedError
+        """Parse a task file into a list of examples. Bad records raise DataError; nothing is dropped silently.
+        A task implements this or ``iter_examples``: each defaults to the other."""
+        return list(self.iter_examples(path, is_training))
+
+    def iter_examples(self, path, is_training):
+        """The examples of ``read_examples``, one at a time. Tasks whose files can be read as a stream implement
+        this instead, so that featurizing a large corpus never holds all of its examples."""
+        return iter(self.read_examples(path, is_training))
 
     def source_files(self, path):
         """Every file ``read_examples(path)`` reads (answer maps, sibling subsets): feature caches hash them all."""
@@ -141,9 +158,22 @@ class Task:
         """What besides files and settings decides this task's features (its options, by default)."""
         return dict(self.options)
 
-    def featurize(self, examples, tokenizer, settings, is_training):
-        """Return Featurized for ``examples``. Training features carry labels; all carry an ``example_index``."""
+    def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
+        """Yield (arrays, sidecar record) for each feature of ``examples`` (any iterable), in order (see
+        Featurized); example indices count from ``first_index``, so a slice of a file featurizes exactly as
+        it does within the whole file. What it notices (truncated, unaligned, ...) is counted in ``stats``, a
+        Counter. Training features carry labels; all carry ``example_index``."""
         raise NotImplementedError
+
+    def featurize(self, examples, tokenizer, settings, is_training):
+        """Featurized for a list of ``examples``, in memory (the feature cache streams them instead)."""
+        arrays, sidecar, stats = [], [], collections.Counter()
+        for features, record in self.iter_features(examples, tokenizer, settings, is_training, stats):
+            arrays.append(features)
+            sidecar.append(record)
+        stats["examples"] = len(examples)
+        stats["features"] = len(arrays)
+        return Featurized(arrays, sidecar, dict(stats))
 
     def feature_shapes(self, settings):
         """{name: shape} of every int32 array in Featurized.arrays (model inputs and labels)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from tf_mrc import metrics
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, Featurized, Task, load_json, load_json_lines
+from tf_mrc.tasks.base import DataError, Task, load_json, load_json_lines
 
 
 @dataclasses.dataclass
@@ -90,25 +90,22 @@ class ChoiceTask(Task):
         return {"input_ids": [choices, length], "input_mask": [choices, length], "segment_ids": [choices, length],
                 "choice_mask": [choices], "label": [], "example_index": []}
 
-    def featurize(self, examples, tokenizer, settings, is_training):
-        arrays, sidecar, truncated = [], [], 0
-        for index, example in enumerate(examples):
+    def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
+        stats["truncated"] += 0   # reported even when nothing is cut
+        for index, example in enumerate(examples, first_index):
             if is_training and example.label < 0:
                 raise UserError("%s: question %s has no answer to train on" % (self.name, example.qid))
             packed, cut = self.pack_choices(example, tokenizer, settings)
-            truncated += int(cut)
+            stats["truncated"] += int(cut)
             rows = packed + [packed[0]] * (self.num_choices - len(packed))
-            arrays.append({
+            yield {
                 "input_ids": [row.input_ids for row in rows],
                 "input_mask": [row.input_mask for row in rows],
                 "segment_ids": [row.segment_ids for row in rows],
                 "choice_mask": [1] * len(packed) + [0] * (self.num_choices - len(packed)),
                 "label": example.label,
                 "example_index": index,
-            })
-            sidecar.append({"example_index": index, "qid": example.qid})
-        stats = {"examples": len(examples), "features": len(arrays), "truncated": truncated}
-        return Featurized(arrays, sidecar, stats)
+            }, {"example_index": index, "qid": example.qid}
 
     # -- decoding and scoring ---------------------------------------------------------------------------
     def answer(self, example, index):

@@ -2,7 +2,7 @@
 checkpoints were pre-trained mostly on simplified text); answers are cut from the original traditional
 passage through the character map, even where a converted phrase changed length."""
 from tf_mrc.tasks.base import register
-from tf_mrc.tasks.span import SpanTask, read_squad_style, squad_example
+from tf_mrc.tasks.span import SpanTask, iter_squad_style, squad_example
 from tf_mrc.tokenization import ChineseConverter
 
 
@@ -14,15 +14,16 @@ class Drcd(SpanTask):
     def cache_identity(self):
         return dict(self.options, converter=ChineseConverter(self.options.get("opencc_config", "t2s")).identity)
 
-    def read_examples(self, path, is_training):
+    def iter_examples(self, path, is_training):
         converter = ChineseConverter(self.options.get("opencc_config", "t2s"))
-        converted = {}
+        last = {}   # the passage of the previous question, converted: consecutive questions share it
 
         def make(record, article, paragraph, qa, context):
-            if context not in converted:
-                converted[context] = converter.convert(context)
-            model_context, char_map = converted[context]
+            if context not in last:
+                last.clear()
+                last[context] = converter.convert(context)
+            model_context, char_map = last[context]
             return squad_example(qa, context, model_context=model_context, char_map=char_map,
                                  model_question=converter.convert(qa["question"])[0])
 
-        return read_squad_style(path, make)
+        return iter_squad_style(path, make)

@@ -6,11 +6,13 @@ from every converted character back to the original ones.
 """
 import collections
 import dataclasses
+import json
 from typing import List, Optional
 
 import numpy as np
 
-from tf_mrc.tasks.base import DataError, Featurized, QuestionIds, Task, is_blank, load_json, question_id
+from tf_mrc.tasks.base import DataError, QuestionIds, Task, is_blank, iter_json_lines, load_json, question_id, \
+    text_lines
 
 ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
@@ -49,19 +51,38 @@ def align_answer(context, text, start):
     return best
 
 
-def read_squad_style(path, make_example):
-    """Walk ``data[].paragraphs[].qas[]``, validating the shape; ``make_example(record_id, article, paragraph,
-    qa, context)`` builds each example. Errors name the file, the question (or paragraph) and the field."""
-    dataset = load_json(path)
+def _squad_articles(path):
+    """(where, article) for each article of a SQuAD-style file: the ``data`` list of one JSON document, or one
+    article per line of a JSON-lines file, which is read as a stream (a large corpus never sits in memory whole;
+    the standard library has no streaming parser for one big document)."""
+    first_line = next((line for line in text_lines(path) if line.strip()), "")
+    try:
+        first = json.loads(first_line)
+    except (ValueError, RecursionError):   # not one JSON value per line: read below as one document
+        first = None
+    if isinstance(first, dict) and "paragraphs" in first:
+        for number, article in iter_json_lines(path):
+            yield "line %d" % number, article
+        return
+    dataset = first if isinstance(first, dict) and "data" in first else load_json(path)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-        raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style)")
-    examples, ids = [], QuestionIds()
+        raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style) or one "
+                                           "article {paragraphs: [...]} per line")
     for a_index, article in enumerate(dataset["data"]):
+        yield "data[%d]" % a_index, article
+
+
+def iter_squad_style(path, make_example):
+    """Walk ``data[].paragraphs[].qas[]`` (see _squad_articles), validating the shape and yielding each example
+    as it is read; ``make_example(record_id, article, paragraph, qa, context)`` builds it. Errors name the
+    file, the question (or paragraph) and the field."""
+    ids, count = QuestionIds(), 0
+    for article_where, article in _squad_articles(path):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
-            raise DataError(path, "data[%d]" % a_index, "paragraphs", "missing or not a list")
+            raise DataError(path, article_where, "paragraphs", "missing or not a list")
         for p_index, paragraph in enumerate(paragraphs):
-            where = "data[%d].paragraphs[%d]" % (a_index, p_index)
+            where = "%s.paragraphs[%d]" % (article_where, p_index)
             context = paragraph.get("context") if isinstance(paragraph, dict) else None
             if not isinstance(context, str):
                 raise DataError(path, where, "context", "missing or not a string")
@@ -87,24 +108,35 @@ def read_squad_style(path, make_example):
                 for a in answers:
                     if not isinstance(a.get("answer_start", -1), int):
                         raise DataError(path, record, "answers.answer_start", "not an integer")
-                examples.append(make_example(record, article, paragraph, qa, context))
-    if not examples:
+                count += 1
+                yield make_example(record, article, paragraph, qa, context)
+    if not count:
         raise DataError(path, "-", "data", "no questions")
-    return examples
 
 
-def _is_max_context(windows, window_index, position):
-    """Whether ``position`` sees the most context (on its nearer side) in this window among all windows
-    containing it; google BERT's rule, so each token is scored in one window only."""
-    best_score, best_index = None, None
+def read_squad_style(path, make_example):
+    """The examples of ``iter_squad_style`` as a list."""
+    return list(iter_squad_style(path, make_example))
+
+
+def max_context_flags(windows):
+    """Per window, 1 for each of its positions that sees the most context (on its nearer side) there among all
+    windows containing it, else 0: google BERT's rule, so each token is scored in one window only. Ties go to
+    the earlier window. Each window visits only its own positions, so the work grows with the passage length
+    times the windows' overlap, not with the passage length squared."""
+    if not windows:
+        return []
+    size = max(start + length for start, length in windows)
+    best_score = np.full(size, -np.inf)
+    best_window = np.full(size, -1)
     for index, (start, length) in enumerate(windows):
-        end = start + length - 1
-        if position < start or position > end:
-            continue
-        score = min(position - start, end - position) + 0.01 * length
-        if best_score is None or score > best_score:
-            best_score, best_index = score, index
-    return best_index == window_index
+        positions = np.arange(start, start + length)
+        score = np.minimum(positions - start, start + length - 1 - positions) + 0.01 * length
+        better = score > best_score[start:start + length]
+        best_score[start:start + length][better] = score[better]
+        best_window[start:start + length][better] = index
+    return [(best_window[start:start + length] == index).astype(int).tolist()
+            for index, (start, length) in enumerate(windows)]
 
 
 def _token_spans(offsets, char_map):
@@ -152,7 +184,8 @@ def window_pairs(output, first, count, settings):
 
 
 class SpanTask(Task):
-    """Shared by every span task: subclasses implement ``read_examples`` (and CJRC the class head's decoding)."""
+    """Shared by every span task: subclasses implement ``iter_examples`` or ``read_examples`` (and CJRC the
+    class head's decoding)."""
 
     head = "span"
     metric_names = ("f1", "em")
@@ -165,13 +198,14 @@ class SpanTask(Task):
             shapes.update({"answer_class": [], "class_weight": []})
         return shapes
 
-    def featurize(self, examples, tokenizer, settings, is_training):
-        arrays, sidecar = [], []
-        stats = collections.Counter(examples=len(examples))
-        for example_index, example in enumerate(examples):
+    def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
+        passage = None   # (context, model text) last encoded: consecutive questions share their passage
+        for example_index, example in enumerate(examples, first_index):
             query_ids = tokenizer.encode(example.model_question or example.question)[0][:settings.max_query_length]
-            doc_ids, offsets = tokenizer.encode(example.model_text)
-            spans = _token_spans(offsets, example.char_map)
+            if passage != (example.context, example.model_text):
+                passage = (example.context, example.model_text)
+                doc_ids, offsets = tokenizer.encode(example.model_text)
+                spans = _token_spans(offsets, example.char_map)
             if not doc_ids:
                 stats["empty_passage"] += 1
                 continue
@@ -199,6 +233,7 @@ class SpanTask(Task):
                     break
                 start += min(length, settings.doc_stride)
             answer_fits = False
+            max_context = max_context_flags(windows)
             for window_index, (start, length) in enumerate(windows):
                 packed, doc_offset = pack_window(tokenizer, query_ids, doc_ids[start:start + length],
                                                  settings.max_seq_length)
@@ -212,15 +247,12 @@ class SpanTask(Task):
                             "start_position": start_pos, "end_position": end_pos}
                 if self.head == "span_class":
                     features.update(self._class_labels(example, start_pos != packed.cls_index))
-                arrays.append(features)
-                sidecar.append({
+                yield features, {
                     "example_index": example_index, "doc_offset": doc_offset, "cls_index": packed.cls_index,
                     "spans": spans[start:start + length],
-                    "max_context": [int(_is_max_context(windows, window_index, start + i)) for i in range(length)]})
+                    "max_context": max_context[window_index]}
             if answer_tokens and not answer_fits:
                 stats["truncated"] += 1
-        stats["features"] = len(arrays)
-        return Featurized(arrays, sidecar, dict(stats))
 
     @staticmethod
     def _answer_tokens(example, spans):
