@@ -23,6 +23,8 @@ import json
 import os
 import struct
 
+import numpy as np
+
 from tf_mrc.compat import tf
 from tf_mrc.errors import UserError
 from tf_mrc.featurization import ChunkEncoder, available_cores, encode_stream
