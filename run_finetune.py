@@ -104,7 +104,8 @@ def main(argv):
     except UserError as err:
         fail(err)
     # Under horovodrun a failing rank must end its process at once, so that the launcher ends the job.
-    with dist.fail_fast():
+    # A scheduler's SIGTERM stops the run as Ctrl-C does.
+    with dist.fail_fast(), restart.sigterm_as_interrupt():
         try:
             spec = None
             if len(sys.argv) == 1:
@@ -117,9 +118,9 @@ def main(argv):
             experiment.run(spec, dist=dist)
         except UserError as err:
             fail(err)
-        except KeyboardInterrupt:   # Ctrl-C: no traceback, say how to resume; 130 = killed by SIGINT
+        except KeyboardInterrupt as stop:   # Ctrl-C or SIGTERM: no traceback, say how to resume; 130 / 143
             sys.stderr.write("%s\n" % (restart.interruption_message(spec) if spec else "interrupted"))
-            sys.exit(130)
+            sys.exit(restart.interruption_status(stop))
     if dist.is_chief:
         print("[run] done in %.0f s; outputs in %s (predictions.json, nbest_predictions.json, eval_results.json)"
               % (time.time() - started, spec.output_dir))
@@ -127,6 +128,7 @@ def main(argv):
 
 def cli():
     """The console command ``tf-mrc-finetune`` (pip install .): the same as ``python run_finetune.py``."""
+    sys.stdout.reconfigure(line_buffering=True)   # progress lines reach a redirected log as they happen
     app.run(main)
 
 

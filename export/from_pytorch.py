@@ -102,8 +102,7 @@ def read_config(path, layout=None, albert_variant=None):
 def write_tf_checkpoint(values, prefix):
     """Save {name: ndarray} as a TF checkpoint (tf.train.Saver format, no meta graph) at ``prefix``."""
     from tf_mrc.compat import tf
-    directory = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(directory, exist_ok=True)
+    outputs.make_writable_directory(os.path.dirname(os.path.abspath(prefix)), "the directory of %s" % prefix)
     with tf.Graph().as_default():
         variables, feeds = {}, {}
         for name, value in sorted(values.items()):

@@ -227,6 +227,8 @@ def export(spec, output, saved_model=None, log=print):
     from tf_mrc.tasks import get_task
     from tf_mrc.modeling.layouts import descriptor
     from tf_mrc.tokenization import load_tokenizer
+    directory = os.path.dirname(os.path.abspath(output))
+    outputs.make_writable_directory(directory, "the directory of --output %s" % output)
     task = get_task(spec.task, spec.task_options)
     vocabulary = getattr(spec, descriptor(spec.config).vocabulary_flag)
     tokenizer = load_tokenizer(spec.config.layout, spec.vocab_file, spec.spm_model, spec.lower_case) \
@@ -236,8 +238,6 @@ def export(spec, output, saved_model=None, log=print):
             vocabulary, tokenizer.vocab_size, spec.config.vocab_size))
     num_choices = getattr(task, "num_choices", None) if task.head == "choice" else None
     graph_def, input_names, output_names = freeze(spec, task.head, num_choices)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
     outputs.write_bytes(output, graph_def.SerializeToString())
     stem = os.path.splitext(os.path.basename(output))[0]
     copied = {}
@@ -288,9 +288,8 @@ def main(argv=None):
     parser.add_argument("--lower_case", dest="lower_case", action="store_true")
     parser.add_argument("--nolower_case", dest="lower_case", action="store_false")
     parser.set_defaults(lower_case=None)  # the layout's convention: uncased BERT/ALBERT, cased XLNet
-    defaults = FeatureSettings()
-    for name in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
-        parser.add_argument("--" + name, type=int, default=getattr(defaults, name))
+    for name in WINDOW_FLAGS:
+        parser.add_argument("--" + name, type=int, help="default: %s" % getattr(FeatureSettings(), name))
     parser.add_argument("--saved_model", help="also write a SavedModel (serving_default signature) here")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="the encoder's compute precision in the graph (default fp32; bf16 needs TF 2, "
@@ -298,6 +297,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.output_dir:
+            ignored = [name for name in RUN_FLAGS if getattr(args, name) is not None]
+            if ignored:
+                raise UserError("--output_dir takes --%s from the run's %s: drop them, or pass --checkpoint, "
+                                "--config, --task and --max_seq_length instead of --output_dir"
+                                % (", --".join(ignored), RUN_CONFIG))
             spec = spec_from_run(args.output_dir, last=args.last)
         else:
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
@@ -314,15 +318,22 @@ def main(argv=None):
         fail(err)
 
 
+# What a run's run_config.json supplies (with --output_dir these flags would go unused).
+WINDOW_FLAGS = ("doc_stride", "max_query_length", "max_answer_length", "n_best_size")
+RUN_FLAGS = ("checkpoint", "config", "layout", "albert_variant", "task", "max_seq_length", "vocab_file", "spm_model",
+             "lower_case") + WINDOW_FLAGS
+
+
 def _spec_from_flags(args):
     from tf_mrc.compat import tf
+    from tf_mrc.tasks import FeatureSettings
     from tf_mrc.modeling.config import config_from_json
     config = config_from_json(args.config, layout=args.layout, albert_variant=args.albert_variant)
     checkpoint = tf.train.latest_checkpoint(args.checkpoint) if os.path.isdir(args.checkpoint) else args.checkpoint
     if checkpoint is None:
         raise UserError("no checkpoint in %s" % args.checkpoint)
-    settings = {name: getattr(args, name) for name in ("max_seq_length", "doc_stride", "max_query_length",
-                                                       "max_answer_length", "n_best_size")}
+    settings = {name: getattr(args, name) for name in ("max_seq_length",) + WINDOW_FLAGS}
+    settings.update({name: getattr(FeatureSettings(), name) for name in WINDOW_FLAGS if settings[name] is None})
     return ExportSpec(checkpoint=checkpoint, config=config, task=args.task, feature_settings=settings,
                       vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case)
 

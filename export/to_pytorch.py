@@ -53,8 +53,11 @@ def convert(checkpoint, config_path, output, layout=None, albert_variant=None, u
     """The whole command; returns (weights path, transformers class name or None)."""
     from tf_mrc.modeling.config import config_from_json
     config = config_from_json(config_path, layout=layout, albert_variant=albert_variant)
+    for flag, source in (("--vocab_file", vocab_file), ("--spm_model", spm_model)):
+        if source and not os.path.isfile(source):
+            raise UserError("%s %s: not a file" % (flag, source))
     state, target, notes = tf_to_torch(read_tf_checkpoint(checkpoint), config)
-    os.makedirs(output, exist_ok=True)
+    outputs.make_writable_directory(output, "--output %s" % output)
     path = write_torch_state(state, output, use_safetensors)
     outputs.write_json(os.path.join(output, "config.json"), hf_config_dict(config, target), indent=2, sort_keys=True)
     for source, name in ((vocab_file, "vocab.txt"), (spm_model, "spiece.model")):  # the tokenizers' file names

@@ -51,6 +51,9 @@ CASES = [
     Case("eval-c3-duplicate-id", "evaluate", "--task=c3 {w}/c3_dup_ids.json {w}/c3_predictions.json"),
     Case("eval-c3-null-id", "evaluate", "--task=c3 {w}/c3_null_id.json {w}/c3_predictions.json"),
     Case("eval-c3-invisible-passage", "evaluate", "--task=c3 {w}/c3_blank.json {w}/c3_predictions.json"),
+    Case("eval-lone-surrogate-in-passage", "evaluate", "--task=cmrc2018 {w}/lone_surrogate.json "
+                                                       "{w}/predictions.json"),
+    Case("eval-chid-lone-surrogate", "evaluate", "--task=chid {w}/chid_lone_surrogate.json {w}/chid_predictions.json"),
     Case("eval-c3-subset-file-missing", "evaluate", "--task=c3 --c3_subsets=d,m {w}/c3-d-dev.json "
                                                     "{w}/c3_predictions.json"),
     # tf_mrc.evaluate: predictions files
@@ -65,11 +68,21 @@ CASES = [
     Case("audit-data-is-a-directory", "audit", "--task=cmrc2018 --data {w}/a_directory --vocab_file {w}/vocab.txt"),
     Case("audit-invisible-passage", "audit", "--task=cmrc2018 --data {w}/blank_passage.json "
                                              "--vocab_file {w}/vocab.txt"),
+    Case("audit-lone-surrogate-in-passage", "audit", "--task=cmrc2018 --data {w}/lone_surrogate.json "
+                                                     "--vocab_file {w}/vocab.txt"),
+    Case("audit-vocab-not-utf8", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/vocab_utf16.txt"),
+    Case("audit-doc-stride-0", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/vocab.txt "
+                                        "--max_seq_length 32 --doc_stride 0"),
+    Case("audit-max-seq-length-negative", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file "
+                                                   "{w}/vocab.txt --max_seq_length -1"),
+    Case("audit-max-seq-length-below-question", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file "
+                                                         "{w}/vocab.txt --max_seq_length 10"),
     Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
     # run_finetune.py
     Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),
     Case("run-output-dir-not-creatable", "run_finetune", TRAIN + " --output_dir={w}/a_file/sub"),
     Case("run-output-dir-not-writable", "run_finetune", TRAIN + " --output_dir=/proc/tf_mrc_fuzz"),
+    Case("run-cache-dir-not-writable", "run_finetune", TRAIN + " --cache_dir=/proc/tf_mrc_fuzz --output_dir={out}"),
     Case("run-restart-vocab", "run_finetune", TRAIN + " --vocab_file={w}/vocab_more.txt --output_dir={w}/run"),
     Case("run-restart-other-casing", "run_finetune", TRAIN + " --nolower_case --output_dir={w}/run"),
     Case("run-restart-config", "run_finetune", TRAIN + " --config_file={w}/other_config.json --output_dir={w}/run"),
@@ -91,12 +104,22 @@ CASES = [
     # export.to_pb
     Case("to_pb-bit-flipped-checkpoint", "to_pb", "--output_dir {w}/run_flipped --output {out}/model.pb"),
     Case("to_pb-truncated-checkpoint", "to_pb", "--output_dir {w}/run_truncated --output {out}/model.pb"),
+    Case("to_pb-output-is-a-directory", "to_pb", "--output_dir {w}/run --output {w}/a_directory"),
+    Case("to_pb-output-not-writable", "to_pb", "--output_dir {w}/run --output /proc/tf_mrc_fuzz/model.pb"),
+    Case("to_pb-flags-unused-with-output-dir", "to_pb", "--output_dir {w}/run --output {out}/model.pb --task=c3 "
+                                                        "--n_best_size=5"),
     Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
     # export.to_pytorch
     Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
                                                           "{w}/tiny_config.json --output {out}"),
     Case("to_pytorch-bit-flipped-checkpoint", "to_pytorch", "--checkpoint {w}/run_flipped --config "
                                                             "{w}/tiny_config.json --output {out}"),
+    Case("to_pytorch-output-is-a-file", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json --output "
+                                                      "{w}/a_file"),
+    Case("to_pytorch-output-not-writable", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json "
+                                                         "--output /proc/tf_mrc_fuzz"),
+    Case("to_pytorch-vocab-missing", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json --output {out} "
+                                                   "--vocab_file {w}/nothing.txt"),
     Case("to_pytorch-no-checkpoint", "to_pytorch", "--checkpoint {w}/a_directory --config {w}/tiny_config.json "
                                                    "--output {out}"),
     # export.from_pytorch
@@ -159,6 +182,7 @@ def build_world(w):
     shutil.copy(str(TINY / "passages.json"), str(w / "passages.json"))
     vocab = (TINY / "vocab.txt").read_text(encoding="utf-8")
     _write(w / "vocab_more.txt", vocab + "额外一\n额外二\n")
+    (w / "vocab_utf16.txt").write_bytes(vocab.encode("utf-16"))
     (w / "a_directory").mkdir()
     _write(w / "a_file", "not a directory\n")
     _write(w / "broken.json", '{"data": [')
@@ -172,10 +196,12 @@ def build_world(w):
     _write(w / "null_id.json", _squad([_question(None)]))
     _write(w / "blank_passage.json", _squad([_question("q")], context=" \u200b\u200d\ufeff\n"))
     _write(w / "empty_data.json", {"data": []})
+    _write(w / "lone_surrogate.json", json.dumps(_squad([_question("q")], context="有\ud800文")))
     _write(w / "no_answers.json", _squad([_question("q", answer=None)]))
     lines = lambda records: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)  # noqa: E731
     _write(w / "chid_dup_ids.json", lines([_fewclue(7), _fewclue("7")]))
     _write(w / "chid_null_id.json", lines([_fewclue(None)]))
+    _write(w / "chid_lone_surrogate.json", json.dumps(dict(_fewclue(7), content="甲#idiom#\udc00")) + "\n")
     chid_line = {"content": ["甲#idiom000001#乙"], "candidates": ["一二三四", "五六七八"]}
     _write(w / "chid_dup_blanks.json", lines([chid_line, chid_line]))
     _write(w / "chid_dup_blanks_answer.json", {"#idiom000001#": 0})
@@ -292,29 +318,57 @@ def test_cli_table_covers_every_tool():
     assert len({case.id for case in CASES}) == len(CASES)
 
 
-def test_ctrl_c_names_the_last_checkpoint_and_exits_130(tmp_path):
-    """SIGINT while training: one line naming the last checkpoint and how to resume, exit status 130."""
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_interrupt_names_the_last_checkpoint(tmp_path, signum, status):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's kill) while training: one line naming the last checkpoint and how
+    to resume, exit status 128 + the signal. Progress lines reach a redirected stdout (a log file) as they
+    happen, not when the process ends."""
     out = tmp_path / "out"
     flags = TINY_FLAGS.format(w=TINY) + " --train_file=%s --do_train --max_train_steps=100000 " \
                                         "--save_checkpoints_steps=5 --log_every=100000 --output_dir=%s" % (
                                             TINY / "passages.json", out)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.Popen([sys.executable, str(ROOT / "run_finetune.py")] + shlex.split(flags), env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    env.pop("PYTHONUNBUFFERED", None)
+    log = tmp_path / "stdout.log"
+    with open(str(log), "w") as stdout_file:
+        child = subprocess.Popen([sys.executable, str(ROOT / "run_finetune.py")] + shlex.split(flags), env=env,
+                                 stdout=stdout_file, stderr=subprocess.PIPE, universal_newlines=True)
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint").exists() and child.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         assert child.poll() is None, child.communicate()
         time.sleep(1.0)
-        child.send_signal(signal.SIGINT)
-        stdout, stderr = child.communicate(timeout=60)
+        logged_while_running = log.read_text()
+        child.send_signal(signum)
+        _, stderr = child.communicate(timeout=60)
     finally:
         if child.poll() is None:
             child.kill()
-    assert child.returncode == 130, (stdout, stderr)
+    stdout = log.read_text()
+    assert "[train] " in logged_while_running, stdout
+    assert child.returncode == status, (stdout, stderr)
     assert "Traceback" not in stdout + stderr, stderr
     from tf_mrc.compat import tf
     latest = tf.train.latest_checkpoint(str(out))
     expected = "interrupted: the last checkpoint is %s; run the same command again to resume from it" % latest
     assert stderr.strip().splitlines()[-1] == expected, stderr
+
+
+def test_byte_order_mark_and_crlf_files_score_as_plain_utf8(tmp_path):
+    """Windows editors save UTF-8 with a byte-order mark and CRLF line ends: such data and predictions files
+    (JSON and JSON lines) read as the plain files do."""
+    passages = (TINY / "passages.json").read_text(encoding="utf-8")
+    qids = [qa["id"] for a in json.loads(passages)["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    predictions = json.dumps({qid: "西湖" for qid in qids}, ensure_ascii=False, indent=1)
+    fewclue = json.dumps(_fewclue("7"), ensure_ascii=False) + "\n"
+    for name, text in (("data.json", passages), ("predictions.json", predictions), ("chid.json", fewclue * 1),
+                       ("chid_predictions.json", '{"7": 0}')):
+        _write(tmp_path / name, text)
+        (tmp_path / ("bom_" + name)).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    for task, data, predictions in (("cmrc2018", "data.json", "predictions.json"),
+                                    ("chid", "chid.json", "chid_predictions.json")):
+        plain = run_cli("evaluate", ["--task=" + task, str(tmp_path / data), str(tmp_path / predictions)])
+        marked = run_cli("evaluate", ["--task=" + task, str(tmp_path / ("bom_" + data)),
+                                      str(tmp_path / ("bom_" + predictions))])
+        assert plain[0] == 0 and marked == plain, (plain, marked)

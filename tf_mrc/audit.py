@@ -39,6 +39,17 @@ def audit(task, data_file, tokenizer, settings):
     return report
 
 
+WINDOW_FLAGS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length")
+
+
+def check_window_flags(args):
+    """0 or a negative value would build no window, or windows forever: refuse it before reading anything."""
+    for name in WINDOW_FLAGS:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UserError("--%s must be a positive integer, got %d" % (name, value))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_task_flags(parser)
@@ -56,6 +67,7 @@ def main(argv=None):
     from tf_mrc.tasks import FeatureSettings
     from tf_mrc.tokenization import load_tokenizer
     try:
+        check_window_flags(args)
         preset = presets.model_preset(args.model)
         task = task_from_flags(args, args.data)
         tokenizer = load_tokenizer(preset.config.layout, args.vocab_file, args.spm_model,

@@ -8,6 +8,7 @@ every task and every encoder.
 import collections
 import dataclasses
 import json
+import re
 import unicodedata
 
 from tf_mrc.errors import UserError
@@ -53,10 +54,49 @@ def _unreadable(path, err):
     return DataError(path, "-", "-", "cannot be read (%s)" % (err.strerror or type(err).__name__))
 
 
+# Files are UTF-8; a leading byte-order mark (Windows editors write one) is read as UTF-8 and dropped.
+ENCODING = "utf-8-sig"
+
+# A JSON \\uD800-\\uDFFF escape: the only way a lone surrogate (not Unicode text) gets into a parsed string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _json_path(record, key):
+    """'data[0].context'-style path of ``key`` inside ``record`` ('-' is the top level)."""
+    step = "[%d]" % key if isinstance(key, int) else ".%s" % key
+    return (step.lstrip(".") if record == "-" else record + step) if key is not None else record
+
+
+def _first_lone_surrogate(value, record, field):
+    """(record, field) of the first string in ``value`` (at ``record``/``field``) holding a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return record, field
+        return None
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in children:
+        found = _first_lone_surrogate(item, _json_path(record, field), key)
+        if found:
+            return found
+    return None
+
+
+def check_text(path, record, value, raw):
+    """``value``, or a DataError for a lone surrogate escape: such a string is not Unicode text, cannot be
+    tokenized and cannot be written back as UTF-8."""
+    if _SURROGATE_ESCAPE.search(raw):
+        found = _first_lone_surrogate(value, record, None)
+        if found:
+            raise DataError(path, found[0], found[1], "a lone surrogate escape (\\uD800-\\uDFFF): not Unicode text")
+    return value
+
+
 def text_lines(path):
     """The lines of a UTF-8 text file, read as a stream; the usual failures become one-line DataErrors."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding=ENCODING) as f:
             for line in f:
                 yield line
     except (OSError, UnicodeDecodeError) as err:
@@ -66,8 +106,9 @@ def text_lines(path):
 def load_json(path):
     """Read a JSON file, turning the usual failures into one-line DataErrors."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, encoding=ENCODING) as f:
+            raw = f.read()
+        return check_text(path, "-", json.loads(raw), raw)
     except json.JSONDecodeError as err:
         raise DataError(path, "-", "-", "not valid JSON (%s)" % err)
     except (OSError, UnicodeDecodeError) as err:
@@ -82,7 +123,7 @@ def iter_json_lines(path):
     for number, line in enumerate(text_lines(path), 1):
         if line.strip():
             try:
-                yield number, json.loads(line)
+                yield number, check_text(path, "line %d" % number, json.loads(line), line)
             except json.JSONDecodeError as err:
                 raise DataError(path, "line %d" % number, "-", "not valid JSON (%s)" % err)
 

@@ -11,8 +11,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from tf_mrc.tasks.base import DataError, QuestionIds, Task, is_blank, iter_json_lines, load_json, question_id, \
-    text_lines
+from tf_mrc.errors import UserError
+from tf_mrc.tasks.base import DataError, QuestionIds, Task, check_text, is_blank, iter_json_lines, load_json, \
+    question_id, text_lines
 
 ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
@@ -64,7 +65,8 @@ def _squad_articles(path):
         for number, article in iter_json_lines(path):
             yield "line %d" % number, article
         return
-    dataset = first if isinstance(first, dict) and "data" in first else load_json(path)
+    dataset = check_text(path, "-", first, first_line) if isinstance(first, dict) and "data" in first \
+        else load_json(path)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style) or one "
                                            "article {paragraphs: [...]} per line")
@@ -223,7 +225,7 @@ class SpanTask(Task):
                     continue
             max_doc = settings.max_seq_length - len(query_ids) - tokenizer.num_special_tokens(2)
             if max_doc <= 0:
-                raise ValueError("max_seq_length %d leaves no room for the passage after a %d-token question"
+                raise UserError("max_seq_length %d leaves no room for the passage after a %d-token question"
                                  % (settings.max_seq_length, len(query_ids)))
             windows, start = [], 0
             while True:

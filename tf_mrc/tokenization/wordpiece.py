@@ -16,8 +16,12 @@ class WordPieceTokenizer(Tokenizer):
         from tokenizers import BertWordPieceTokenizer
         if not os.path.isfile(vocab_file):
             raise TokenizerError("vocab file not found: %s" % vocab_file)
-        with open(vocab_file, encoding="utf-8") as f:
-            self.vocab = [line.rstrip("\n").strip() for line in f]
+        try:
+            with open(vocab_file, encoding="utf-8") as f:
+                self.vocab = [line.rstrip("\n").strip() for line in f]
+        except (OSError, UnicodeDecodeError) as err:
+            raise TokenizerError("vocab file %s cannot be read as UTF-8 text (%s)"
+                                 % (vocab_file, getattr(err, "strerror", None) or err))
         if not self.vocab or any(tok not in self.vocab for tok in ("[CLS]", "[SEP]", "[UNK]", "[PAD]")):
             raise TokenizerError("vocab file %s lacks [PAD]/[UNK]/[CLS]/[SEP]: not a BERT WordPiece vocabulary"
                                  % vocab_file)
