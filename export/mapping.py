@@ -389,7 +389,7 @@ def tf_to_torch(values, config):
 
     Names are those the transformers class's own state_dict() has: the base model's prefix only when a head
     is present, and no pooled output where the class has none (BERT's QA classes, XLNetModel and
-    XLNetForQuestionAnsweringSimple); weights no transformers class holds (brightmart, CJRC's class head) are
+    XLNetForQuestionAnswering); weights no transformers class holds (brightmart, CJRC's class head) are
     all written. XLNet's mask_emb is written as stored, or as zeros when the checkpoint lacks it (fine-tuning
     never builds it). Optimizer state is ignored.
     """
