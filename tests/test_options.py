@@ -119,7 +119,7 @@ def test_the_embedded_default_and_every_declared_default_are_valid(tmp_path):
     ({"doc_stride": 0}, "--doc_stride must be an integer >= 1, got 0"),
     ({"max_seq_length": 40, "max_query_length": 40}, "--max_seq_length must be >= 44 (--max_query_length 40 + 3 "
                                                      "special tokens + 1 passage token), got 40"),
-    ({"max_seq_length": 256}, "--max_seq_length must be <= 128 (the model's position embeddings), got 256"),
+    ({"max_seq_length": 256}, "--max_seq_length 256 exceeds the model's 128 position embeddings"),
     ({"task_options": {"c3_subsets": "d"}}, "--c3_subsets is not an option of task cmrc2018"),
     ({"task": "c3", "max_seq_length": 5}, "--max_seq_length must be >= 7 (a token of passage, question and choice + 4 "
                                           "special tokens), got 5"),

@@ -90,7 +90,7 @@ def test_xlnet_directory_brings_its_sentencepiece_model(tmp_path):
     (tmp_path / "spm").mkdir()
     spm = train_xlnet_spm(tmp_path / "spm", ["今天天气很好。", "北京是中国的首都。", "我们去公园散步。"] * 20, 60)
     torch.manual_seed(2)
-    model = transformers.XLNetForQuestionAnsweringSimple(transformers.XLNetConfig(
+    model = transformers.XLNetForQuestionAnswering(transformers.XLNetConfig(
         vocab_size=60, d_model=32, n_layer=2, n_head=4, d_inner=64)).eval()
     directory = save(model, tmp_path / "hf", safetensors=True, vocab=spm)
     converted = pretrained.convert_cached(directory, log=lambda line: None)

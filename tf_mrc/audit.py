@@ -43,6 +43,7 @@ def audit(task, data_file, tokenizer, settings):
 def main(argv=None):
     from tf_mrc import options, presets
     from tf_mrc.tasks import FeatureSettings, add_task_arguments, task_from_arguments
+    from tf_mrc.modeling.layouts import check_max_seq_length
     from tf_mrc.tokenization import load_tokenizer
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_task_arguments(parser)
@@ -61,7 +62,7 @@ def main(argv=None):
                                    None if args.lower_case is None else args.lower_case == "yes")
         max_len = args.max_seq_length or min(preset.max_seq_length, task.default_max_seq_length)
         settings = FeatureSettings(max_len, args.doc_stride, args.max_query_length, args.max_answer_length)
-        options.check_position_embeddings(max_len, preset.config)
+        check_max_seq_length(preset.config, max_len)
         task.check_settings(settings, tokenizer)
         report = audit(task, args.data, tokenizer, settings)
     except UserError as err:

@@ -15,6 +15,7 @@ from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.options import RunSpec
 from tf_mrc.tasks import FeatureSettings, get_task
+from tf_mrc.modeling.layouts import LAYOUTS, descriptor
 from tf_mrc.tokenization import load_tokenizer
 
 RESOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
@@ -54,15 +55,15 @@ def resolve_model(spec, log=print):
         config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size)
     if tokenizer.vocab_size != config.vocab_size:
         raise UserError("vocabulary %s has %d entries but the model expects vocab_size %d (wrong vocab for "
-                        "this checkpoint/config?)" % (spec.spm_model if config.layout == "xlnet" else spec.vocab_file,
+                        "this checkpoint/config?)" % (getattr(spec, descriptor(config).vocabulary_flag),
                                                        tokenizer.vocab_size, config.vocab_size))
     if spec.init_checkpoint:
         _check_checkpoint_vocab(spec.init_checkpoint, config)
     return config, tokenizer, preset.max_seq_length
 
 
-# the word embeddings of the bert/albert layouts and of xlnet
-WORD_EMBEDDINGS = ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table")
+# the word embeddings of every layout
+WORD_EMBEDDINGS = tuple(sorted({layout.word_embeddings for layout in LAYOUTS.values()}))
 
 
 def _check_checkpoint_vocab(init_checkpoint, config):
@@ -70,7 +71,7 @@ def _check_checkpoint_vocab(init_checkpoint, config):
     from tf_mrc.modeling.checkpoint import verify_readable
     verify_readable(init_checkpoint)
     shapes = dict(tf.train.list_variables(init_checkpoint))
-    embeddings = WORD_EMBEDDINGS[config.layout == "xlnet"]
+    embeddings = descriptor(config).word_embeddings
     if embeddings not in shapes:   # before anything is written (tf_mrc.modeling.checkpoint checks every variable)
         raise UserError("--init_checkpoint %s holds no %s: not a checkpoint of a %s encoder (it holds e.g. %s)"
                         % (init_checkpoint, embeddings, config.layout, ", ".join(sorted(shapes)[:2]) or "nothing"))

@@ -205,10 +205,11 @@ def validate(spec):
 def validate_for_model(spec, task, config, tokenizer, settings):
     """The checks that need the resolved task and model: precision and recompute support, the position
     embeddings, the window settings against the task's inputs."""
+    from tf_mrc.modeling.layouts import check_max_seq_length, check_recompute
     check_precision(spec.precision)
-    if spec.recompute and config.layout == "xlnet":
-        raise UserError("--recompute supports the bert and albert layouts, not xlnet")
-    check_position_embeddings(settings.max_seq_length, config)
+    if spec.recompute:
+        check_recompute(config)
+    check_max_seq_length(config, settings.max_seq_length)
     task.check_settings(settings, tokenizer)
 
 
@@ -217,13 +218,6 @@ def check_precision(precision):
     from tf_mrc.compat import IS_TF1
     if precision == "bf16" and IS_TF1:
         raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); use fp16")
-
-
-def check_position_embeddings(max_seq_length, config):
-    """Absolute-position encoders (bert, albert) read at most max_position_embeddings tokens."""
-    if config.layout != "xlnet" and max_seq_length > config.max_position_embeddings:
-        raise UserError("--max_seq_length must be <= %d (the model's position embeddings), got %d"
-                        % (config.max_position_embeddings, max_seq_length))
 
 
 # -- command lines ------------------------------------------------------------------------------------------------
