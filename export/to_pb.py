@@ -278,7 +278,8 @@ def main(argv=None):
     parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below); its "
                         "best checkpoint (OUTPUT_DIR/best) when it has one")
     parser.add_argument("--last", action="store_true", help="with --output_dir: its latest checkpoint, not the best")
-    parser.add_argument("--checkpoint", help="checkpoint prefix, or a directory (its latest)")
+    parser.add_argument("--checkpoint", help="checkpoint prefix, a directory (its latest), or a transformers model "
+                        "directory (converted once, cached; its config and vocabulary are the defaults)")
     parser.add_argument("--config", help="the checkpoint's JSON config")
     parser.add_argument("--layout", choices=list(LAYOUTS))
     parser.add_argument("--albert_variant", choices=["google", "brightmart"])
@@ -304,6 +305,7 @@ def main(argv=None):
                                 % (", --".join(ignored), RUN_CONFIG))
             spec = spec_from_run(args.output_dir, last=args.last)
         else:
+            _read_transformers_directory(args)
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
             if absent:
                 raise UserError("pass --output_dir, or all of --%s" % ", --".join(absent))
@@ -321,6 +323,18 @@ WINDOW_FLAGS = ("doc_stride", "max_query_length", "max_answer_length", "n_best_s
 RUN_FLAGS = ("checkpoint", "config", "layout", "albert_variant", "task", "max_seq_length", "vocab_file", "spm_model",
              "lower_case") + WINDOW_FLAGS
 SETTINGS = ("max_seq_length",) + WINDOW_FLAGS
+
+
+def _read_transformers_directory(args):
+    """--checkpoint in transformers' format (tf_mrc.pretrained): its cached conversion, and the directory's
+    config and vocabulary as the defaults of --config / --vocab_file / --spm_model."""
+    from tf_mrc import pretrained
+    converted = pretrained.convert_cached(args.checkpoint) if args.checkpoint else None
+    if converted:
+        args.checkpoint = converted.checkpoint
+        args.config = args.config or converted.config_file
+        args.vocab_file = args.vocab_file or converted.vocab_file
+        args.spm_model = args.spm_model or converted.spm_model
 
 
 def _spec_from_flags(args):
