@@ -238,6 +238,28 @@ def recomputed(fn, x):
     return checkpointed(x)
 
 
+def bert_scope_encode(config, input_ids, input_mask, segment_ids, is_training, kernels, compute_dtype,
+                      attention_dropout_placement, recompute, embedding_size, run_blocks, block_names=BERT_BLOCK,
+                      projection_size=None):
+    """The encoder BERT and ALBERT share under scope ``bert`` -> EncoderOutput: embeddings at ``embedding_size``
+    (``projection_size``: see ``embeddings``), then ``run_blocks(hidden, block, config, settings)`` in scope
+    ``encoder``, where ``block(x)`` is one transformer block with ``block_names`` in the caller's scope, then BERT's
+    pooler. The layouts differ only in these arguments."""
+    settings = make_settings(config, is_training, kernels, compute_dtype,
+                             attention_dropout_placement=attention_dropout_placement, recompute=recompute)
+    batch_size, seq_length = shape_list(input_ids)
+    with tf.variable_scope("bert"):
+        hidden = embeddings(input_ids, segment_ids, config, settings, embedding_size, projection_size)
+        mask = attention_mask(input_mask)
+
+        def block(x):
+            return transformer_block(x, mask, batch_size, seq_length, config, settings, block_names)
+
+        with tf.variable_scope("encoder"):
+            hidden = run_blocks(hidden, block, config, settings)
+        return encoder_output(hidden, batch_size, seq_length, config, settings)
+
+
 def encoder_output(hidden, batch_size, seq_length, config, settings):
     """[B*T, H] -> EncoderOutput with BERT's pooler (tanh dense over the first token) in scope ``pooler/dense``."""
     sequence = tf.reshape(hidden, [batch_size, seq_length, config.hidden_size])
