@@ -100,6 +100,21 @@ def spm_sentences():
     return sentences
 
 
+@pytest.fixture(scope="session")
+def xlnet_spm_model(tmp_path_factory):
+    """An XLNet SentencePiece model (BPE, 600 pieces) trained on ``spm_sentences()``: tiny_xlnet's vocabulary."""
+    return train_xlnet_spm(tmp_path_factory.mktemp("spm"), spm_sentences(), 600)
+
+
+def write_xlnet_config(path, n_token, **changes):
+    """A config in XLNet's own key names (xlnet_config.json), at tiny_xlnet's architecture."""
+    config = {"n_layer": 2, "d_model": 64, "n_head": 2, "d_head": 32, "d_inner": 128, "ff_activation": "gelu",
+              "untie_r": True, "n_token": n_token}
+    config.update(changes)
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 

@@ -1,16 +1,16 @@
-"""XLNet (``--model=xlnet_mid`` / ``tiny_xlnet``, layout xlnet) on every task through the same Task interface.
+"""What only the XLNet layout (``--model=xlnet_mid`` / ``tiny_xlnet``) does on every task: its input layout, beam
+decoding, SentencePiece spans and model resolution. tiny_xlnet's training runs are in test_tasks_end_to_end.py.
 
 References: XLNet's input layout (``A <sep> B <sep> <cls>``, left padding, segment ids 0/1, <cls> 2, padding 3)
 rebuilt here from the task's own parts; the original passages (answers must come back as their exact characters);
-a tiny model that must fit the shipped passages; the publishers' CMRC 2018 trial excerpt (tests/data) through the audit.
+the publishers' CMRC 2018 trial excerpt (tests/data) through the audit.
 The SentencePiece models are trained inside the tests (XLNet's special symbols on ids 0..8), never committed.
 """
 import json
-import re
 
 import pytest
 
-from conftest import c3_file, chid_file, cjrc_file, data_file, spm_sentences, train_xlnet_spm
+from conftest import c3_file, chid_file, cjrc_file, data_file, train_xlnet_spm, write_xlnet_config
 from tf_mrc import audit, experiment
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import FeatureSettings, get_task
@@ -23,13 +23,8 @@ UNK, CLS, SEP, PAD, MASK = 0, 3, 4, 5, 6        # XLNet's data_utils.special_sym
 SEG_A, SEG_B, SEG_CLS, SEG_PAD = 0, 1, 2, 3
 
 @pytest.fixture(scope="module")
-def spm_model(tmp_path_factory):
-    return train_xlnet_spm(tmp_path_factory.mktemp("spm"), spm_sentences(), 600)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(spm_model):
-    return load_tokenizer("xlnet", spm_model=spm_model)
+def tokenizer(xlnet_spm_model):
+    return load_tokenizer("xlnet", spm_model=xlnet_spm_model)
 
 
 def covering_text(tokenizer, context, begin, end):
@@ -207,7 +202,7 @@ def test_oracle_is_perfect_on_every_task(tokenizer, tmp_path, task_name, make, m
     assert report["oracle"][metric] >= (oracle_floor(report) if task.head != "choice" else 100.0), report
 
 
-# -- the model: resolve, train, evaluate, predict ------------------------------------------------------------
+# -- the model: resolve (training runs in test_tasks_end_to_end.py) --------------------------------------------
 def xlnet_spec(tmp_path, spm_model, **overrides):
     spec = experiment.embedded_default(str(tmp_path / "out"))
     spec.model, spec.vocab_file, spec.spm_model, spec.log_every = "tiny_xlnet", None, spm_model, 1000
@@ -216,22 +211,13 @@ def xlnet_spec(tmp_path, spm_model, **overrides):
     return spec
 
 
-def write_xlnet_config(path, n_token, **changes):
-    """A config in XLNet's own key names (xlnet_config.json), at tiny_xlnet's architecture."""
-    config = {"n_layer": 2, "d_model": 64, "n_head": 2, "d_head": 32, "d_inner": 128, "ff_activation": "gelu",
-              "untie_r": True, "n_token": n_token}
-    config.update(changes)
-    path.write_text(json.dumps(config))
-    return str(path)
-
-
-def test_resolve_model_for_xlnet(tmp_path, spm_model, tokenizer):
-    config, resolved, max_len = experiment.resolve_model(xlnet_spec(tmp_path, spm_model))
+def test_resolve_model_for_xlnet(tmp_path, xlnet_spm_model, tokenizer):
+    config, resolved, max_len = experiment.resolve_model(xlnet_spec(tmp_path, xlnet_spm_model))
     assert config.layout == "xlnet" and config.vocab_size == tokenizer.vocab_size and max_len == 128
     assert resolved.fingerprint == tokenizer.fingerprint and not resolved.lower_case   # XLNet is cased
     # A config file in XLNet's key names overrides the preset; what it does not say keeps the preset's values.
-    spec = xlnet_spec(tmp_path, spm_model, config_file=write_xlnet_config(tmp_path / "c.json", tokenizer.vocab_size,
-                                                                           d_inner=96))
+    config_file = write_xlnet_config(tmp_path / "c.json", tokenizer.vocab_size, d_inner=96)
+    spec = xlnet_spec(tmp_path, xlnet_spm_model, config_file=config_file)
     config, _, _ = experiment.resolve_model(spec)
     assert (config.intermediate_size, config.head_size, config.hidden_dropout_prob) == (96, 32, 0.0)
     assert config.initializer_range == 0.1
@@ -242,36 +228,7 @@ def test_resolve_model_for_xlnet(tmp_path, spm_model, tokenizer):
     with pytest.raises(UserError, match="needs --spm_model"):
         experiment.resolve_model(xlnet_spec(tmp_path, None, vocab_file=experiment.embedded_default().vocab_file))
     with pytest.raises(UserError, match="vocab_size 32000"):
-        experiment.resolve_model(xlnet_spec(tmp_path, spm_model, model="xlnet_mid"))
-
-
-def test_cmrc2018_trains_evaluates_and_predicts(tmp_path, spm_model, tokenizer):
-    """The tiny XLNet, from its XLNet-style config file, fits the shipped passages: labels and decoding agree on
-    where left-padded windows put the passage."""
-    spec = xlnet_spec(tmp_path, spm_model, num_train_epochs=30.0,
-                      config_file=write_xlnet_config(tmp_path / "xlnet_config.json", tokenizer.vocab_size))
-    results = experiment.run(spec)
-    scores = json.loads((tmp_path / "out" / "eval_results.json").read_text())
-    assert scores == results[0] and scores["total"] == 29 and scores["skipped"] == 0
-    assert scores["f1"] > 60.0, scores   # random init answers ~0
-    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text(encoding="utf-8"))
-    contexts = {qa["id"]: p["context"] for a in PASSAGES for p in a["paragraphs"] for qa in p["qas"]}
-    assert set(predictions) == set(contexts)
-    assert all(answer and answer in contexts[qid] for qid, answer in predictions.items())
-
-
-def test_c3_trains_evaluates_and_predicts(tmp_path, spm_model):
-    data = c3_file(tmp_path / "c3.json")
-    spec = xlnet_spec(tmp_path, spm_model, task="c3", train_file=data, dev_file=data, max_seq_length=128,
-                      num_train_epochs=6.0)
-    results = experiment.run(spec)
-    scores = json.loads((tmp_path / "out" / "eval_results.json").read_text())
-    assert scores == results[0] and scores["total"] == 29
-    assert scores["accuracy"] > 60.0, scores   # chance is ~30 (3 or 4 choices): the tiny model fits the fixture
-    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text(encoding="utf-8"))
-    documents = json.loads(open(data, encoding="utf-8").read())
-    choices = {"%s-0" % doc_id: questions[0]["choice"] for _, questions, doc_id in documents}
-    assert set(predictions) == set(choices) and all(predictions[q] in choices[q] for q in choices)
+        experiment.resolve_model(xlnet_spec(tmp_path, xlnet_spm_model, model="xlnet_mid"))
 
 
 # -- the publishers' CMRC 2018 trial sample -----------------------------------------------------------------
