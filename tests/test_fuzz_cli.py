@@ -5,7 +5,8 @@ The tools run in this process (their ``main(argv)``, stdout and stderr captured)
 once for the whole table; only Ctrl-C needs a child process. All cases share one ``world`` directory of good
 and bad inputs, built once; its files are hashed before and after every case.
 
-Adding a case is one line in CASES: ``Case(id, cli, arguments)``. In the arguments ``{w}`` is the world
+Adding a case is one line in CASES: ``Case(id, cli, arguments)``, or ``Case(id, cli, arguments, expect)`` when
+the error line must contain ``expect`` (a check another error would pass). In the arguments ``{w}`` is the world
 directory and ``{out}`` a fresh directory that does not exist yet; put new input files in ``build_world``.
 """
 import collections
@@ -31,7 +32,7 @@ TINY_FLAGS = ("--task=cmrc2018 --model=tiny --vocab_file={w}/vocab.txt --max_seq
               "--max_query_length=32")
 TRAIN = TINY_FLAGS + " --train_file={w}/passages.json --do_train"   # a later flag of the same name wins
 
-Case = collections.namedtuple("Case", "id cli args")
+Case = collections.namedtuple("Case", "id cli args expect", defaults=(None,))
 
 CASES = [
     # tf_mrc.evaluate: data files
@@ -131,6 +132,13 @@ CASES = [
     Case("demo-corrupt-pb", "serving_demo", "--pb {w}/corrupt.pb --passage 文 --question 问"),
     Case("demo-truncated-pb", "serving_demo", "--pb {w}/truncated.pb --passage 文 --question 问"),
     Case("demo-no-sidecar", "serving_demo", "--pb {w}/passages.json --passage 文 --question 问"),
+    # serving_demo: flags checked before the graph loads (corrupt.pb would be refused after them)
+    Case("demo-port-negative", "serving_demo", "--pb {w}/corrupt.pb --serve -1", "0-65535"),
+    Case("demo-port-above-65535", "serving_demo", "--pb {w}/corrupt.pb --serve 99999", "0-65535"),
+    Case("demo-output-is-a-directory", "serving_demo", "--pb {w}/corrupt.pb --output {w}/a_directory", "--output"),
+    Case("demo-output-not-writable", "serving_demo", "--pb {w}/corrupt.pb --output /proc/tf_mrc_fuzz/p.json",
+         "--output"),
+    Case("demo-blank-passage", "serving_demo", "--pb {w}/corrupt.pb --passage ' \u200b' --question 问", "--passage"),
 ]
 
 
@@ -308,6 +316,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(world, tmp_path, case):
     errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
     assert "Traceback" not in out + err, err
     assert status == 2 and len(errors) == 1, (status, out, err)
+    assert case.expect is None or case.expect in errors[0], errors[0]
     changed = sorted(name for name in before if after.get(name) != before[name])
     assert not changed, "changed or removed: %s" % changed
 
