@@ -63,6 +63,10 @@ CASES = [
     Case("eval-predictions-of-another-file", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/foreign.json"),
     Case("eval-predictions-directory", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/a_directory"),
     Case("eval-c3-nbest-file", "evaluate", "--task=c3 {w}/c3-d-dev.json {w}/c3_nbest.json"),
+    Case("eval-chid-index-outside-candidates", "evaluate", "--task=chid {w}/chid_one.json {w}/chid_index_-1.json",
+         "question 7"),
+    Case("eval-c3-index-outside-choices", "evaluate", "--task=c3 {w}/c3-d-dev.json {w}/c3_index_2.json",
+         "question d-doc1-0"),
     # tf_mrc.audit
     Case("audit-duplicate-id", "audit", "--task=cmrc2018 --data {w}/dup_ids.json --vocab_file {w}/vocab.txt"),
     Case("audit-empty-data", "audit", "--task=cmrc2018 --data {w}/empty_data.json --vocab_file {w}/vocab.txt"),
@@ -214,11 +218,14 @@ def build_world(w):
     _write(w / "chid_dup_blanks.json", lines([chid_line, chid_line]))
     _write(w / "chid_dup_blanks_answer.json", {"#idiom000001#": 0})
     _write(w / "chid_predictions.json", {"7": 0})
+    _write(w / "chid_one.json", lines([_fewclue(7)]))
+    _write(w / "chid_index_-1.json", {"7": -1})
     _write(w / "c3_dup_ids.json", _c3([_c3_question(5), _c3_question("5")]))
     _write(w / "c3_null_id.json", _c3([_c3_question(None)]))
     _write(w / "c3_blank.json", _c3([_c3_question("absent")], sentences=["\u200b", " "]))
     _write(w / "c3-d-dev.json", _c3([_c3_question("absent")]))
     _write(w / "c3_predictions.json", {"d-doc1-0": "甲"})
+    _write(w / "c3_index_2.json", {"d-doc1-0": 2})
     _write(w / "c3_nbest.json", {"d-doc1-0": [{"index": 0, "text": "甲", "probability": 1.0}]})
     _write(w / "corrupt.pb", "\x08\x96\x01 not a graph")
     _write(w / "truncated.pb", "\n\x80\x80\x80")
