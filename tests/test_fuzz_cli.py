@@ -44,6 +44,10 @@ CASES = [
     Case("eval-data-is-a-directory", "evaluate", "--task=cmrc2018 {w}/a_directory {w}/predictions.json"),
     Case("eval-data-missing", "evaluate", "--task=cmrc2018 {w}/nothing.json {w}/predictions.json"),
     Case("eval-data-bad-json", "evaluate", "--task=cmrc2018 {w}/broken.json {w}/predictions.json"),
+    Case("eval-answer-start-true", "evaluate", "--task=cmrc2018 {w}/answer_start_true.json {w}/predictions.json",
+         "answer_start"),
+    Case("eval-answer-start-text", "evaluate", "--task=cmrc2018 {w}/answer_start_text.json {w}/predictions.json",
+         "answer_start"),
     Case("eval-drcd-duplicate-id", "evaluate", "--task=drcd {w}/dup_ids.json {w}/predictions.json"),
     Case("eval-cjrc-duplicate-id", "evaluate", "--task=cjrc {w}/cjrc_dup_ids.json {w}/predictions.json"),
     Case("eval-chid-fewclue-duplicate-id", "evaluate", "--task=chid {w}/chid_dup_ids.json {w}/chid_predictions.json"),
@@ -82,6 +86,8 @@ CASES = [
                                                    "{w}/vocab.txt --max_seq_length -1"),
     Case("audit-max-seq-length-below-question", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file "
                                                          "{w}/vocab.txt --max_seq_length 10"),
+    Case("audit-answer-start-true", "audit", "--task=cmrc2018 --data {w}/answer_start_true.json --vocab_file "
+                                             "{w}/vocab.txt", "answer_start"),
     Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
     # run_finetune.py
     Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),
@@ -210,6 +216,8 @@ def build_world(w):
     _write(w / "empty_data.json", {"data": []})
     _write(w / "lone_surrogate.json", json.dumps(_squad([_question("q")], context="有\ud800文")))
     _write(w / "no_answers.json", _squad([_question("q", answer=None)]))
+    for name, start in (("answer_start_true.json", True), ("answer_start_text.json", "1")):
+        _write(w / name, _squad([dict(_question("q"), answers=[{"text": "文", "answer_start": start}])]))
     lines = lambda records: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)  # noqa: E731
     _write(w / "chid_dup_ids.json", lines([_fewclue(7), _fewclue("7")]))
     _write(w / "chid_null_id.json", lines([_fewclue(None)]))
