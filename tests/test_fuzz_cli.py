@@ -111,6 +111,10 @@ CASES = [
     Case("run-train-file-duplicate-id", "run_finetune", TRAIN + " --train_file={w}/dup_ids.json --output_dir={out}"),
     Case("run-train-file-missing", "run_finetune", TRAIN + " --train_file={w}/nothing.json --output_dir={out}"),
     Case("run-vocab-not-wordpiece", "run_finetune", TRAIN + " --vocab_file={w}/broken.json --output_dir={out}"),
+    Case("run-config-not-utf8", "run_finetune", TRAIN + " --config_file={w}/config_utf16.json --output_dir={out}",
+         "config_utf16.json"),
+    Case("run-config-is-a-directory", "run_finetune", TRAIN + " --config_file={w}/a_directory --output_dir={out}",
+         "a_directory"),
     Case("run-nothing-to-do", "run_finetune", TINY_FLAGS + " --output_dir={out}"),
     # export.to_pb
     Case("to_pb-bit-flipped-checkpoint", "to_pb", "--output_dir {w}/run_flipped --output {out}/model.pb"),
@@ -119,6 +123,8 @@ CASES = [
     Case("to_pb-output-not-writable", "to_pb", "--output_dir {w}/run --output /proc/tf_mrc_fuzz/model.pb"),
     Case("to_pb-flags-unused-with-output-dir", "to_pb", "--output_dir {w}/run --output {out}/model.pb --task=c3 "
                                                         "--n_best_size=5"),
+    Case("to_pb-config-not-utf8", "to_pb", "--checkpoint {w}/run --config {w}/config_utf16.json --task=cmrc2018 "
+                                           "--vocab_file {w}/vocab.txt --max_seq_length 128 --output {out}/model.pb", "config_utf16.json"),
     Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
     # export.to_pytorch
     Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
@@ -131,6 +137,8 @@ CASES = [
                                                          "--output /proc/tf_mrc_fuzz"),
     Case("to_pytorch-vocab-missing", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json --output {out} "
                                                    "--vocab_file {w}/nothing.txt"),
+    Case("to_pytorch-config-not-utf8", "to_pytorch", "--checkpoint {w}/run --config {w}/config_utf16.json "
+                                                     "--output {out}", "config_utf16.json"),
     Case("to_pytorch-no-checkpoint", "to_pytorch", "--checkpoint {w}/a_directory --config {w}/tiny_config.json "
                                                    "--output {out}"),
     # export.from_pytorch
@@ -253,6 +261,7 @@ def build_world(w):
     stored = json.loads((w / "run" / "run_config.json").read_text(encoding="utf-8"))
     _write(w / "tiny_config.json", stored["model_config"])
     _write(w / "other_config.json", dict(stored["model_config"], intermediate_size=96))
+    (w / "config_utf16.json").write_bytes(json.dumps(stored["model_config"]).encode("utf-16"))
     for name, how in (("run_truncated", "truncate"), ("run_flipped", "flip")):
         shutil.copytree(str(w / "run"), str(w / name))
         _damage(w / name, how)
@@ -396,3 +405,14 @@ def test_byte_order_mark_and_crlf_files_score_as_plain_utf8(tmp_path):
         marked = run_cli("evaluate", ["--task=" + task, str(tmp_path / ("bom_" + data)),
                                       str(tmp_path / ("bom_" + predictions))])
         assert plain[0] == 0 and marked == plain, (plain, marked)
+
+
+def test_config_with_byte_order_mark_reads_as_plain(tmp_path):
+    """A model config saved by a Windows editor (UTF-8 with a byte-order mark) reads as the plain file does."""
+    from tf_mrc.modeling.config import config_from_json
+    text = json.dumps({"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 99})
+    _write(tmp_path / "plain.json", text)
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    plain = config_from_json(str(tmp_path / "plain.json"))
+    assert plain.vocab_size == 99
+    assert config_from_json(str(tmp_path / "bom.json")) == plain
