@@ -12,13 +12,17 @@ The graph's interface (tensor names are these names + ":0"; int32 inputs, batch 
     inputs   input_ids, input_mask, segment_ids   [batch, T]     span tasks (cmrc2018, drcd, cjrc)
              input_ids, input_mask, segment_ids   [batch, C, T]  choice tasks (chid, c3), C fixed
              choice_mask                          [batch, C]     choice tasks: 1 = real choice
-    outputs  start_logits, end_logits             [batch, T]     span tasks
+    outputs  start_logits, end_logits             [batch, T]     span tasks, bert / albert layouts
+             start_top_log_probs, start_top_index [batch, 5]     span tasks, xlnet layout (XLNet's beam head:
+             end_top_log_probs, end_top_index     [batch, 25]      entry 5 i + j is the j-th end of start i)
+             cls_logits                           [batch]        xlnet: the window holds no answer
              class_logits                         [batch, 4]     cjrc: span | yes | no | unknown
              choice_logits                        [batch, C]     choice tasks
 ``model.pb.json`` beside the graph records this interface, the task, layout, window settings, lower_case (null:
 the layout's convention) and the vocabulary (WordPiece vocab.txt, or XLNet's SentencePiece model; copied beside
 the graph), so a client tokenizes and lays out inputs as training did (XLNet: ``A <sep> B <sep> <cls>``, left
-padding). The graph is built with the reference kernels whatever ``--kernels`` trained the model, so it holds no
+padding; span windows ``passage <sep> question <sep> <cls>``). tf_mrc.tasks' postprocess decodes either
+output form. The graph is built with the reference kernels whatever ``--kernels`` trained the model, so it holds no
 custom op; export fails if one slips in. It loads with plain TensorFlow of the version that exported it or later:
 graphs hold that version's forms of core ops (TF 2.x writes AddV2, BatchMatMulV2 and, for XLNet's einsums, Einsum;
 TF 1.13 lowers tf.einsum to MatMul/Transpose/Reshape when the graph is built).
@@ -33,8 +37,9 @@ import numpy as np
 
 from tf_mrc import outputs
 from tf_mrc.errors import UserError, fail
+from tf_mrc.modeling.layouts import LAYOUTS
 from tf_mrc.restart import RUN_CONFIG
-from export.mapping import ConversionError
+from export.mapping import ConversionError, variant_of
 
 FORMAT = "tf_mrc-frozen-graph-1"
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
@@ -61,7 +66,7 @@ def spec_from_run(output_dir, last=False, log=print):
     """The ExportSpec of a finished run: run_config.json (in the run or, for seed_K runs, its parent) and the
     checkpoint in its best/ (the best dev score during training), else (or with ``last``) its latest one."""
     from tf_mrc.compat import tf
-    from tf_mrc.modeling.config import ModelConfig
+    from tf_mrc.modeling.config import model_config
     candidates = [os.path.join(output_dir, RUN_CONFIG), os.path.join(os.path.dirname(os.path.abspath(output_dir)),
                                                                        RUN_CONFIG)]
     found = [path for path in candidates if os.path.isfile(path)]
@@ -78,7 +83,7 @@ def spec_from_run(output_dir, last=False, log=print):
         hint = " (runs with --seeds keep theirs in seed_K/: pass --output_dir %s/seed_0)" % output_dir \
             if run.get("seeds", 1) > 1 else ""
         raise UserError("no checkpoint in %s%s" % (output_dir, hint))
-    return ExportSpec(checkpoint=checkpoint, config=ModelConfig(**run["model_config"]), task=run["task"],
+    return ExportSpec(checkpoint=checkpoint, config=model_config(**run["model_config"]), task=run["task"],
                       feature_settings=run["feature_settings"], vocab_file=run.get("vocab_file"),
                       spm_model=run.get("spm_model"), lower_case=run.get("lower_case"),
                       task_options=run.get("task_options") or {}, trained_kernels=run.get("kernels"))
@@ -92,17 +97,19 @@ def build_inference_graph(config, head, max_seq_length, num_choices=None, precis
     from tf_mrc.compat import tf
     from tf_mrc.modeling import build_encoder
     from tf_mrc.modeling.heads import build_head
+    from tf_mrc.modeling.layouts import descriptor
     shape = [None, num_choices, max_seq_length] if head == "choice" else [None, max_seq_length]
     inputs = {name: tf.placeholder(tf.int32, shape, name=name) for name in INPUT_NAMES}
-    features = {}
+    flat = {name: tf.reshape(inputs[name], [-1, max_seq_length]) for name in INPUT_NAMES}
+    features = dict(flat)  # XLNet's span head reads where the passage and <cls> are from the segment ids
     if head == "choice":
         inputs["choice_mask"] = features["choice_mask"] = tf.placeholder(tf.int32, [None, num_choices],
                                                                          name="choice_mask")
-    flat = {name: tf.reshape(inputs[name], [-1, max_seq_length]) for name in INPUT_NAMES}
     encoder_output = build_encoder(config, flat["input_ids"], flat["input_mask"], flat["segment_ids"],
                                    is_training=False, kernels="reference",
                                    compute_dtype=training.compute_dtype(precision))
-    outputs, _ = build_head(head, encoder_output, features, num_choices, config.initializer_range, with_loss=False)
+    outputs, _ = build_head(head, encoder_output, features, num_choices, config.initializer_range, with_loss=False,
+                            span_head=descriptor(config).span_head)
     return inputs, {name: tf.identity(tensor, name=name) for name, tensor in outputs.items()}
 
 
@@ -153,10 +160,9 @@ def freeze(spec, head, num_choices=None):
     """(frozen GraphDef, input names, output names) for ``spec``'s checkpoint."""
     from tf_mrc.compat import tf
     from tf_mrc.modeling.checkpoint import verify_readable
+    from tf_mrc.modeling.layouts import check_max_seq_length
     max_seq_length = spec.feature_settings["max_seq_length"]
-    if max_seq_length > spec.config.max_position_embeddings and spec.config.layout != "xlnet":
-        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
-                        % (max_seq_length, spec.config.max_position_embeddings))
+    check_max_seq_length(spec.config, max_seq_length)
     verify_readable(spec.checkpoint)
     stored = dict(tf.train.list_variables(spec.checkpoint))
     graph = tf.Graph()
@@ -219,11 +225,12 @@ def export(spec, output, saved_model=None, log=print):
     """Write the frozen graph ``output``, ``output``.json and the vocabulary beside it; returns the sidecar dict."""
     import tensorflow
     from tf_mrc.tasks import get_task
+    from tf_mrc.modeling.layouts import descriptor
     from tf_mrc.tokenization import load_tokenizer
     directory = os.path.dirname(os.path.abspath(output))
     outputs.make_writable_directory(directory, "the directory of --output %s" % output)
     task = get_task(spec.task, spec.task_options)
-    vocabulary = spec.spm_model if spec.config.layout == "xlnet" else spec.vocab_file
+    vocabulary = getattr(spec, descriptor(spec.config).vocabulary_flag)
     tokenizer = load_tokenizer(spec.config.layout, spec.vocab_file, spec.spm_model, spec.lower_case) \
         if vocabulary else None  # without one, clients tokenize themselves (the demo needs one)
     if tokenizer is not None and tokenizer.vocab_size != spec.config.vocab_size:
@@ -244,7 +251,7 @@ def export(spec, output, saved_model=None, log=print):
     sidecar = {
         "format": FORMAT, "graph": os.path.basename(output), "task": spec.task, "head": task.head,
         "task_options": spec.task_options, "layout": spec.config.layout,
-        "albert_variant": spec.config.albert_variant if spec.config.layout == "albert" else None,
+        "albert_variant": variant_of(spec.config) if variant_of(spec.config) != spec.config.layout else None,
         "max_seq_length": spec.feature_settings["max_seq_length"], "num_choices": num_choices,
         "inputs": _tensor_info(graph_def, input_names), "outputs": _tensor_info(graph_def, output_names),
         "vocab_file": copied.get("vocab_file"), "spm_model": copied.get("spm_model"), "lower_case": spec.lower_case,
@@ -270,9 +277,10 @@ def main(argv=None):
     parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below); its "
                         "best checkpoint (OUTPUT_DIR/best) when it has one")
     parser.add_argument("--last", action="store_true", help="with --output_dir: its latest checkpoint, not the best")
-    parser.add_argument("--checkpoint", help="checkpoint prefix, or a directory (its latest)")
+    parser.add_argument("--checkpoint", help="checkpoint prefix, a directory (its latest), or a transformers model "
+                        "directory (converted once, cached; its config and vocabulary are the defaults)")
     parser.add_argument("--config", help="the checkpoint's JSON config")
-    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"])
+    parser.add_argument("--layout", choices=list(LAYOUTS))
     parser.add_argument("--albert_variant", choices=["google", "brightmart"])
     parser.add_argument("--task", choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
     parser.add_argument("--max_seq_length", type=int)
@@ -297,6 +305,7 @@ def main(argv=None):
                                 % (", --".join(ignored), RUN_CONFIG))
             spec = spec_from_run(args.output_dir, last=args.last)
         else:
+            _read_transformers_directory(args)
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
             if absent:
                 raise UserError("pass --output_dir, or all of --%s" % ", --".join(absent))
@@ -315,6 +324,18 @@ def main(argv=None):
 WINDOW_FLAGS = ("doc_stride", "max_query_length", "max_answer_length", "n_best_size")
 RUN_FLAGS = ("checkpoint", "config", "layout", "albert_variant", "task", "max_seq_length", "vocab_file", "spm_model",
              "lower_case") + WINDOW_FLAGS
+
+
+def _read_transformers_directory(args):
+    """--checkpoint in transformers' format (tf_mrc.pretrained): its cached conversion, and the directory's
+    config and vocabulary as the defaults of --config / --vocab_file / --spm_model."""
+    from tf_mrc import pretrained
+    converted = pretrained.convert_cached(args.checkpoint) if args.checkpoint else None
+    if converted:
+        args.checkpoint = converted.checkpoint
+        args.config = args.config or converted.config_file
+        args.vocab_file = args.vocab_file or converted.vocab_file
+        args.spm_model = args.spm_model or converted.spm_model
 
 
 def _spec_from_flags(args):

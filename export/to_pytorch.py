@@ -6,8 +6,9 @@
 
 Writes DIR/pytorch_model.bin (or DIR/model.safetensors) and DIR/config.json. The weights are named as the
 transformers class that holds them names its own: ``BertModel`` / ``AlbertModel`` / ``XLNetModel`` without a head,
-``...ForQuestionAnswering`` (XLNet: ``XLNetForQuestionAnsweringSimple``) with the span head (``cls/squad`` ->
-``qa_outputs``; those classes have no pooler / sequence summary), ``...ForMultipleChoice`` with the choice head
+``...ForQuestionAnswering`` with the span head (``cls/squad`` -> ``qa_outputs``; XLNet's run_squad head ->
+``start_logits``, ``end_logits``, ``answer_class``; those classes have no pooler / sequence summary),
+``...ForMultipleChoice`` with the choice head
 (``cls/multiple_choice`` -> ``classifier``; XLNet: ``logits_proj`` after ``sequence_summary.summary``).
 Optimizer state and pretraining heads in the checkpoint are skipped.
 """
@@ -16,6 +17,7 @@ import os
 
 from tf_mrc import outputs
 from tf_mrc.errors import UserError, fail, first_line
+from tf_mrc.modeling.layouts import LAYOUTS
 from export.from_pytorch import require_torch
 from export.mapping import ConversionError, hf_config_dict, tf_to_torch
 
@@ -72,7 +74,7 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, help="checkpoint prefix, or a directory (its latest)")
     parser.add_argument("--config", required=True, help="the checkpoint's TF-style JSON config")
     parser.add_argument("--output", required=True, help="directory for the weights and config.json")
-    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"], help="default: from the config")
+    parser.add_argument("--layout", choices=list(LAYOUTS), help="default: from the config")
     parser.add_argument("--albert_variant", choices=["google", "brightmart"], help="default: from the config")
     parser.add_argument("--safetensors", action="store_true", help="write model.safetensors, not pytorch_model.bin")
     parser.add_argument("--vocab_file", help="copied to DIR/vocab.txt")

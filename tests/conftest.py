@@ -1,7 +1,9 @@
 """Shared test helpers: where the publishers' real samples live (../shared/data, beside the clone); how to
 start a Horovod job from a test."""
+import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 
@@ -61,6 +63,40 @@ def train_xlnet_spm(folder, sentences, vocab_size, model_type="bpe", **options):
         user_defined_symbols=["<eop>", ".", "(", ")", '"', "-", u"\u2013", u"\u00a3", u"\u20ac"],
         hard_vocab_limit=False, minloglevel=2, **options)
     return str(folder / "spiece.model")
+
+
+WRITTEN = [
+    "西湖的春天非常美丽，游客们沿着苏堤散步。", "杭州是浙江省的省会城市。", "长城是中国古代的军事防御工程。",
+    "山海关和嘉峪关是长城的两个重要关口。", "大熊猫主要生活在四川的山区。", "大熊猫每天要吃很多竹子。",
+    "李白是唐朝最著名的诗人之一。", "杜甫被后人称为诗圣。", "黄河是中国的第二长河。",
+    "黄河流经青海、四川、甘肃等九个省区，最后流入渤海。", "故宫位于北京的中心，是明清两代的皇宫。",
+    "中国的茶叶可以分为绿茶、红茶、乌龙茶等六大类。", "龙井茶产于杭州西湖一带。",
+    "Python是一种流行的编程语言。", "Guido van Rossum在1991年发布了Python的第一个版本。",
+    "Python的名字来自一个英国喜剧节目。", "今天的天气很好，我们去公园散步。", "他在图书馆里读了一本关于历史的书。",
+    "这家餐厅的饺子非常好吃。", "我的朋友明天要坐火车去上海。", "老师说考试的时间改到了下午三点。",
+    "孩子们在操场上踢足球。", "这座城市有很多古老的建筑。", "博物馆里展出了许多珍贵的文物。",
+    "我们应该保护环境，节约用水。", "科学家发现了一种新的植物。", "会议将在星期五上午举行。",
+    "机器阅读理解是自然语言处理的重要任务。", "模型需要从文章中找出问题的答案。", "答案总是文章里的一段文字。",
+    "世界遗产名录收录了很多中国的景观。", "人工岛是人们在湖中堆土建成的小岛。", "诗人写下了许多关于月亮的诗。",
+    "这条河的长度大约是五千多千米。", "那座宫殿的面积有七十多万平方米。", "他每天要睡十多个小时。",
+    "她用二十年的时间写完了这本书。", "这个问题的答案是什么？", "请问这座桥是哪一年建成的？",
+    "谁是这首诗的作者？",
+]
+
+
+def spm_sentences():
+    """A corpus for test SentencePiece models: the sentences written above, the shipped passages clause by clause,
+    and their questions with answers."""
+    from tf_mrc import experiment
+    sentences = list(WRITTEN)
+    with open(experiment.embedded_default().train_file, encoding="utf-8") as f:
+        articles = json.load(f)["data"]
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            sentences.extend(clause for clause in re.split(r"(?<=[。，；！？])", paragraph["context"]) if clause)
+            for qa in paragraph["qas"]:
+                sentences.append("问：%s 答：%s。" % (qa["question"], qa["answers"][0]["text"]))
+    return sentences
 
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -3,7 +3,6 @@
 References: AdamW's first step recomputed in NumPy (loss scaling), the same update with a doubled batch (grad
 accumulation), plain autodiff of the same block (recompute), the fp32 model on the fp16-trained checkpoint.
 """
-import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -16,7 +15,7 @@ from tf_mrc import distributed, experiment, training
 from tf_mrc.compat import IS_TF1, tf
 from tf_mrc.modeling import build_encoder, layers
 from tf_mrc.modeling.checkpoint import _TRAINING_STATE
-from tf_mrc.modeling.config import ModelConfig
+from tf_mrc.modeling.config import ModelConfig, model_config
 from tf_mrc.modeling.heads import build_head
 
 BATCH, LENGTH = 4, 16
@@ -412,7 +411,8 @@ def test_recompute_encoder_gradients_equal_and_keep_only_block_inputs(layout):
     through several recomputed blocks."""
     config = tiny_config()
     if layout != "bert":
-        config = dataclasses.replace(config, layout="albert", embedding_size=8, albert_variant=layout.split("/")[1])
+        config = model_config(**dict(config.to_dict(), layout="albert", embedding_size=8,
+                                     albert_variant=layout.split("/")[1]))
     batch = span_batches(1)[0]
     grads, saved = {}, {}
     initial = None

@@ -10,11 +10,12 @@ import re
 
 import pytest
 
-from conftest import shared_file, train_xlnet_spm
+from conftest import shared_file, spm_sentences, train_xlnet_spm
 from test_tasks_end_to_end import _c3_file, _chid_file, _cjrc_file
 from tf_mrc import audit, experiment
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import FeatureSettings, get_task
+from tf_mrc.tasks.span import SpanExample
 from tf_mrc.tokenization import load_tokenizer
 
 PASSAGES_FILE = experiment.embedded_default().train_file
@@ -22,39 +23,9 @@ PASSAGES = json.load(open(PASSAGES_FILE, encoding="utf-8"))["data"]
 UNK, CLS, SEP, PAD, MASK = 0, 3, 4, 5, 6        # XLNet's data_utils.special_symbols
 SEG_A, SEG_B, SEG_CLS, SEG_PAD = 0, 1, 2, 3
 
-WRITTEN = [
-    "西湖的春天非常美丽，游客们沿着苏堤散步。", "杭州是浙江省的省会城市。", "长城是中国古代的军事防御工程。",
-    "山海关和嘉峪关是长城的两个重要关口。", "大熊猫主要生活在四川的山区。", "大熊猫每天要吃很多竹子。",
-    "李白是唐朝最著名的诗人之一。", "杜甫被后人称为诗圣。", "黄河是中国的第二长河。",
-    "黄河流经青海、四川、甘肃等九个省区，最后流入渤海。", "故宫位于北京的中心，是明清两代的皇宫。",
-    "中国的茶叶可以分为绿茶、红茶、乌龙茶等六大类。", "龙井茶产于杭州西湖一带。",
-    "Python是一种流行的编程语言。", "Guido van Rossum在1991年发布了Python的第一个版本。",
-    "Python的名字来自一个英国喜剧节目。", "今天的天气很好，我们去公园散步。", "他在图书馆里读了一本关于历史的书。",
-    "这家餐厅的饺子非常好吃。", "我的朋友明天要坐火车去上海。", "老师说考试的时间改到了下午三点。",
-    "孩子们在操场上踢足球。", "这座城市有很多古老的建筑。", "博物馆里展出了许多珍贵的文物。",
-    "我们应该保护环境，节约用水。", "科学家发现了一种新的植物。", "会议将在星期五上午举行。",
-    "机器阅读理解是自然语言处理的重要任务。", "模型需要从文章中找出问题的答案。", "答案总是文章里的一段文字。",
-    "世界遗产名录收录了很多中国的景观。", "人工岛是人们在湖中堆土建成的小岛。", "诗人写下了许多关于月亮的诗。",
-    "这条河的长度大约是五千多千米。", "那座宫殿的面积有七十多万平方米。", "他每天要睡十多个小时。",
-    "她用二十年的时间写完了这本书。", "这个问题的答案是什么？", "请问这座桥是哪一年建成的？",
-    "谁是这首诗的作者？",
-]
-
-
-def training_sentences():
-    """The sentences written above, the shipped passages clause by clause, and their questions with answers."""
-    sentences = list(WRITTEN)
-    for article in PASSAGES:
-        for paragraph in article["paragraphs"]:
-            sentences.extend(clause for clause in re.split(r"(?<=[。，；！？])", paragraph["context"]) if clause)
-            for qa in paragraph["qas"]:
-                sentences.append("问：%s 答：%s。" % (qa["question"], qa["answers"][0]["text"]))
-    return sentences
-
-
 @pytest.fixture(scope="module")
 def spm_model(tmp_path_factory):
-    return train_xlnet_spm(tmp_path_factory.mktemp("spm"), training_sentences(), 600)
+    return train_xlnet_spm(tmp_path_factory.mktemp("spm"), spm_sentences(), 600)
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +68,9 @@ def test_tokenizer_special_ids(tokenizer):
 
 
 def test_span_windows_follow_the_xlnet_layout(tokenizer):
-    """Short windows force several per passage: each is left-padded with <cls> last; the labelled positions hold
-    the answer's characters (the whole pieces around them), and windows without the answer point at <cls>
-    (position T - 1)."""
+    """Short windows force several per passage: each is XLNet run_squad's ``P <sep> Q <sep> <cls>``, left-padded
+    with <cls> last; the labelled positions hold the answer's characters (the whole pieces around them), and
+    windows without the answer point at <cls> (position T - 1)."""
     task = get_task("cmrc2018")
     settings = FeatureSettings(max_seq_length=40, doc_stride=10, max_query_length=12)
     examples = task.read_examples(PASSAGES_FILE, is_training=True)
@@ -113,8 +84,8 @@ def test_span_windows_follow_the_xlnet_layout(tokenizer):
         first = offsets.index(record["spans"][0])
         window = doc_ids[first:first + len(record["spans"])]
         assert record["spans"] == offsets[first:first + len(window)]
-        check_layout(arrays["input_ids"], arrays["segment_ids"], arrays["input_mask"], [query, window], [0, 1])
-        assert record["doc_offset"] == 40 - 2 - len(window) and record["cls_index"] == 39
+        check_layout(arrays["input_ids"], arrays["segment_ids"], arrays["input_mask"], [window, query], [0, 1])
+        assert record["doc_offset"] == 40 - 3 - len(query) - len(window) and record["cls_index"] == 39
         start, end = arrays["start_position"], arrays["end_position"]
         if start == 39:
             assert end == 39
@@ -128,6 +99,26 @@ def test_span_windows_follow_the_xlnet_layout(tokenizer):
             exact.add(example.qid)
     assert len(windows_per_example) == len(examples) and max(windows_per_example.values()) > 1
     assert len(exact) > 0.75 * len(examples)
+
+
+def test_beam_decoding_by_hand():
+    """XLNet's beam (2 starts x 2 ends here) decoded as run_squad's write_predictions does, checked by hand:
+    a start outside its max-context window, an end before its start and an end past the passage are dropped;
+    the score is the sum of log-probabilities; the text is cut from the passage; max_answer_length applies."""
+    task = get_task("cmrc2018")
+    context = "abcdefghij"
+    example = SpanExample(qid="q", question="?", context=context, gold_texts=["abcd"])
+    record = {"example_index": 0, "doc_offset": 2, "cls_index": 15, "spans": [(i, i + 1) for i in range(6)],
+              "max_context": [1, 0, 1, 1, 1, 1]}
+    output = {"start_top_index": [3, 2], "start_top_log_probs": [-0.1, -0.5],
+              "end_top_index": [4, 2, 5, 9], "end_top_log_probs": [-0.2, -0.3, -0.4, -0.05],
+              "cls_logits": 0.0}
+    predictions, nbest = task.postprocess([example], [record], [output], FeatureSettings(max_answer_length=4))
+    # start 3 is passage token 1 (not max-context); start 2 is token 0 with ends token 3 (kept), 7 (past the end)
+    assert predictions == {"q": "abcd"}
+    assert [(c["text"], round(c["score"], 6), c["start"]) for c in nbest["q"]] == [("abcd", -0.9, 0)]
+    predictions, _ = task.postprocess([example], [record], [output], FeatureSettings(max_answer_length=3))
+    assert predictions == {"q": ""}
 
 
 def test_drcd_spans_stay_in_the_original_characters(tokenizer, tmp_path):

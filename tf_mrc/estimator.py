@@ -9,6 +9,7 @@ from tf_mrc.compat import estimator as tf_estimator
 from tf_mrc.compat import tf
 from tf_mrc.modeling import build_encoder
 from tf_mrc.modeling.heads import build_head
+from tf_mrc.modeling.layouts import descriptor
 
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 
@@ -82,7 +83,8 @@ def model_fn_builder(task, config, spec=None, plan=None, dist=None, log=print):
                                        recompute=spec.recompute)
         with_loss = mode != tf_estimator.ModeKeys.PREDICT
         outputs, loss = build_head(task.head, encoder_output, features, num_choices, config.initializer_range,
-                                   with_loss, dropout_rate=config.hidden_dropout_prob if is_training else 0.0)
+                                   with_loss, dropout_rate=config.hidden_dropout_prob if is_training else 0.0,
+                                   span_head=descriptor(config).span_head)
         if is_training and spec.init_checkpoint:
             init_from_checkpoint(spec.init_checkpoint, log=log)
         if mode == tf_estimator.ModeKeys.PREDICT:

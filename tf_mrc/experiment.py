@@ -16,6 +16,7 @@ from tf_mrc import compat, distributed, outputs, presets, pretrained, restart
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.tasks import FeatureSettings, get_task
+from tf_mrc.modeling.layouts import LAYOUTS, check_max_seq_length, check_recompute, descriptor
 from tf_mrc.tokenization import load_tokenizer
 
 RESOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
@@ -105,15 +106,15 @@ def resolve_model(spec, log=print):
         config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size)
     if tokenizer.vocab_size != config.vocab_size:
         raise UserError("vocabulary %s has %d entries but the model expects vocab_size %d (wrong vocab for "
-                        "this checkpoint/config?)" % (spec.spm_model if config.layout == "xlnet" else spec.vocab_file,
+                        "this checkpoint/config?)" % (getattr(spec, descriptor(config).vocabulary_flag),
                                                        tokenizer.vocab_size, config.vocab_size))
     if spec.init_checkpoint:
         _check_checkpoint_vocab(spec.init_checkpoint, config)
     return config, tokenizer, preset.max_seq_length
 
 
-# the word embeddings of the bert/albert layouts and of xlnet
-WORD_EMBEDDINGS = ("bert/embeddings/word_embeddings", "model/transformer/word_embedding/lookup_table")
+# the word embeddings of every layout
+WORD_EMBEDDINGS = tuple(sorted({layout.word_embeddings for layout in LAYOUTS.values()}))
 
 
 def _check_checkpoint_vocab(init_checkpoint, config):
@@ -121,7 +122,7 @@ def _check_checkpoint_vocab(init_checkpoint, config):
     from tf_mrc.modeling.checkpoint import verify_readable
     verify_readable(init_checkpoint)
     shapes = dict(tf.train.list_variables(init_checkpoint))
-    embeddings = WORD_EMBEDDINGS[config.layout == "xlnet"]
+    embeddings = descriptor(config).word_embeddings
     if embeddings not in shapes:   # before anything is written (tf_mrc.modeling.checkpoint checks every variable)
         raise UserError("--init_checkpoint %s holds no %s: not a checkpoint of a %s encoder (it holds e.g. %s)"
                         % (init_checkpoint, embeddings, config.layout, ", ".join(sorted(shapes)[:2]) or "nothing"))
@@ -151,8 +152,8 @@ def _check_training_options(spec, config, hparams):
     if spec.attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
         raise UserError("--attention_dropout_placement must be one of %s, got %r"
                         % ("|".join(ops.ATTENTION_DROPOUT_SITES), spec.attention_dropout_placement))
-    if spec.recompute and config.layout == "xlnet":
-        raise UserError("--recompute supports the bert and albert layouts, not xlnet")
+    if spec.recompute:
+        check_recompute(config)
 
 
 @dataclasses.dataclass
@@ -256,9 +257,7 @@ def run(spec, log=print, dist=None):
             hparams[key] = getattr(spec, key)
     _check_training_options(spec, config, hparams)
     max_len = spec.max_seq_length or min(preset_max_len, task.default_max_seq_length)
-    if max_len > config.max_position_embeddings and config.layout != "xlnet":
-        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
-                        % (max_len, config.max_position_embeddings))
+    check_max_seq_length(config, max_len)
     settings = FeatureSettings(max_len, spec.doc_stride, spec.max_query_length, spec.max_answer_length,
                                spec.n_best_size)
     files = {}

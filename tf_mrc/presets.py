@@ -4,7 +4,7 @@ Precedence, lowest to highest: the preset, a ``--config_file`` (the checkpoint's
 """
 import dataclasses
 
-from tf_mrc.modeling.config import ConfigError, ModelConfig
+from tf_mrc.modeling.config import ConfigError, ModelConfig, model_config
 
 # name: (layout, L, H, A, E, max_len, extra ModelConfig fields)
 _MODELS = {
@@ -94,7 +94,7 @@ def model_preset(name):
     fields = {"layout": layout, "num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": heads,
               "intermediate_size": 4 * hidden, "embedding_size": embedding}
     fields.update(extra)
-    return Preset(name, ModelConfig(**fields), max_len)
+    return Preset(name, model_config(**fields), max_len)
 
 
 def hyperparameters(model, task):

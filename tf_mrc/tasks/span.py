@@ -157,6 +157,35 @@ def _token_spans(offsets, char_map):
     return spans
 
 
+def pack_window(tokenizer, query_ids, passage_ids, max_seq_length):
+    """(PackedInput, position of the first passage token) of one window, in the order the encoder's layout
+    fine-tunes span tasks: question then passage (BERT's run_squad), or passage then question (XLNet's run_squad:
+    ``P <sep> Q <sep> <cls>``). The part read first is segment 0."""
+    if tokenizer.passage_first:
+        packed = tokenizer.pack([passage_ids, query_ids], [0, 1], max_seq_length)
+        return packed, packed.part_starts[0]
+    packed = tokenizer.pack([query_ids, passage_ids], [0, 1], max_seq_length)
+    return packed, packed.part_starts[1]
+
+
+def window_pairs(output, first, count, settings):
+    """Candidate (start, end, start score, end score) of one window, positions counted from the passage's first
+    token ``first`` (the passage has ``count`` tokens). Outputs of XLNet's head (``start_top_index``) name their
+    own beam: each of its top starts with each of that start's top ends, scored by log-probabilities. Otherwise
+    the n_best_size best start logits of the passage are paired with its n_best_size best end logits."""
+    if "start_top_index" in output:
+        starts, ends = np.asarray(output["start_top_index"]), np.asarray(output["end_top_index"])
+        start_scores, end_scores = np.asarray(output["start_top_log_probs"]), np.asarray(output["end_top_log_probs"])
+        per_start = len(ends) // len(starts)
+        return [(int(starts[i]) - first, int(ends[i * per_start + j]) - first, float(start_scores[i]),
+                 float(end_scores[i * per_start + j])) for i in range(len(starts)) for j in range(per_start)]
+    start_logits, end_logits = np.asarray(output["start_logits"]), np.asarray(output["end_logits"])
+    top_starts = np.argsort(-start_logits[first:first + count])[:settings.n_best_size]
+    top_ends = np.argsort(-end_logits[first:first + count])[:settings.n_best_size]
+    return [(int(s), int(e), float(start_logits[first + s]), float(end_logits[first + e]))
+            for s in top_starts for e in top_ends]
+
+
 class SpanTask(Task):
     """Shared by every span task: subclasses implement ``iter_examples`` or ``read_examples`` (and CJRC the
     class head's decoding)."""
@@ -209,8 +238,8 @@ class SpanTask(Task):
             answer_fits = False
             max_context = max_context_flags(windows)
             for window_index, (start, length) in enumerate(windows):
-                packed = tokenizer.pack([query_ids, doc_ids[start:start + length]], [0, 1], settings.max_seq_length)
-                doc_offset = packed.part_starts[1]
+                packed, doc_offset = pack_window(tokenizer, query_ids, doc_ids[start:start + length],
+                                                 settings.max_seq_length)
                 start_pos = end_pos = packed.cls_index
                 if answer_tokens and start <= answer_tokens[0] and answer_tokens[1] < start + length:
                     start_pos = answer_tokens[0] - start + doc_offset
@@ -247,8 +276,9 @@ class SpanTask(Task):
 
     # -- decoding ---------------------------------------------------------------------------------
     def span_candidates(self, examples, sidecar, outputs, settings):
-        """Per example, the n-best spans over all its windows: end >= start, at most max_answer_length
-        tokens, inside the passage, start token scored in its max-context window; text cut from the passage.
+        """Per example, the n-best spans over all its windows (see window_pairs): end >= start, at most
+        max_answer_length tokens, inside the passage, start token scored in its max-context window; text cut from
+        the passage. ``start_logit`` / ``end_logit`` are the head's scores (XLNet's: log-probabilities).
         Each candidate names its ``window`` (the index among the example's features, in sidecar order)."""
         by_example = collections.defaultdict(list)
         for record, output in zip(sidecar, outputs):
@@ -257,23 +287,17 @@ class SpanTask(Task):
         for example_index, example in enumerate(examples):
             found = {}
             for window, (record, output) in enumerate(by_example.get(example_index, [])):
-                starts, ends = np.asarray(output["start_logits"]), np.asarray(output["end_logits"])
-                first, count = record["doc_offset"], len(record["spans"])
-                top_starts = np.argsort(-starts[first:first + count])[:settings.n_best_size]
-                top_ends = np.argsort(-ends[first:first + count])[:settings.n_best_size]
-                for s in top_starts:
-                    if not record["max_context"][s]:
+                count = len(record["spans"])
+                for s, e, start_score, end_score in window_pairs(output, record["doc_offset"], count, settings):
+                    if not (0 <= s <= e < count) or not record["max_context"][s] or \
+                            e - s + 1 > settings.max_answer_length:
                         continue
-                    for e in top_ends:
-                        if e < s or e - s + 1 > settings.max_answer_length:
-                            continue
-                        begin, end = record["spans"][s][0], record["spans"][e][1]
-                        text = example.context[begin:end]
-                        score = float(starts[first + s] + ends[first + e])
-                        if text not in found or found[text]["score"] < score:
-                            found[text] = {"text": text, "score": score, "start": begin, "window": window,
-                                           "start_logit": float(starts[first + s]),
-                                           "end_logit": float(ends[first + e])}
+                    begin, end = record["spans"][s][0], record["spans"][e][1]
+                    text = example.context[begin:end]
+                    score = start_score + end_score
+                    if text not in found or found[text]["score"] < score:
+                        found[text] = {"text": text, "score": score, "start": begin, "window": window,
+                                       "start_logit": start_score, "end_logit": end_score}
             ranked = sorted(found.values(), key=lambda c: -c["score"])[:settings.n_best_size]
             if ranked:
                 scores = np.array([c["score"] for c in ranked])
