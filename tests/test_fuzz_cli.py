@@ -125,8 +125,9 @@ CASES = [
     Case("to_pb-output-not-writable", "to_pb", "--output_dir {w}/run --output /proc/tf_mrc_fuzz/model.pb"),
     Case("to_pb-flags-unused-with-output-dir", "to_pb", "--output_dir {w}/run --output {out}/model.pb --task=c3 "
                                                         "--n_best_size=5"),
-    Case("to_pb-config-not-utf8", "to_pb", "--checkpoint {w}/run --config {w}/config_utf16.json --task=cmrc2018 "
-                                           "--vocab_file {w}/vocab.txt --max_seq_length 128 --output {out}/model.pb", "config_utf16.json"),
+    Case("to_pb-config-not-utf8", "to_pb", "--checkpoint {w}/run/model.ckpt-1 --config {w}/config_utf16.json "
+                                           "--task=cmrc2018 --vocab_file {w}/vocab.txt --max_seq_length 128 "
+                                           "--output {out}/model.pb", "config_utf16.json"),
     Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
     # export.to_pytorch
     Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
