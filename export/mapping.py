@@ -25,7 +25,7 @@ from tf_mrc.errors import UserError
 from tf_mrc.modeling import albert as tf_albert
 from tf_mrc.modeling import layers as tf_layers
 from tf_mrc.modeling.layouts import descriptor
-from tf_mrc.modeling.checkpoint import PRETRAINING_HEAD_PREFIXES, is_training_state
+from tf_mrc.modeling.checkpoint import PRETRAINING_HEAD_PREFIXES, is_training_state, variable_name
 
 Rule = collections.namedtuple("Rule", ["torch", "tf", "transpose", "stack"], defaults=(None,))
 STACKED, SHARED = "layers", "shared"  # Rule.stack: TF = the per-layer tensors stacked on a new axis 0 | one copy
@@ -262,7 +262,7 @@ def model_variables(config):
         build_head("span_class", output, {"segment_ids": ids}, None, config.initializer_range, False,
                    span_head=descriptor(config).span_head)
         build_head("choice", output, {"choice_mask": tf.ones([1, 1])}, 1, config.initializer_range, False)
-        return {re.sub(r":\d+$", "", v.name): v.shape.as_list() for v in tf.global_variables()}
+        return {variable_name(v): v.shape.as_list() for v in tf.global_variables()}
 
 
 def carried_variables(config):

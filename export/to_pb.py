@@ -134,7 +134,7 @@ def shield_layer_norm_epsilon(graph_def, output_names):
 
     TF 2.x with oneDNN (on by default on CPUs with AVX-512) rewrites the moments/batch_normalization LayerNorm
     into _MklLayerNorm when gamma, beta and epsilon are all constants - as freezing makes them - and that fused
-    op ignores the graph's epsilon (it uses 1e-3, not 1e-12): logits move by ~1e-2. A non-constant epsilon keeps
+    op ignores the graph's epsilon (it uses 1e-3, not 1e-12), so the logits move. A non-constant epsilon keeps
     the pattern from matching, and the graph computes the same function on every TensorFlow."""
     from tf_mrc.compat import tf
     from tf_mrc.modeling.config import LAYER_NORM_EPSILON
@@ -271,7 +271,8 @@ def export(spec, output, saved_model=None, log=print):
 
 
 def main(argv=None):
-    from tf_mrc.tasks import FeatureSettings
+    from tf_mrc import options
+    from tf_mrc.tasks import add_task_arguments, all_task_options
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="the frozen graph to write, e.g. model.pb")
     parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below); its "
@@ -282,15 +283,13 @@ def main(argv=None):
     parser.add_argument("--config", help="the checkpoint's JSON config")
     parser.add_argument("--layout", choices=list(LAYOUTS))
     parser.add_argument("--albert_variant", choices=["google", "brightmart"])
-    parser.add_argument("--task", choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
-    parser.add_argument("--max_seq_length", type=int)
+    add_task_arguments(parser, required=False)
     parser.add_argument("--vocab_file", help="WordPiece vocab.txt (bert, albert)")
     parser.add_argument("--spm_model", help="SentencePiece spiece.model (xlnet)")
     parser.add_argument("--lower_case", dest="lower_case", action="store_true")
     parser.add_argument("--nolower_case", dest="lower_case", action="store_false")
     parser.set_defaults(lower_case=None)  # the layout's convention: uncased BERT/ALBERT, cased XLNet
-    for name in WINDOW_FLAGS:
-        parser.add_argument("--" + name, type=int, help="default: %s" % getattr(FeatureSettings(), name))
+    options.add_arguments(parser, SETTINGS, defaults=False)   # None: not given (see RUN_FLAGS)
     parser.add_argument("--saved_model", help="also write a SavedModel (serving_default signature) here")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="the encoder's compute precision in the graph (default fp32; bf16 needs TF 2, "
@@ -298,7 +297,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.output_dir:
-            ignored = [name for name in RUN_FLAGS if getattr(args, name) is not None]
+            ignored = [name for name in RUN_FLAGS + tuple(o.name for o in all_task_options())
+                       if getattr(args, name) is not None]
             if ignored:
                 raise UserError("--output_dir takes --%s from the run's %s: drop them, or pass --checkpoint, "
                                 "--config, --task and --max_seq_length instead of --output_dir"
@@ -309,11 +309,9 @@ def main(argv=None):
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
             if absent:
                 raise UserError("pass --output_dir, or all of --%s" % ", --".join(absent))
+            options.check_arguments(args, SETTINGS)
             spec = _spec_from_flags(args)
-        if args.precision == "bf16":
-            from tf_mrc.compat import IS_TF1
-            if IS_TF1:
-                raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel)")
+        options.check_precision(args.precision)
         spec.precision = args.precision
         export(spec, args.output, args.saved_model)
     except UserError as err:
@@ -324,6 +322,7 @@ def main(argv=None):
 WINDOW_FLAGS = ("doc_stride", "max_query_length", "max_answer_length", "n_best_size")
 RUN_FLAGS = ("checkpoint", "config", "layout", "albert_variant", "task", "max_seq_length", "vocab_file", "spm_model",
              "lower_case") + WINDOW_FLAGS
+SETTINGS = ("max_seq_length",) + WINDOW_FLAGS
 
 
 def _read_transformers_directory(args):
@@ -346,10 +345,12 @@ def _spec_from_flags(args):
     checkpoint = tf.train.latest_checkpoint(args.checkpoint) if os.path.isdir(args.checkpoint) else args.checkpoint
     if checkpoint is None:
         raise UserError("no checkpoint in %s" % args.checkpoint)
-    settings = {name: getattr(args, name) for name in ("max_seq_length",) + WINDOW_FLAGS}
+    from tf_mrc.tasks import task_options_from
+    settings = {name: getattr(args, name) for name in SETTINGS}
     settings.update({name: getattr(FeatureSettings(), name) for name in WINDOW_FLAGS if settings[name] is None})
     return ExportSpec(checkpoint=checkpoint, config=config, task=args.task, feature_settings=settings,
-                      vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case)
+                      vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case,
+                      task_options=task_options_from(vars(args), args.task))
 
 
 if __name__ == "__main__":

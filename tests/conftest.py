@@ -1,5 +1,5 @@
-"""Shared test helpers: where the publishers' real samples live (../shared/data, beside the clone); how to
-start a Horovod job from a test."""
+"""Shared test helpers: the committed test data (tests/data, see its README), the task files made from the
+shipped passages, a hand-numbered tokenizer, how to start a Horovod job from a test."""
 import json
 import os
 import pathlib
@@ -10,15 +10,15 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(os.environ.get("TF_MRC_SHARED_DATA", ROOT.parent / "shared" / "data"))
+TEST_DATA = ROOT / "tests" / "data"
 
 
-def shared_file(relative):
-    """Path of a real sample under ../shared/data; skips the test when it is absent."""
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip("real sample %s not present" % path)
-    return path
+def data_file(relative):
+    """Path (str) of a committed test file under tests/data."""
+    path = TEST_DATA / relative
+    assert path.is_file(), "%s is part of the clone" % path
+    return str(path)
+
 
 
 def horovodrun():
@@ -45,7 +45,8 @@ def horovod_job_env(**extra):
 
 @pytest.fixture
 def chinese_vocab():
-    return str(shared_file("vocab/chinese_bert_vocab.txt"))
+    """The 21,128-token Chinese BERT vocabulary (google-research/bert, Apache 2.0)."""
+    return data_file("vocab/chinese_bert_vocab.txt")
 
 
 def train_xlnet_spm(folder, sentences, vocab_size, model_type="bpe", **options):
@@ -103,7 +104,8 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def char_tokenizer(directory, chars):
-    """A WordPiece tokenizer over SPECIAL_TOKENS then ``chars`` in order, so tests can write ids by hand."""
+    """A WordPiece tokenizer over SPECIAL_TOKENS then ``chars`` in order, so tests can write ids by hand
+    (``sorted(set(text))`` gives one for every character of ``text``)."""
     from tf_mrc.tokenization import WordPieceTokenizer
     vocab = directory / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL_TOKENS + list(chars)) + "\n", encoding="utf-8")
@@ -117,7 +119,6 @@ DEMO_SAMPLES = ROOT / "serving_demo" / "samples" / "samples.json"
 def tiny_demo(tmp_path_factory):
     """The embedded default run (tiny encoder trained on the shipped passages) exported to a .pb, with its
     --do_predict answers on the demo's samples: built once for the export, serving and browser tests."""
-    import json
     from export import to_pb
     from tf_mrc import experiment
     tmp = tmp_path_factory.mktemp("tiny_demo")
@@ -146,3 +147,66 @@ def random_pb(directory, task, max_seq_length=64, task_options=None):
     return export_random_model(str(directory), task, config, {
         "max_seq_length": max_seq_length, "doc_stride": 32, "max_query_length": 32, "max_answer_length": 10,
         "n_best_size": 5}, str(vocab), task_options)
+
+
+# -- task files made from the shipped passages (tf_mrc/resources/tiny/passages.json) ----------------------------
+TINY_PASSAGES_FILE = ROOT / "tf_mrc" / "resources" / "tiny" / "passages.json"
+TINY_PASSAGES = json.loads(TINY_PASSAGES_FILE.read_text(encoding="utf-8"))["data"]
+
+
+def _tiny_questions():
+    for article in TINY_PASSAGES:
+        paragraph = article["paragraphs"][0]
+        for qa in paragraph["qas"]:
+            yield paragraph["context"], qa
+
+
+def cjrc_file(path):
+    """CJRC-shaped data: the shipped span questions plus YES / NO / unknown ones, civil and criminal."""
+    data = []
+    for index, article in enumerate(TINY_PASSAGES):
+        paragraph = article["paragraphs"][0]
+        qas = [dict(qa, is_impossible="false") for qa in paragraph["qas"]]
+        qas.append({"id": "%s-yes" % article["title"], "question": "这段文字是中文吗？", "is_impossible": "false",
+                    "answers": [{"text": "YES", "answer_start": -1}]})
+        qas.append({"id": "%s-no" % article["title"], "question": "这段文字是英文吗？", "is_impossible": "false",
+                    "answers": [{"text": "NO", "answer_start": -1}]})
+        qas.append({"id": "%s-unk" % article["title"], "question": "作者是谁？", "is_impossible": "true",
+                    "answers": []})
+        data.append({"domain": "civil" if index % 2 else "criminal",
+                     "paragraphs": [{"context": paragraph["context"], "casename": article["title"], "qas": qas}]})
+    path.write_text(json.dumps({"version": "1.0", "data": data}, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def c3_file(path):
+    """C3-shaped documents: each question's choices are its answer and answers to other questions."""
+    answers = [qa["answers"][0]["text"] for _, qa in _tiny_questions()]
+    documents = []
+    for index, (context, qa) in enumerate(_tiny_questions()):
+        gold = qa["answers"][0]["text"]
+        distractors = [a for a in answers if a != gold][index % 5:index % 5 + 2 + index % 2]
+        choices = sorted([gold] + distractors)
+        documents.append([[context], [{"question": qa["question"], "choice": choices, "answer": gold}],
+                          "doc-%d" % index])
+    path.write_text(json.dumps(documents, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def chid_file(path):
+    """FewCLUE-shaped cloze lines, one per shipped question: the four characters where its answer starts are the
+    blank; the six other candidates are four-character pieces that start no answer (so a tiny model can tell the
+    gold ones apart after a few epochs, as C3's fixture lets it)."""
+    spans = [(context, context.find(qa["answers"][0]["text"])) for context, qa in _tiny_questions()]
+    spans = [(context, start, context[start:start + 4]) for context, start in spans
+             if len(context[start:start + 4].strip()) == 4]
+    golds = set(text for _, _, text in spans)
+    pieces = sorted(set(context[i:i + 4] for context, _, _ in spans for i in range(0, len(context) - 4, 4)) - golds)
+    lines = []
+    for index, (context, start, text) in enumerate(spans):
+        candidates = sorted([text] + [pieces[(index * 6 + step) % len(pieces)] for step in range(6)])
+        content = context[:start] + "#idiom#" + context[start + 4:]
+        lines.append(json.dumps({"id": index, "candidates": candidates, "content": content,
+                                 "answer": candidates.index(text)}, ensure_ascii=False))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)

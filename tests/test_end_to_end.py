@@ -6,10 +6,9 @@ import sys
 
 import pytest
 
+from conftest import ROOT
 from tf_mrc import experiment
 from tf_mrc.errors import UserError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _spec(tmp_path, **overrides):

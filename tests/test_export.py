@@ -25,6 +25,7 @@ except ImportError:
     torch = transformers = None
 needs_torch = pytest.mark.skipif(torch is None, reason="torch and transformers are not installed")
 
+from conftest import ROOT  # noqa: E402
 from export import from_pytorch, mapping, to_pb, to_pytorch  # noqa: E402
 from tf_mrc.compat import IS_TF1, tf  # noqa: E402
 from tf_mrc.modeling.layouts import descriptor  # noqa: E402
@@ -32,8 +33,6 @@ from tf_mrc.tasks.base import Task, register  # noqa: E402
 
 from conftest import spm_sentences, train_xlnet_spm  # noqa: E402
 from tf_mrc.modeling.config import config_from_json  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "serving_demo", "samples", "samples.json")
 V, H, A, I, E, P, T, B, C = 40, 32, 4, 64, 16, 24, 16, 3, 3
 VARIANTS = ("bert", "google", "brightmart")          # span cases of the BERT family

@@ -89,6 +89,8 @@ CASES = [
     Case("audit-answer-start-true", "audit", "--task=cmrc2018 --data {w}/answer_start_true.json --vocab_file "
                                              "{w}/vocab.txt", "answer_start"),
     Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
+    Case("audit-bad-opencc-config", "audit", "--task=drcd --opencc_config=no_such --data {w}/passages.json "
+                                             "--vocab_file {w}/vocab.txt"),
     # run_finetune.py
     Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),
     Case("run-output-dir-not-creatable", "run_finetune", TRAIN + " --output_dir={w}/a_file/sub"),
@@ -118,6 +120,22 @@ CASES = [
     Case("run-config-is-a-directory", "run_finetune", TRAIN + " --config_file={w}/a_directory --output_dir={out}",
          "a_directory"),
     Case("run-nothing-to-do", "run_finetune", TINY_FLAGS + " --output_dir={out}"),
+    # run_finetune.py: every numeric flag and choice, checked before any work
+    Case("run-doc-stride-0", "run_finetune", TRAIN + " --doc_stride=0 --output_dir={out}"),
+    Case("run-doc-stride-negative", "run_finetune", TRAIN + " --doc_stride=-5 --output_dir={out}"),
+    Case("run-train-batch-0", "run_finetune", TRAIN + " --train_batch_size=0 --output_dir={out}"),
+    Case("run-predict-batch-negative", "run_finetune", TRAIN + " --predict_batch_size=-1 --do_eval --output_dir={out}"),
+    Case("run-max-seq-too-short-for-question", "run_finetune", TRAIN + " --max_seq_length=34 --output_dir={out}"),
+    Case("run-max-seq-over-positions", "run_finetune", TRAIN + " --max_seq_length=256 --output_dir={out}"),
+    Case("run-seeds-0", "run_finetune", TRAIN + " --seeds=0 --output_dir={out}"),
+    Case("run-save-checkpoints-steps-0", "run_finetune", TRAIN + " --save_checkpoints_steps=0 --output_dir={out}"),
+    Case("run-max-train-steps-0", "run_finetune", TRAIN + " --max_train_steps=0 --output_dir={out}"),
+    Case("run-negative-epochs", "run_finetune", TRAIN + " --num_train_epochs=-1 --output_dir={out}"),
+    Case("run-n-best-0", "run_finetune", TRAIN + " --n_best_size=0 --output_dir={out}"),
+    Case("run-warmup-over-1", "run_finetune", TRAIN + " --warmup_proportion=1.5 --output_dir={out}"),
+    Case("run-precision-fp8", "run_finetune", TRAIN + " --precision=fp8 --output_dir={out}"),
+    Case("run-option-of-another-task", "run_finetune", TRAIN + " --c3_subsets=d --output_dir={out}"),
+    Case("run-unknown-task", "run_finetune", TRAIN + " --task=squad --output_dir={out}"),
     # export.to_pb
     Case("to_pb-bit-flipped-checkpoint", "to_pb", "--output_dir {w}/run_flipped --output {out}/model.pb"),
     Case("to_pb-truncated-checkpoint", "to_pb", "--output_dir {w}/run_truncated --output {out}/model.pb"),
@@ -129,6 +147,8 @@ CASES = [
                                            "--task=cmrc2018 --vocab_file {w}/vocab.txt --max_seq_length 128 "
                                            "--output {out}/model.pb", "config_utf16.json"),
     Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
+    Case("to_pb-doc-stride-0", "to_pb", "--checkpoint {w}/run --config {w}/tiny_config.json --task cmrc2018 "
+                                        "--max_seq_length 128 --doc_stride 0 --output {out}/model.pb"),
     # export.to_pytorch
     Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
                                                           "{w}/tiny_config.json --output {out}"),

@@ -30,9 +30,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import horovod_job_env, horovodrun
+from conftest import ROOT, horovod_job_env, horovodrun
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tf_mrc", "resources", "tiny")
 HANG_GUARD_SECONDS = 300     # a hang check only: these jobs end in well under a minute here
 STEPS = 30                   # 28 features x 30 epochs / global batch 28

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import char_tokenizer, data_file
 from tf_mrc.tasks import DataError, FeatureSettings, get_task
 from tf_mrc.tasks.span import align_answer, max_context_flags
 from tf_mrc.tokenization import ChineseConverter, TokenizerError, WordPieceTokenizer
@@ -137,17 +138,11 @@ def test_json_lines_articles_read_like_the_document(tmp_path):
         next(stream)
 
 
-def _tiny_tokenizer(tmp_path, text):
-    vocab = tmp_path / "vocab.txt"
-    chars = sorted(set(text) - {" "})
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + chars) + "\n", encoding="utf-8")
-    return WordPieceTokenizer(str(vocab))
-
 
 def test_windows_labels_and_max_context(tmp_path):
     context = "一二三四五六七八九十甲乙丙丁戊己庚辛壬癸"   # 20 tokens
     qas = [{"id": "q", "question": "问", "answers": [{"text": "丙丁", "answer_start": 12}]}]
-    tokenizer = _tiny_tokenizer(tmp_path, context + "问")
+    tokenizer = char_tokenizer(tmp_path, sorted(set(context + "问")))
     task = get_task("cmrc2018")
     examples = task.read_examples(_write(tmp_path, _dataset(context, qas)), True)
     settings = FeatureSettings(max_seq_length=12, doc_stride=4, max_query_length=4)
@@ -199,7 +194,7 @@ def test_max_context_flags_equal_the_reference_rule_on_random_layouts():
 def test_decoding_respects_end_after_start_length_and_passage(tmp_path):
     context = "一二三四五六七八九十"
     qas = [{"id": "q", "question": "三四", "answers": [{"text": "六七", "answer_start": 5}]}]
-    tokenizer = _tiny_tokenizer(tmp_path, context)
+    tokenizer = char_tokenizer(tmp_path, sorted(set(context)))
     task = get_task("cmrc2018")
     examples = task.read_examples(_write(tmp_path, _dataset(context, qas)), False)
     settings = FeatureSettings(max_seq_length=32, max_answer_length=3)
@@ -227,7 +222,7 @@ def test_oracle_recovers_answers_across_windows(tmp_path):
     context = "一二三四五六七八九十甲乙丙丁戊己庚辛壬癸"
     qas = [{"id": "q%d" % i, "question": "问", "answers": [{"text": context[i:i + 2], "answer_start": i}]}
            for i in range(0, 18, 3)]
-    tokenizer = _tiny_tokenizer(tmp_path, context + "问")
+    tokenizer = char_tokenizer(tmp_path, sorted(set(context + "问")))
     task = get_task("cmrc2018")
     examples = task.read_examples(_write(tmp_path, _dataset(context, qas)), False)
     settings = FeatureSettings(max_seq_length=12, doc_stride=3, max_query_length=4)
@@ -266,14 +261,14 @@ def test_drcd_answers_are_cut_from_the_traditional_passage(tmp_path, chinese_voc
     assert predictions == {"d1": "臺北市"}
 
 
-@pytest.mark.parametrize("task_name, path", [("cmrc2018", "cmrc2018/cmrc2018_trial.json"),
-                                             ("drcd", "drcd/DRCD_dev.sample.json")])
+@pytest.mark.parametrize("task_name, path", [("cmrc2018", "cmrc2018/cmrc2018_trial.excerpt.json"),
+                                             ("drcd", "drcd/DRCD_dev.excerpt.json")])
 def test_oracle_on_real_samples(task_name, path, chinese_vocab):
-    """Every aligned, not-too-long, token-exact gold answer comes back verbatim through windows + decoding."""
-    from conftest import shared_file
+    """Every aligned, not-too-long, token-exact gold answer comes back verbatim through windows + decoding
+    (short windows, so that passages span several)."""
     task = get_task(task_name)
-    examples = task.read_examples(str(shared_file(path)), False)
-    settings = FeatureSettings()
+    examples = task.read_examples(data_file(path), False)
+    settings = FeatureSettings(max_seq_length=128, doc_stride=32)
     featurized = task.featurize(examples, WordPieceTokenizer(chinese_vocab), settings, False)
     predictions, _ = task.postprocess(examples, featurized.sidecar, task.oracle_outputs(examples, featurized),
                                       settings)

@@ -2,7 +2,7 @@
 
 References: XLNet's input layout (``A <sep> B <sep> <cls>``, left padding, segment ids 0/1, <cls> 2, padding 3)
 rebuilt here from the task's own parts; the original passages (answers must come back as their exact characters);
-a tiny model that must fit the shipped passages; the publishers' CMRC 2018 trial sample through the audit.
+a tiny model that must fit the shipped passages; the publishers' CMRC 2018 trial excerpt (tests/data) through the audit.
 The SentencePiece models are trained inside the tests (XLNet's special symbols on ids 0..8), never committed.
 """
 import json
@@ -10,8 +10,7 @@ import re
 
 import pytest
 
-from conftest import shared_file, spm_sentences, train_xlnet_spm
-from test_tasks_end_to_end import _c3_file, _chid_file, _cjrc_file
+from conftest import c3_file, chid_file, cjrc_file, data_file, spm_sentences, train_xlnet_spm
 from tf_mrc import audit, experiment
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import FeatureSettings, get_task
@@ -158,7 +157,7 @@ def test_drcd_spans_stay_in_the_original_characters(tokenizer, tmp_path):
 
 def test_c3_packs_three_parts_the_xlnet_way(tokenizer, tmp_path):
     task = get_task("c3")
-    examples = task.read_examples(_c3_file(tmp_path / "c3.json"), is_training=False)
+    examples = task.read_examples(c3_file(tmp_path / "c3.json"), is_training=False)
     settings = FeatureSettings(max_seq_length=48)
     featurized = task.featurize(examples[:3], tokenizer, settings, is_training=False)
     for example, arrays in zip(examples, featurized.arrays):
@@ -194,9 +193,9 @@ def test_chid_blank_is_mask_tokens_other_blanks_unknown(tokenizer, tmp_path):
 
 @pytest.mark.parametrize("task_name, make, max_len, metric", [
     ("cmrc2018", None, 128, "em"),
-    ("cjrc", _cjrc_file, 128, "em"),
-    ("c3", _c3_file, 128, "accuracy"),
-    ("chid", _chid_file, 64, "accuracy"),
+    ("cjrc", cjrc_file, 128, "em"),
+    ("c3", c3_file, 128, "accuracy"),
+    ("chid", chid_file, 64, "accuracy"),
 ])
 def test_oracle_is_perfect_on_every_task(tokenizer, tmp_path, task_name, make, max_len, metric):
     """Gold labels pushed through the XLNet features, post-processing and metric: choice tasks score 100, span
@@ -262,7 +261,7 @@ def test_cmrc2018_trains_evaluates_and_predicts(tmp_path, spm_model, tokenizer):
 
 
 def test_c3_trains_evaluates_and_predicts(tmp_path, spm_model):
-    data = _c3_file(tmp_path / "c3.json")
+    data = c3_file(tmp_path / "c3.json")
     spec = xlnet_spec(tmp_path, spm_model, task="c3", train_file=data, dev_file=data, max_seq_length=128,
                       num_train_epochs=6.0)
     results = experiment.run(spec)
@@ -276,11 +275,11 @@ def test_c3_trains_evaluates_and_predicts(tmp_path, spm_model):
 
 
 # -- the publishers' CMRC 2018 trial sample -----------------------------------------------------------------
-def test_audit_of_the_cmrc2018_trial_sample(tmp_path, capsys):
+def test_audit_of_the_cmrc2018_trial_excerpt(tmp_path, capsys):
     """``tf_mrc.audit --model xlnet_mid --spm_model ..`` on the real sample, with a unigram model (XLNet's kind)
     trained on the sample's own passages. Character offsets bring every answer back: the oracle loses exactly
     the answers decoding cannot return (longer than --max_answer_length, or a boundary inside a piece)."""
-    data = str(shared_file("cmrc2018/cmrc2018_trial.json"))
+    data = data_file("cmrc2018/cmrc2018_trial.excerpt.json")
     trial = json.load(open(data, encoding="utf-8"))["data"]
     contexts = [p["context"] for a in trial for p in a["paragraphs"]]
     spm_model = train_xlnet_spm(tmp_path, contexts, 8000, "unigram")
@@ -290,7 +289,8 @@ def test_audit_of_the_cmrc2018_trial_sample(tmp_path, capsys):
         return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     report = run_audit()
-    assert report["examples"] == 1002 and report["unaligned"] == 0 and report["truncated"] == 0
+    assert report["examples"] == len(get_task("cmrc2018").read_examples(data, False)) and report["unaligned"] == 0
+    assert report["truncated"] == 0
     assert report["other"]["too_long"] > 0 and report["other"]["inexact"] > 0
     assert report["oracle"]["em"] >= oracle_floor(report), report
     unlimited = run_audit("--max_answer_length", "512")

@@ -1,7 +1,7 @@
 """One fine-tuning experiment: resolve files, model and hyperparameters, then train / evaluate / predict.
 
-``run_finetune.py`` turns flags into a RunSpec; tests and tools build one directly. Every task, encoder and
-process count goes through the same ``run``.
+``run_finetune.py`` turns flags into a RunSpec (tf_mrc.options); tests and tools build one directly. Every task,
+encoder and process count goes through the same ``run``, which validates the spec before any work.
 """
 import dataclasses
 import glob
@@ -10,66 +10,15 @@ import math
 import os
 import shutil
 import tempfile
-from typing import Optional
-
-from tf_mrc import compat, distributed, outputs, presets, pretrained, restart
+from tf_mrc import compat, distributed, options, outputs, presets, pretrained, restart
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
+from tf_mrc.options import RunSpec
 from tf_mrc.tasks import FeatureSettings, get_task
-from tf_mrc.modeling.layouts import LAYOUTS, check_max_seq_length, check_recompute, descriptor
+from tf_mrc.modeling.layouts import LAYOUTS, descriptor
 from tf_mrc.tokenization import load_tokenizer
 
 RESOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources")
-
-
-@dataclasses.dataclass
-class RunSpec:
-    task: str = "cmrc2018"
-    model: str = "roberta_wwm_ext_base"
-    output_dir: str = "runs/out"
-    data_dir: Optional[str] = None
-    train_file: Optional[str] = None
-    dev_file: Optional[str] = None
-    predict_file: Optional[str] = None
-    init_checkpoint: Optional[str] = None
-    vocab_file: Optional[str] = None
-    spm_model: Optional[str] = None
-    config_file: Optional[str] = None
-    do_train: bool = False
-    do_eval: bool = False
-    do_predict: bool = False
-    seeds: int = 1
-    seed: int = 12345
-    lower_case: Optional[bool] = None     # None: the layout's convention (see load_tokenizer)
-    max_seq_length: Optional[int] = None
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 50
-    n_best_size: int = 20
-    num_train_epochs: Optional[float] = None
-    train_batch_size: Optional[int] = None
-    predict_batch_size: int = 32
-    learning_rate: Optional[float] = None
-    warmup_proportion: Optional[float] = None
-    max_train_steps: Optional[int] = None
-    save_checkpoints_steps: int = 1000
-    keep_checkpoint_max: int = 3
-    log_every: int = 50
-    kernels: str = "fused"
-    cache_dir: Optional[str] = None
-    preprocess_workers: Optional[int] = None  # featurization processes per rank (None: the cores, shared by ranks)
-    lr_scale_with_workers: bool = False
-    fp16_allreduce: bool = False
-    precision: str = "fp32"               # fp32 | fp16 | bf16 compute; variables stay fp32 (see tf_mrc.training)
-    loss_scale_growth_interval: int = 2000  # fp16: clean steps before the loss scale doubles
-    recompute: bool = False               # gradient checkpointing per transformer block
-    attention_dropout_placement: str = "probs"  # probs (BERT) | context (see tf_mrc.ops.attention_dropout)
-    xla: bool = False                     # XLA JIT auto-clustering, best effort
-    # The training recipe (train_batch_size above is the global batch, over workers and accumulation).
-    grad_accum_steps: Optional[int] = None  # micro-batches per optimizer step; None: the preset's (1; C3: 4)
-    weight_decay: Optional[float] = None  # AdamW decoupled weight decay; None: the preset's (0.01)
-    eval_every_epochs: float = 0.5        # with --do_train --do_eval: dev evaluation interval in epochs; 0: off
-    task_options: dict = dataclasses.field(default_factory=dict)
 
 
 def embedded_default(output_dir="runs/embedded_default"):
@@ -130,30 +79,6 @@ def _check_checkpoint_vocab(init_checkpoint, config):
         if name in shapes and shapes[name][0] != config.vocab_size:
             raise UserError("--init_checkpoint %s has %d word embeddings but the vocabulary/config has %d"
                             % (init_checkpoint, shapes[name][0], config.vocab_size))
-
-
-def _check_training_options(spec, config, hparams):
-    from tf_mrc import ops
-    from tf_mrc.compat import IS_TF1
-    from tf_mrc.training import PRECISIONS
-    if spec.precision not in PRECISIONS:
-        raise UserError("--precision must be one of %s, got %r" % ("|".join(PRECISIONS), spec.precision))
-    if spec.precision == "bf16" and IS_TF1:
-        raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); use fp16")
-    for name in ("grad_accum_steps", "train_batch_size", "loss_scale_growth_interval"):
-        value = hparams[name] if name in hparams else getattr(spec, name)
-        if value < 1:
-            raise UserError("--%s must be >= 1, got %d" % (name, value))
-    if spec.eval_every_epochs < 0:
-        raise UserError("--eval_every_epochs must be >= 0 (0: no evaluation during training), got %g"
-                        % spec.eval_every_epochs)
-    if spec.preprocess_workers is not None and spec.preprocess_workers < 1:
-        raise UserError("--preprocess_workers must be >= 1, got %d" % spec.preprocess_workers)
-    if spec.attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
-        raise UserError("--attention_dropout_placement must be one of %s, got %r"
-                        % ("|".join(ops.ATTENTION_DROPOUT_SITES), spec.attention_dropout_placement))
-    if spec.recompute:
-        check_recompute(config)
 
 
 @dataclasses.dataclass
@@ -248,6 +173,7 @@ def run(spec, log=print, dist=None):
     ``dist``: the process layout (default: ``distributed.detect()``)."""
     if dist is None:
         dist = distributed.detect()
+    options.validate(spec)
     spec = pretrained.resolve_init_checkpoint(spec, dist, log)
     task = get_task(spec.task, spec.task_options)
     config, tokenizer, preset_max_len = resolve_model(spec, log)
@@ -255,11 +181,10 @@ def run(spec, log=print, dist=None):
     for key in hparams:
         if getattr(spec, key) is not None:
             hparams[key] = getattr(spec, key)
-    _check_training_options(spec, config, hparams)
     max_len = spec.max_seq_length or min(preset_max_len, task.default_max_seq_length)
-    check_max_seq_length(config, max_len)
     settings = FeatureSettings(max_len, spec.doc_stride, spec.max_query_length, spec.max_answer_length,
                                spec.n_best_size)
+    options.validate_for_model(spec, task, config, tokenizer, settings)
     files = {}
     if spec.do_train:
         files["train"] = _resolve(spec, spec.train_file, "train", task)

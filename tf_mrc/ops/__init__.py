@@ -77,9 +77,6 @@ def attention_dropout(x, rate, site, placement="probs", dropout_fn=None):
     """
     if site not in ATTENTION_DROPOUT_SITES:
         raise ValueError("attention dropout site must be one of %s, got %r" % ("|".join(ATTENTION_DROPOUT_SITES), site))
-    if placement not in ATTENTION_DROPOUT_SITES:
-        raise ValueError("attention dropout placement must be one of %s, got %r"
-                         % ("|".join(ATTENTION_DROPOUT_SITES), placement))
     if site != placement or (isinstance(rate, (int, float)) and rate == 0):
         return x
     if dropout_fn is None:

@@ -11,7 +11,10 @@ import json
 import re
 import unicodedata
 
+import numpy as np
+
 from tf_mrc.errors import UserError
+from tf_mrc.options import RunSpec
 
 
 class DataError(UserError):
@@ -23,15 +26,36 @@ class DataError(UserError):
 
 @dataclasses.dataclass
 class FeatureSettings:
-    """Everything featurization depends on; part of the feature-cache key."""
+    """Everything featurization depends on; part of the feature-cache key. Defaults: the run options'."""
     max_seq_length: int = 512
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 50
-    n_best_size: int = 20
+    doc_stride: int = RunSpec.doc_stride
+    max_query_length: int = RunSpec.max_query_length
+    max_answer_length: int = RunSpec.max_answer_length
+    n_best_size: int = RunSpec.n_best_size
 
     def key(self):
         return "s%d-d%d-q%d" % (self.max_seq_length, self.doc_stride, self.max_query_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOption:
+    """One option a task reads, declared once: every command builds its flag and check from it."""
+    name: str
+    kind: type                 # str | int | float
+    default: object
+    help: str
+    choices: tuple = ()
+
+    def check(self, task, value):
+        """``value`` if it is of this option's kind and among its choices, else a UserError naming the flag."""
+        if value is None:
+            return value
+        numeric = self.kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (numeric or isinstance(value, self.kind)):
+            raise UserError("%s: --%s must be a %s, got %r" % (task, self.name, self.kind.__name__, value))
+        if self.choices and value not in self.choices:
+            raise UserError("%s: --%s must be one of %s, got %r" % (task, self.name, "|".join(self.choices), value))
+        return value
 
 
 @dataclasses.dataclass
@@ -41,6 +65,17 @@ class Featurized:
     arrays: list
     sidecar: list
     stats: dict = dataclasses.field(default_factory=dict)   # e.g. {"truncated": n}, reported by the audit
+
+
+def log_softmax(logits):
+    """Log-probabilities of a vector of logits, computed in float64."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - np.max(shifted)
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def softmax(logits):
+    return np.exp(log_softmax(logits))
 
 
 def _unreadable(path, err):
@@ -175,10 +210,22 @@ class Task:
     metric_names = ()    # the keys of evaluate()'s result that the results table reports, headline first
     default_max_seq_length = 512
     default_files = {}   # role ('train' | 'dev' | 'predict') -> file name inside --data_dir
+    declared_options = ()   # the TaskOptions this task reads; the commands turn them into flags
 
     def __init__(self, options=None):
-        """``options``: a dict of task-specific flags (e.g. chid_answers, c3_subsets, split_ratio)."""
-        self.options = dict(options or {})
+        """``options``: {name: value} of this task's declared options; the others take their defaults."""
+        declared = {option.name: option for option in self.declared_options}
+        unknown = sorted(set(options or {}) - set(declared))
+        if unknown:
+            raise UserError("--%s is not an option of task %s (its options: %s)" % (
+                unknown[0], self.name, ", ".join("--" + name for name in declared) or "none"))
+        self.options = {name: option.check(self.name, (options or {}).get(name, option.default))
+                        for name, option in declared.items()}
+
+    @classmethod
+    def options_for_file(cls, options, path):
+        """The options for reading ``path``, a file the user named (``tf_mrc.evaluate``, ``tf_mrc.audit``)."""
+        return options
 
     # -- data ---------------------------------------------------------------------------------------
     def read_examples(self, path, is_training):
@@ -198,6 +245,9 @@ class Task:
     def cache_identity(self):
         """What besides files and settings decides this task's features (its options, by default)."""
         return dict(self.options)
+
+    def check_settings(self, settings, tokenizer):
+        """Raise UserError when ``settings`` cannot hold this task's inputs (checked once, before any work)."""
 
     def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
         """Yield (arrays, sidecar record) for each feature of ``examples`` (any iterable), in order (see
@@ -290,18 +340,6 @@ _REGISTRY = {}
 
 
 def register(cls):
+    """Class decorator of a task module (tf_mrc/tasks/<module>.py): makes the task known to every command."""
     _REGISTRY[cls.name] = cls
     return cls
-
-
-def get_task(name, options=None):
-    """The task called ``name`` (its module is imported on first use)."""
-    import importlib
-    if name not in _REGISTRY:
-        try:
-            importlib.import_module("tf_mrc.tasks." + name)
-        except ImportError:
-            pass
-    if name not in _REGISTRY:
-        raise ValueError("unknown task %r; known: cmrc2018, drcd, cjrc, chid, c3" % name)
-    return _REGISTRY[name](options)

@@ -13,7 +13,7 @@ import numpy as np
 
 from tf_mrc import metrics
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, Task, load_json, load_json_lines
+from tf_mrc.tasks.base import DataError, Task, load_json, load_json_lines, log_softmax
 
 
 @dataclasses.dataclass
@@ -52,11 +52,6 @@ def truncate_longest_first(lengths, budget):
                 lengths[i] = top - rounds - (1 if rank < extra else 0)
             excess = 0
     return lengths
-
-
-def log_softmax(logits):
-    shifted = logits - np.max(logits)
-    return shifted - np.log(np.sum(np.exp(shifted)))
 
 
 def choice_index(example, value):

@@ -4,7 +4,7 @@ from tf_mrc.tasks.span import SpanTask, iter_squad_style, squad_example
 
 
 @register
-class Cmrc2018(SpanTask):
+class Cmrc2018Task(SpanTask):
     name = "cmrc2018"
     default_files = {"train": "cmrc2018_train.json", "dev": "cmrc2018_dev.json", "predict": "cmrc2018_test.json"}
 

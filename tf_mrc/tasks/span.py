@@ -12,8 +12,8 @@ from typing import List, Optional
 import numpy as np
 
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, QuestionIds, Task, check_text, is_blank, iter_json_lines, load_json, \
-    question_id, text_lines
+from tf_mrc.tasks.base import (DataError, QuestionIds, Task, check_text, is_blank, iter_json_lines, load_json,
+                               question_id, softmax, text_lines)
 
 ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
@@ -187,18 +187,38 @@ def window_pairs(output, first, count, settings):
 
 
 class SpanTask(Task):
-    """Shared by every span task: subclasses implement ``iter_examples`` or ``read_examples`` (and CJRC the
-    class head's decoding)."""
+    """Shared by every span task: subclasses implement ``iter_examples`` or ``read_examples``; a task whose head
+    predicts more than the span (CJRC) overrides the three hooks ``label_shapes``, ``window_labels`` and
+    ``oracle_head_outputs``."""
 
     head = "span"
     metric_names = ("f1", "em")
+
+    def label_shapes(self):
+        """{name: shape} of the labels this task adds to every window."""
+        return {}
+
+    def window_labels(self, example, span_in_window):
+        """The added labels of one window of ``example`` (``span_in_window``: its gold span lies inside)."""
+        return {}
+
+    def oracle_head_outputs(self, features):
+        """What a perfect model outputs for the added labels of one feature."""
+        return {}
+
+    def check_settings(self, settings, tokenizer):
+        room = settings.max_seq_length - settings.max_query_length - tokenizer.num_special_tokens(2)
+        if room < 1:
+            raise UserError("--max_seq_length must be >= %d (--max_query_length %d + %d special tokens + 1 passage "
+                            "token), got %d" % (settings.max_query_length + tokenizer.num_special_tokens(2) + 1,
+                                                settings.max_query_length, tokenizer.num_special_tokens(2),
+                                                settings.max_seq_length))
 
     def feature_shapes(self, settings):
         t = settings.max_seq_length
         shapes = {"input_ids": [t], "input_mask": [t], "segment_ids": [t], "example_index": [],
                   "start_position": [], "end_position": []}
-        if self.head == "span_class":
-            shapes.update({"answer_class": [], "class_weight": []})
+        shapes.update(self.label_shapes())
         return shapes
 
     def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
@@ -224,10 +244,8 @@ class SpanTask(Task):
                 stats["unaligned"] += 1
                 if is_training:
                     continue
+            # >= 1 passage token: check_settings ensures it before any work
             max_doc = settings.max_seq_length - len(query_ids) - tokenizer.num_special_tokens(2)
-            if max_doc <= 0:
-                raise UserError("max_seq_length %d leaves no room for the passage after a %d-token question"
-                                 % (settings.max_seq_length, len(query_ids)))
             windows, start = [], 0
             while True:
                 length = min(len(doc_ids) - start, max_doc)
@@ -248,8 +266,7 @@ class SpanTask(Task):
                 features = {"input_ids": packed.input_ids, "input_mask": packed.input_mask,
                             "segment_ids": packed.segment_ids, "example_index": example_index,
                             "start_position": start_pos, "end_position": end_pos}
-                if self.head == "span_class":
-                    features.update(self._class_labels(example, start_pos != packed.cls_index))
+                features.update(self.window_labels(example, start_pos != packed.cls_index))
                 yield features, {
                     "example_index": example_index, "doc_offset": doc_offset, "cls_index": packed.cls_index,
                     "spans": spans[start:start + length],
@@ -265,14 +282,6 @@ class SpanTask(Task):
         begin, end = example.answer_start, example.answer_start + len(example.answer_text)
         covering = [i for i, (s, e) in enumerate(spans) if e > begin and s < end]
         return (covering[0], covering[-1]) if covering else None
-
-    def _class_labels(self, example, span_in_window):
-        """CJRC's class labels for one window. A span question whose answer lies outside this window says
-        nothing about the class, so its class loss is switched off there (weight 0) instead of teaching
-        the head 'unknown' for an answerable question."""
-        answer_class = ANSWER_CLASSES.index(example.answer_type)
-        weight = 0 if example.answer_type == "span" and not span_in_window else 1
-        return {"answer_class": answer_class, "class_weight": weight}
 
     # -- decoding ---------------------------------------------------------------------------------
     def span_candidates(self, examples, sidecar, outputs, settings):
@@ -300,10 +309,7 @@ class SpanTask(Task):
                                        "start_logit": start_score, "end_logit": end_score}
             ranked = sorted(found.values(), key=lambda c: -c["score"])[:settings.n_best_size]
             if ranked:
-                scores = np.array([c["score"] for c in ranked])
-                probs = np.exp(scores - scores.max())
-                probs /= probs.sum()
-                for candidate, p in zip(ranked, probs):
+                for candidate, p in zip(ranked, softmax([c["score"] for c in ranked])):
                     candidate["probability"] = float(p)
             candidates[example.qid] = ranked
         return candidates
@@ -321,9 +327,7 @@ class SpanTask(Task):
             start, end = np.full(length, -10.0), np.full(length, -10.0)
             start[features["start_position"]] = end[features["end_position"]] = 10.0
             output = {"start_logits": start, "end_logits": end}
-            if self.head == "span_class":
-                output["class_logits"] = np.where(np.arange(len(ANSWER_CLASSES)) == features["answer_class"],
-                                                  10.0, -10.0)
+            output.update(self.oracle_head_outputs(features))
             outputs.append(output)
         return outputs
 
@@ -332,16 +336,7 @@ class SpanTask(Task):
 
     def evaluate(self, examples, predictions):
         from tf_mrc import metrics
-        f1 = em = 0.0
-        missing = 0
-        for example in examples:
-            if example.qid not in predictions:
-                missing += 1
-                continue
-            f1 += metrics.cmrc_f1(example.gold_texts, predictions[example.qid])
-            em += metrics.cmrc_em(example.gold_texts, predictions[example.qid])
-        total = max(len(examples), 1)
-        return {"f1": 100.0 * f1 / total, "em": 100.0 * em / total, "total": len(examples), "skipped": missing}
+        return metrics.evaluate_cmrc([(example.qid, example.gold_texts) for example in examples], predictions)
 
 
 def squad_example(qa, context, **extra):
