@@ -5,7 +5,8 @@ The tools run in this process (their ``main(argv)``, stdout and stderr captured)
 once for the whole table; only Ctrl-C needs a child process. All cases share one ``world`` directory of good
 and bad inputs, built once; its files are hashed before and after every case.
 
-Adding a case is one line in CASES: ``Case(id, cli, arguments)``. In the arguments ``{w}`` is the world
+Adding a case is one line in CASES: ``Case(id, cli, arguments)``, or ``Case(id, cli, arguments, expect)`` when
+the error line must contain ``expect`` (a check another error would pass). In the arguments ``{w}`` is the world
 directory and ``{out}`` a fresh directory that does not exist yet; put new input files in ``build_world``.
 """
 import collections
@@ -31,7 +32,7 @@ TINY_FLAGS = ("--task=cmrc2018 --model=tiny --vocab_file={w}/vocab.txt --max_seq
               "--max_query_length=32")
 TRAIN = TINY_FLAGS + " --train_file={w}/passages.json --do_train"   # a later flag of the same name wins
 
-Case = collections.namedtuple("Case", "id cli args")
+Case = collections.namedtuple("Case", "id cli args expect", defaults=(None,))
 
 CASES = [
     # tf_mrc.evaluate: data files
@@ -43,6 +44,10 @@ CASES = [
     Case("eval-data-is-a-directory", "evaluate", "--task=cmrc2018 {w}/a_directory {w}/predictions.json"),
     Case("eval-data-missing", "evaluate", "--task=cmrc2018 {w}/nothing.json {w}/predictions.json"),
     Case("eval-data-bad-json", "evaluate", "--task=cmrc2018 {w}/broken.json {w}/predictions.json"),
+    Case("eval-answer-start-true", "evaluate", "--task=cmrc2018 {w}/answer_start_true.json {w}/predictions.json",
+         "answer_start"),
+    Case("eval-answer-start-text", "evaluate", "--task=cmrc2018 {w}/answer_start_text.json {w}/predictions.json",
+         "answer_start"),
     Case("eval-drcd-duplicate-id", "evaluate", "--task=drcd {w}/dup_ids.json {w}/predictions.json"),
     Case("eval-cjrc-duplicate-id", "evaluate", "--task=cjrc {w}/cjrc_dup_ids.json {w}/predictions.json"),
     Case("eval-chid-fewclue-duplicate-id", "evaluate", "--task=chid {w}/chid_dup_ids.json {w}/chid_predictions.json"),
@@ -62,6 +67,10 @@ CASES = [
     Case("eval-predictions-of-another-file", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/foreign.json"),
     Case("eval-predictions-directory", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/a_directory"),
     Case("eval-c3-nbest-file", "evaluate", "--task=c3 {w}/c3-d-dev.json {w}/c3_nbest.json"),
+    Case("eval-chid-index-outside-candidates", "evaluate", "--task=chid {w}/chid_one.json {w}/chid_index_-1.json",
+         "question 7"),
+    Case("eval-c3-index-outside-choices", "evaluate", "--task=c3 {w}/c3-d-dev.json {w}/c3_index_2.json",
+         "question d-doc1-0"),
     # tf_mrc.audit
     Case("audit-duplicate-id", "audit", "--task=cmrc2018 --data {w}/dup_ids.json --vocab_file {w}/vocab.txt"),
     Case("audit-empty-data", "audit", "--task=cmrc2018 --data {w}/empty_data.json --vocab_file {w}/vocab.txt"),
@@ -77,6 +86,8 @@ CASES = [
                                                    "{w}/vocab.txt --max_seq_length -1"),
     Case("audit-max-seq-length-below-question", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file "
                                                          "{w}/vocab.txt --max_seq_length 10"),
+    Case("audit-answer-start-true", "audit", "--task=cmrc2018 --data {w}/answer_start_true.json --vocab_file "
+                                             "{w}/vocab.txt", "answer_start"),
     Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
     Case("audit-bad-opencc-config", "audit", "--task=drcd --opencc_config=no_such --data {w}/passages.json "
                                              "--vocab_file {w}/vocab.txt"),
@@ -100,8 +111,14 @@ CASES = [
                       "--output_dir={out}"),
     Case("run-train-file-empty-data", "run_finetune", TRAIN + " --train_file={w}/empty_data.json --output_dir={out}"),
     Case("run-train-file-duplicate-id", "run_finetune", TRAIN + " --train_file={w}/dup_ids.json --output_dir={out}"),
+    Case("run-train-file-answers-unaligned", "run_finetune", TRAIN + " --train_file={w}/unaligned.json "
+                                                                    "--output_dir={out}", "\"unaligned\": 2"),
     Case("run-train-file-missing", "run_finetune", TRAIN + " --train_file={w}/nothing.json --output_dir={out}"),
     Case("run-vocab-not-wordpiece", "run_finetune", TRAIN + " --vocab_file={w}/broken.json --output_dir={out}"),
+    Case("run-config-not-utf8", "run_finetune", TRAIN + " --config_file={w}/config_utf16.json --output_dir={out}",
+         "config_utf16.json"),
+    Case("run-config-is-a-directory", "run_finetune", TRAIN + " --config_file={w}/a_directory --output_dir={out}",
+         "a_directory"),
     Case("run-nothing-to-do", "run_finetune", TINY_FLAGS + " --output_dir={out}"),
     # run_finetune.py: every numeric flag and choice, checked before any work
     Case("run-doc-stride-0", "run_finetune", TRAIN + " --doc_stride=0 --output_dir={out}"),
@@ -126,6 +143,9 @@ CASES = [
     Case("to_pb-output-not-writable", "to_pb", "--output_dir {w}/run --output /proc/tf_mrc_fuzz/model.pb"),
     Case("to_pb-flags-unused-with-output-dir", "to_pb", "--output_dir {w}/run --output {out}/model.pb --task=c3 "
                                                         "--n_best_size=5"),
+    Case("to_pb-config-not-utf8", "to_pb", "--checkpoint {w}/run/model.ckpt-1 --config {w}/config_utf16.json "
+                                           "--task=cmrc2018 --vocab_file {w}/vocab.txt --max_seq_length 128 "
+                                           "--output {out}/model.pb", "config_utf16.json"),
     Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
     Case("to_pb-doc-stride-0", "to_pb", "--checkpoint {w}/run --config {w}/tiny_config.json --task cmrc2018 "
                                         "--max_seq_length 128 --doc_stride 0 --output {out}/model.pb"),
@@ -140,6 +160,8 @@ CASES = [
                                                          "--output /proc/tf_mrc_fuzz"),
     Case("to_pytorch-vocab-missing", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json --output {out} "
                                                    "--vocab_file {w}/nothing.txt"),
+    Case("to_pytorch-config-not-utf8", "to_pytorch", "--checkpoint {w}/run --config {w}/config_utf16.json "
+                                                     "--output {out}", "config_utf16.json"),
     Case("to_pytorch-no-checkpoint", "to_pytorch", "--checkpoint {w}/a_directory --config {w}/tiny_config.json "
                                                    "--output {out}"),
     # export.from_pytorch
@@ -151,6 +173,13 @@ CASES = [
     Case("demo-corrupt-pb", "serving_demo", "--pb {w}/corrupt.pb --passage 文 --question 问"),
     Case("demo-truncated-pb", "serving_demo", "--pb {w}/truncated.pb --passage 文 --question 问"),
     Case("demo-no-sidecar", "serving_demo", "--pb {w}/passages.json --passage 文 --question 问"),
+    # serving_demo: flags checked before the graph loads (corrupt.pb would be refused after them)
+    Case("demo-port-negative", "serving_demo", "--pb {w}/corrupt.pb --serve -1", "0-65535"),
+    Case("demo-port-above-65535", "serving_demo", "--pb {w}/corrupt.pb --serve 99999", "0-65535"),
+    Case("demo-output-is-a-directory", "serving_demo", "--pb {w}/corrupt.pb --output {w}/a_directory", "--output"),
+    Case("demo-output-not-writable", "serving_demo", "--pb {w}/corrupt.pb --output /proc/tf_mrc_fuzz/p.json",
+         "--output"),
+    Case("demo-blank-passage", "serving_demo", "--pb {w}/corrupt.pb --passage ' \u200b' --question 问", "--passage"),
 ]
 
 
@@ -216,8 +245,11 @@ def build_world(w):
     _write(w / "null_id.json", _squad([_question(None)]))
     _write(w / "blank_passage.json", _squad([_question("q")], context=" \u200b\u200d\ufeff\n"))
     _write(w / "empty_data.json", {"data": []})
+    _write(w / "unaligned.json", _squad([_question("q1", answer="湖"), _question("q2", answer="山")]))
     _write(w / "lone_surrogate.json", json.dumps(_squad([_question("q")], context="有\ud800文")))
     _write(w / "no_answers.json", _squad([_question("q", answer=None)]))
+    for name, start in (("answer_start_true.json", True), ("answer_start_text.json", "1")):
+        _write(w / name, _squad([dict(_question("q"), answers=[{"text": "文", "answer_start": start}])]))
     lines = lambda records: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)  # noqa: E731
     _write(w / "chid_dup_ids.json", lines([_fewclue(7), _fewclue("7")]))
     _write(w / "chid_null_id.json", lines([_fewclue(None)]))
@@ -226,11 +258,14 @@ def build_world(w):
     _write(w / "chid_dup_blanks.json", lines([chid_line, chid_line]))
     _write(w / "chid_dup_blanks_answer.json", {"#idiom000001#": 0})
     _write(w / "chid_predictions.json", {"7": 0})
+    _write(w / "chid_one.json", lines([_fewclue(7)]))
+    _write(w / "chid_index_-1.json", {"7": -1})
     _write(w / "c3_dup_ids.json", _c3([_c3_question(5), _c3_question("5")]))
     _write(w / "c3_null_id.json", _c3([_c3_question(None)]))
     _write(w / "c3_blank.json", _c3([_c3_question("absent")], sentences=["\u200b", " "]))
     _write(w / "c3-d-dev.json", _c3([_c3_question("absent")]))
     _write(w / "c3_predictions.json", {"d-doc1-0": "甲"})
+    _write(w / "c3_index_2.json", {"d-doc1-0": 2})
     _write(w / "c3_nbest.json", {"d-doc1-0": [{"index": 0, "text": "甲", "probability": 1.0}]})
     _write(w / "corrupt.pb", "\x08\x96\x01 not a graph")
     _write(w / "truncated.pb", "\n\x80\x80\x80")
@@ -250,6 +285,7 @@ def build_world(w):
     stored = json.loads((w / "run" / "run_config.json").read_text(encoding="utf-8"))
     _write(w / "tiny_config.json", stored["model_config"])
     _write(w / "other_config.json", dict(stored["model_config"], intermediate_size=96))
+    (w / "config_utf16.json").write_bytes(json.dumps(stored["model_config"]).encode("utf-16"))
     for name, how in (("run_truncated", "truncate"), ("run_flipped", "flip")):
         shutil.copytree(str(w / "run"), str(w / name))
         _damage(w / name, how)
@@ -328,6 +364,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(world, tmp_path, case):
     errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
     assert "Traceback" not in out + err, err
     assert status == 2 and len(errors) == 1, (status, out, err)
+    assert case.expect is None or case.expect in errors[0], errors[0]
     changed = sorted(name for name in before if after.get(name) != before[name])
     assert not changed, "changed or removed: %s" % changed
 
@@ -392,3 +429,14 @@ def test_byte_order_mark_and_crlf_files_score_as_plain_utf8(tmp_path):
         marked = run_cli("evaluate", ["--task=" + task, str(tmp_path / ("bom_" + data)),
                                       str(tmp_path / ("bom_" + predictions))])
         assert plain[0] == 0 and marked == plain, (plain, marked)
+
+
+def test_config_with_byte_order_mark_reads_as_plain(tmp_path):
+    """A model config saved by a Windows editor (UTF-8 with a byte-order mark) reads as the plain file does."""
+    from tf_mrc.modeling.config import config_from_json
+    text = json.dumps({"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 99})
+    _write(tmp_path / "plain.json", text)
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    plain = config_from_json(str(tmp_path / "plain.json"))
+    assert plain.vocab_size == 99
+    assert config_from_json(str(tmp_path / "bom.json")) == plain

@@ -16,6 +16,7 @@ def score(task, data_path, predictions_path):
     examples = task.read_examples(data_path, is_training=False)
     task.check_gold(data_path, examples)
     predictions = task.load_predictions(predictions_path)
+    task.check_predictions(predictions_path, examples, predictions)
     if not set(predictions) & {example.qid for example in examples}:
         raise UserError("%s: none of its %d question ids is a question of %s (predictions for another file?)"
                         % (predictions_path, len(predictions), data_path))

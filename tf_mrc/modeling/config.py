@@ -128,10 +128,14 @@ def config_from_json(path, layout=None, base=None, **overrides):
     dropout of XLNet, whose config files hold none), else the ModelConfig defaults.
     """
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is not JSON
             raw = json.load(f)
     except FileNotFoundError:
         raise ConfigError("config file not found: %s" % path)
+    except OSError as err:
+        raise ConfigError("config file %s cannot be read: %s" % (path, err.strerror or err))
+    except UnicodeDecodeError as err:
+        raise ConfigError("config file %s is not UTF-8 text: %s" % (path, err))
     except json.JSONDecodeError as err:
         raise ConfigError("config file %s is not valid JSON: %s" % (path, err))
     if not isinstance(raw, dict):

@@ -302,6 +302,10 @@ class Task:
 
     answer_types = (str,)    # what a prediction may be (choice tasks also take a choice index)
 
+    def check_predictions(self, path, examples, predictions):
+        """Refuse a prediction (read from ``path``) that no answer of its example could equal; by default any
+        string may be an answer."""
+
     def load_predictions(self, path):
         """Read a predictions file in the formats ``tf_mrc.evaluate`` accepts: by default {id: answer}."""
         predictions = load_json(path)

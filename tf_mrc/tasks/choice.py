@@ -150,6 +150,14 @@ class ChoiceTask(Task):
                   for example in examples if example.qid in predictions}
         return metrics.accuracy(gold, chosen)
 
+    def check_predictions(self, path, examples, predictions):
+        """A choice index outside the example's choices is a broken predictions file, not a wrong answer."""
+        for example in examples:
+            value = predictions.get(example.qid)
+            if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < len(example.choices):
+                raise DataError(path, "question %s" % example.qid, "answer", "choice index %d is outside its %d "
+                                "choices (0-%d)" % (value, len(example.choices), len(example.choices) - 1))
+
     def load_predictions(self, path):
         """Either one JSON object {question_id: answer} or the benchmark's submission lines {"id": .., key: ..}."""
         try:

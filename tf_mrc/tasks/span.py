@@ -108,8 +108,9 @@ def iter_squad_style(path, make_example):
                         not isinstance(a, dict) or not isinstance(a.get("text"), str) for a in answers):
                     raise DataError(path, record, "answers", "expected a list of {text, answer_start}")
                 for a in answers:
-                    if not isinstance(a.get("answer_start", -1), int):
-                        raise DataError(path, record, "answers.answer_start", "not an integer")
+                    start = a.get("answer_start", -1)
+                    if isinstance(start, bool) or not isinstance(start, int):  # true would count as 1
+                        raise DataError(path, record, "answers.answer_start", "not an integer: %s" % json.dumps(start))
                 count += 1
                 yield make_example(record, article, paragraph, qa, context)
     if not count:
