@@ -398,7 +398,7 @@ def test_interrupt_names_the_last_checkpoint(tmp_path, signum, status):
         time.sleep(1.0)
         logged_while_running = log.read_text()
         child.send_signal(signum)
-        _, stderr = child.communicate(timeout=60)
+        _, stderr = child.communicate(timeout=180)
     finally:
         if child.poll() is None:
             child.kill()

@@ -138,7 +138,9 @@ def test_run_stops_before_any_work(tmp_path, overrides, message):
 # -- the task registry -----------------------------------------------------------------------------------------
 def test_every_task_module_is_registered_under_its_module_name():
     modules = {m.name for m in pkgutil.iter_modules(tasks_package.__path__)} - {"base", "span", "choice"}
-    assert task_names() == sorted(modules) == ["c3", "chid", "cjrc", "cmrc2018", "drcd"]
+    # other test modules may register stand-in tasks of their own: count the package's
+    packaged = [name for name in task_names() if type(get_task(name)).__module__.startswith("tf_mrc.tasks.")]
+    assert packaged == sorted(modules) == ["c3", "chid", "cjrc", "cmrc2018", "drcd"]
     assert all(type(get_task(name)).__name__.endswith("Task") for name in task_names())
     with pytest.raises(UserError, match="unknown task 'squad'; known: c3, chid, cjrc, cmrc2018, drcd"):
         get_task("squad")
