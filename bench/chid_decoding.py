@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 from tf_mrc.tasks.chid import ASSIGNERS
-from tf_mrc.tasks.choice import log_softmax
+from tf_mrc.tasks.base import log_softmax
 
 
 def simulate(blanks, lines, margin, rng):

@@ -256,10 +256,10 @@ def tf_mrc_losses(tf_config, checkpoint, features, batches, args, precision, mod
     config = dataclasses.replace(config_from_json(tf_config, layout="bert"), hidden_dropout_prob=0.0,
                                  attention_probs_dropout_prob=0.0)
     steps = len(batches)
-    inner = model_fn_builder(get_task("cmrc2018"), config, init_checkpoint=checkpoint,
-                             learning_rate=args.learning_rate, num_train_steps=steps,
-                             num_warmup_steps=int(steps * args.warmup_proportion), dist=SingleProcess(),
-                             precision=precision, log=lambda line: None, log_every=10 ** 9)
+    options = experiment.RunSpec(init_checkpoint=checkpoint, precision=precision, log_every=10 ** 9)
+    plan = experiment.TrainingPlan(learning_rate=args.learning_rate, num_train_steps=steps,
+                                   warmup_steps=int(steps * args.warmup_proportion))
+    inner = model_fn_builder(get_task("cmrc2018"), config, options, plan, SingleProcess(), log=lambda line: None)
     losses = []
 
     class LossRecorder(tf.train.SessionRunHook):
@@ -344,8 +344,6 @@ def trajectory(args, source, checkpoint, tf_config, features, work_dir):
 # (b) outcome
 
 def tf_mrc_spec(args, files, checkpoint, tf_config, vocab, out_dir, **fields):
-    # fields this RunSpec lacks are left out (eval_every_epochs exists once tf_mrc evaluates during training)
-    known = {field.name for field in dataclasses.fields(experiment.RunSpec)}
     values = dict(task="cmrc2018", model=args.model, output_dir=out_dir, train_file=files["train"],
                   dev_file=files["dev"], init_checkpoint=checkpoint, config_file=tf_config, vocab_file=vocab,
                   max_seq_length=args.max_seq_length, doc_stride=args.doc_stride,
@@ -355,7 +353,7 @@ def tf_mrc_spec(args, files, checkpoint, tf_config, vocab, out_dir, **fields):
                   cache_dir=os.path.join(args.work_dir, "cache"), save_checkpoints_steps=10 ** 9, log_every=100,
                   eval_every_epochs=0)  # evaluation during training: off (its own cost, not learning)
     values.update(fields)
-    return experiment.RunSpec(**{name: value for name, value in values.items() if name in known})
+    return experiment.RunSpec(**values)
 
 
 def tf_mrc_outcome(args, files, checkpoint, tf_config, vocab, precision, seed):

@@ -18,8 +18,9 @@ import numpy as np
 
 from tf_mrc import outputs
 from tf_mrc.errors import UserError, fail, first_line
-from export.mapping import ACTIVATION_WORDS, ConversionError, check_xlnet_settings, heads_in, tf_config_dict, \
-    torch_to_tf
+from tf_mrc.modeling.layouts import LAYOUTS
+from export.mapping import ACTIVATION_WORDS, ConversionError, check_fixed_settings, heads_in, tf_config_dict, \
+    torch_to_tf, variant_of
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -94,16 +95,14 @@ def read_config(path, layout=None, albert_variant=None):
         raw = None  # config_from_json reports the problem in one line
     config = config_from_json(path, layout=layout, albert_variant=albert_variant,
                               gelu_convention=None if isinstance(raw, dict) and "gelu_convention" in raw else "hf")
-    if config.layout == "xlnet":
-        check_xlnet_settings(raw, path)
+    check_fixed_settings(raw, path, config)
     return config
 
 
 def write_tf_checkpoint(values, prefix):
     """Save {name: ndarray} as a TF checkpoint (tf.train.Saver format, no meta graph) at ``prefix``."""
     from tf_mrc.compat import tf
-    directory = os.path.dirname(os.path.abspath(prefix))
-    os.makedirs(directory, exist_ok=True)
+    outputs.make_writable_directory(os.path.dirname(os.path.abspath(prefix)), "the directory of %s" % prefix)
     with tf.Graph().as_default():
         variables, feeds = {}, {}
         for name, value in sorted(values.items()):
@@ -133,7 +132,7 @@ def convert(pytorch_path, config_path, output, layout=None, albert_variant=None,
         log("note: " + note)
     heads = heads_in(values)
     log("wrote %d variables (%s%s, heads: %s, activation %s) to %s and %s" % (
-        len(values), config.layout, "/" + config.albert_variant if config.layout == "albert" else "",
+        len(values), config.layout, "/" + variant_of(config) if variant_of(config) != config.layout else "",
         ", ".join(heads) or "none", ACTIVATION_WORDS[config.activation()][0], output, config_out))
     return output, config_out
 
@@ -143,7 +142,7 @@ def main(argv=None):
     parser.add_argument("--pytorch", required=True, help="pytorch_model.bin, model.safetensors, an index or a dir")
     parser.add_argument("--config", required=True, help="the model's config.json")
     parser.add_argument("--output", required=True, help="checkpoint prefix to write, e.g. out/bert_model.ckpt")
-    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"], help="default: from the config")
+    parser.add_argument("--layout", choices=list(LAYOUTS), help="default: from the config")
     parser.add_argument("--albert_variant", choices=["google", "brightmart"],
                         help="default: brightmart when the weights have layer_shared / word_embeddings_2")
     parser.add_argument("--config_out", help="default: CKPT_PREFIX.config.json")

@@ -11,8 +11,9 @@ shared value (untie_r false), where transformers keeps one tensor per layer.
 PyTorch naming: transformers' BertModel / AlbertModel and their ``...ForQuestionAnswering`` (``qa_outputs``) and
 ``...ForMultipleChoice`` (``classifier``) heads; brightmart's ALBERT as the albert_zh PyTorch port names it
 (BERT names with ``embeddings.word_embeddings_2`` and ``encoder.layer_shared``); XLNetModel,
-XLNetForQuestionAnsweringSimple (``qa_outputs``) and XLNetForMultipleChoice (``sequence_summary.summary``,
-``logits_proj``). Earlier ports' spellings (``module.``, ``LayerNorm.gamma|beta``) are read too. The TF side is
+XLNetForQuestionAnswering (``start_logits.dense``, ``end_logits.{dense_0,LayerNorm,dense_1}``,
+``answer_class.{dense_0,dense_1}`` <-> zihangdai/xlnet run_squad's ``start_logits/dense``, ``end_logits/...``,
+``answer_class/...``) and XLNetForMultipleChoice (``sequence_summary.summary``, ``logits_proj``). Earlier ports' spellings (``module.``, ``LayerNorm.gamma|beta``) are read too. The TF side is
 what ``tf_mrc.modeling`` builds, under the published names.
 """
 import collections
@@ -23,7 +24,8 @@ import numpy as np
 from tf_mrc.errors import UserError
 from tf_mrc.modeling import albert as tf_albert
 from tf_mrc.modeling import layers as tf_layers
-from tf_mrc.modeling.checkpoint import PRETRAINING_HEAD_PREFIXES, is_training_state
+from tf_mrc.modeling.layouts import descriptor
+from tf_mrc.modeling.checkpoint import PRETRAINING_HEAD_PREFIXES, is_training_state, variable_name
 
 Rule = collections.namedtuple("Rule", ["torch", "tf", "transpose", "stack"], defaults=(None,))
 STACKED, SHARED = "layers", "shared"  # Rule.stack: TF = the per-layer tensors stacked on a new axis 0 | one copy
@@ -40,14 +42,14 @@ TORCH_ALBERT_BLOCK = tf_layers.BlockNames(
 HEADS = (("qa_outputs", "cls/squad"),            # transformers' ...ForQuestionAnswering
          ("classifier", "cls/multiple_choice"),  # transformers' ...ForMultipleChoice
          ("answer_class", "cls/answer_class"))   # tf_mrc's CJRC yes/no/unknown head (no transformers class)
-XLNET_HEADS = (("qa_outputs", "cls/squad"),          # XLNetForQuestionAnsweringSimple
-               ("logits_proj", "cls/multiple_choice"),  # XLNetForMultipleChoice (after its sequence_summary)
+XLNET_HEADS = (("logits_proj", "cls/multiple_choice"),  # XLNetForMultipleChoice (after its sequence_summary)
                ("answer_class", "cls/answer_class"))
-HEAD_SCOPES = tuple(scope + "/" for _, scope in HEADS)
+# XLNet's span head (zihangdai/xlnet run_squad, transformers' XLNetForQuestionAnswering): one module per scope.
+XLNET_SQUAD = ("start_logits", "end_logits", "answer_class")
+HEAD_SCOPES = tuple(scope + "/" for _, scope in HEADS) + tuple(scope + "/" for scope in XLNET_SQUAD)
 # PyTorch modules that sit beside the base model in transformers' head classes, not under its prefix.
-TORCH_TOP_LEVEL = tuple(sorted({module + "." for module, _ in HEADS + XLNET_HEADS})) + ("sequence_summary.",)
-# The encoder's pooled output (BERT's pooler, XLNet's sequence summary): the span head never reads it.
-POOLED_SCOPES = {"bert": "bert/pooler/", "albert": "bert/pooler/", "xlnet": "model/sequnece_summary/"}
+TORCH_TOP_LEVEL = tuple(sorted({module + "." for module, _ in HEADS + XLNET_HEADS} |
+                               {module + "." for module in XLNET_SQUAD})) + ("sequence_summary.",)
 # XLNet's mask_emb: in every transformers XLNet state dict and published TF checkpoint, read only by the
 # pre-training query stream, never built by tf_mrc: carried through the checkpoint so a round trip is exact.
 XLNET_MASK_EMB = "model/transformer/mask_emb/mask_emb"
@@ -56,32 +58,12 @@ XLNET_MASK_EMB = "model/transformer/mask_emb/mask_emb"
 TORCH_PRETRAINING_PREFIXES = ("cls.", "predictions.", "sop_classifier.", "lm_loss.")
 TORCH_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 TORCH_WRAPPER_PREFIXES = ("module.", "bert.", "albert.", "transformer.")
-BASE_MODEL_PREFIXES = {"bert": "bert.", "google": "albert.", "brightmart": "bert.", "xlnet": "transformer."}
 
 # hidden_act words for (kind, gelu form): (TF-style config, transformers config). transformers' "gelu" is the
 # exact erf form and "gelu_new" the tanh form; google's TF "gelu" is the tanh form.
 ACTIVATION_WORDS = {("gelu", "tanh"): ("gelu", "gelu_new"), ("gelu", "erf"): ("gelu_exact", "gelu"),
                     ("relu", None): ("relu", "relu"), ("tanh", None): ("tanh", "tanh"),
                     ("swish", None): ("swish", "swish")}
-CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-               "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
-               "initializer_range")
-ALBERT_CONFIG_KEYS = ("embedding_size", "num_hidden_groups", "inner_group_num")
-# XLNet's config keys (xlnet_config.json; transformers' XLNetConfig says vocab_size for n_token) <-> ModelConfig.
-XLNET_CONFIG_KEYS = (("d_model", "hidden_size"), ("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads"),
-                     ("d_head", "head_size"), ("d_inner", "intermediate_size"), ("clamp_len", "clamp_len"))
-# transformers XLNetConfig settings that change the function; tf_mrc computes XLNet's fine-tuning one only.
-XLNET_FIXED_SETTINGS = {"attn_type": "bi", "bi_data": False, "summary_type": "last", "summary_use_proj": True,
-                        "summary_activation": "tanh"}
-# transformers class per layout and heads, and whether it holds the pooled output (BERT's QA classes and
-# XLNet's base / QA classes have none).
-_ARCHITECTURES = {
-    "bert": {(): ("BertModel", True), ("cls/squad",): ("BertForQuestionAnswering", False),
-             ("cls/multiple_choice",): ("BertForMultipleChoice", True)},
-    "albert": {(): ("AlbertModel", True), ("cls/squad",): ("AlbertForQuestionAnswering", False),
-               ("cls/multiple_choice",): ("AlbertForMultipleChoice", True)},
-    "xlnet": {(): ("XLNetModel", False), ("cls/squad",): ("XLNetForQuestionAnsweringSimple", False),
-              ("cls/multiple_choice",): ("XLNetForMultipleChoice", True)}}
 
 
 class ConversionError(UserError):
@@ -112,7 +94,8 @@ def _block(torch_prefix, tf_prefix, torch_names, tf_names):
 
 def variant_of(config):
     """'bert' | 'google' | 'brightmart' | 'xlnet': the weight layout of ``config``."""
-    return config.albert_variant if config.layout == "albert" else config.layout
+    field = descriptor(config).variant_field
+    return getattr(config, field) if field else config.layout
 
 
 def _xlnet_rules(config):
@@ -128,8 +111,18 @@ def _xlnet_rules(config):
     rules += _linear("layer.{i}.ff.layer_1", layer + "ff/layer_1")
     rules += _linear("layer.{i}.ff.layer_2", layer + "ff/layer_2")
     rules += _layer_norm("layer.{i}.ff.layer_norm", layer + "ff/LayerNorm")
-    rules += _linear("sequence_summary.summary", "model/sequnece_summary/summary")
+    rules += _linear("sequence_summary.summary", descriptor("xlnet").pooled_scope + "summary")
     return rules
+
+
+def _xlnet_squad_rules():
+    """transformers' XLNetForQuestionAnswering heads <-> zihangdai/xlnet run_squad's (tf.layers.dense: [in, out])."""
+    rules = _linear("start_logits.dense", "start_logits/dense")
+    rules += _linear("end_logits.dense_0", "end_logits/dense_0")
+    rules += _layer_norm("end_logits.LayerNorm", "end_logits/LayerNorm")
+    rules += _linear("end_logits.dense_1", "end_logits/dense_1")
+    rules += _linear("answer_class.dense_0", "answer_class/dense_0")
+    return rules + [Rule("answer_class.dense_1.weight", "answer_class/dense_1/kernel", True)]
 
 
 def _head_rules(heads):
@@ -140,28 +133,72 @@ def _head_rules(heads):
     return rules
 
 
-def rules_for(config):
-    """Every rule of ``config``'s layout (encoder names without the base-model prefix, heads at top level)."""
-    variant = variant_of(config)
-    if variant == "xlnet":
-        return _xlnet_rules(config) + _head_rules(XLNET_HEADS)
+def _bert_embedding_rules():
     rules = [Rule("embeddings.%s.weight" % name, "bert/embeddings/" + name, False)
              for name in ("word_embeddings", "token_type_embeddings", "position_embeddings")]
-    rules += _layer_norm("embeddings.LayerNorm", "bert/embeddings/LayerNorm")
-    if variant == "bert":
-        rules += _block("encoder.layer.{i}.", "bert/encoder/layer_{i}/", TORCH_BERT_BLOCK, tf_layers.BERT_BLOCK)
-        rules += _linear("pooler.dense", "bert/pooler/dense")
-    elif variant == "brightmart":
-        rules.append(Rule("embeddings.word_embeddings_2.weight", "bert/embeddings/word_embeddings_2", True))
-        rules += _block("encoder.layer_shared.", "bert/encoder/layer_shared/", TORCH_BERT_BLOCK, tf_layers.BERT_BLOCK)
-        rules += _linear("pooler.dense", "bert/pooler/dense")
-    else:
-        rules += _linear("encoder.embedding_hidden_mapping_in", "bert/encoder/embedding_hidden_mapping_in")
-        rules += _block("encoder.albert_layer_groups.{g}.albert_layers.{j}.",
-                        "bert/encoder/transformer/group_{g}/inner_group_{j}/", TORCH_ALBERT_BLOCK,
-                        tf_albert.GOOGLE_BLOCK)
-        rules += _linear("pooler", "bert/pooler/dense")
-    return rules + _head_rules(HEADS)
+    return rules + _layer_norm("embeddings.LayerNorm", "bert/embeddings/LayerNorm")
+
+
+def _bert_rules(config):
+    return (_bert_embedding_rules() +
+            _block("encoder.layer.{i}.", "bert/encoder/layer_{i}/", TORCH_BERT_BLOCK, tf_layers.BERT_BLOCK) +
+            _linear("pooler.dense", "bert/pooler/dense") + _head_rules(HEADS))
+
+
+def _brightmart_rules(config):
+    return (_bert_embedding_rules() +
+            [Rule("embeddings.word_embeddings_2.weight", "bert/embeddings/word_embeddings_2", True)] +
+            _block("encoder.layer_shared.", "bert/encoder/layer_shared/", TORCH_BERT_BLOCK, tf_layers.BERT_BLOCK) +
+            _linear("pooler.dense", "bert/pooler/dense") + _head_rules(HEADS))
+
+
+def _google_albert_rules(config):
+    return (_bert_embedding_rules() +
+            _linear("encoder.embedding_hidden_mapping_in", "bert/encoder/embedding_hidden_mapping_in") +
+            _block("encoder.albert_layer_groups.{g}.albert_layers.{j}.",
+                   "bert/encoder/transformer/group_{g}/inner_group_{j}/", TORCH_ALBERT_BLOCK, tf_albert.GOOGLE_BLOCK) +
+            _linear("pooler", "bert/pooler/dense") + _head_rules(HEADS))
+
+
+def _xlnet_all_rules(config):
+    return _xlnet_rules(config) + _xlnet_squad_rules() + _head_rules(XLNET_HEADS)
+
+
+# One entry per weight variant (variant_of): its name rules (encoder without the base-model prefix, heads at top
+# level), the base model's prefix in transformers' head classes, the transformers class per set of heads with
+# whether it holds the pooled output (BERT's QA classes and XLNet's base / QA classes have none; brightmart's
+# ALBERT has no transformers class), config settings that change the function (tf_mrc computes XLNet's
+# fine-tuning form only), base-model weights tf_mrc never builds but checkpoints carry (XLNet's mask_emb), and for
+# weights no transformers class holds, the PyTorch port whose names they follow and that port's config keys.
+Conversion = collections.namedtuple("Conversion", ["rules", "base_prefix", "architectures", "fixed_settings",
+                                                   "carried", "port"], defaults=(None,))
+Port = collections.namedtuple("Port", ["model", "names", "config"])
+CONVERSIONS = {
+    "bert": Conversion(_bert_rules, "bert.", {
+        (): ("BertModel", True), ("cls/squad",): ("BertForQuestionAnswering", False),
+        ("cls/multiple_choice",): ("BertForMultipleChoice", True)}, {}, lambda config: {}),
+    "google": Conversion(_google_albert_rules, "albert.", {
+        (): ("AlbertModel", True), ("cls/squad",): ("AlbertForQuestionAnswering", False),
+        ("cls/multiple_choice",): ("AlbertForMultipleChoice", True)}, {}, lambda config: {}),
+    "brightmart": Conversion(_brightmart_rules, "bert.", {}, {}, lambda config: {}, Port(
+        "brightmart ALBERT", "the albert_zh PyTorch port",
+        {"layout": "albert", "albert_variant": "brightmart", "share_type": "all", "ln_type": "postln"})),
+    "xlnet": Conversion(_xlnet_all_rules, "transformer.", {
+        (): ("XLNetModel", False), XLNET_SQUAD: ("XLNetForQuestionAnswering", False),
+        ("cls/multiple_choice",): ("XLNetForMultipleChoice", True)},
+        {"attn_type": "bi", "bi_data": False, "summary_type": "last", "summary_use_proj": True,
+         "summary_activation": "tanh"},
+        lambda config: {XLNET_MASK_EMB: [1, 1, config.hidden_size]}),
+}
+
+
+def conversion_of(config):
+    return CONVERSIONS[variant_of(config)]
+
+
+def rules_for(config):
+    """Every rule of ``config``'s weight variant."""
+    return conversion_of(config).rules(config)
 
 
 def _pattern(template):
@@ -222,14 +259,15 @@ def model_variables(config):
     with tf.Graph().as_default():
         ids = tf.placeholder(tf.int32, [None, None])
         output = build_encoder(config, ids, ids, ids, False, "reference")
-        build_head("span_class", output, {}, None, config.initializer_range, False)
+        build_head("span_class", output, {"segment_ids": ids}, None, config.initializer_range, False,
+                   span_head=descriptor(config).span_head)
         build_head("choice", output, {"choice_mask": tf.ones([1, 1])}, 1, config.initializer_range, False)
-        return {re.sub(r":\d+$", "", v.name): v.shape.as_list() for v in tf.global_variables()}
+        return {variable_name(v): v.shape.as_list() for v in tf.global_variables()}
 
 
 def carried_variables(config):
     """{TF name: shape} of base-model weights tf_mrc never builds but a checkpoint carries (XLNet's mask_emb)."""
-    return {XLNET_MASK_EMB: [1, 1, config.hidden_size]} if config.layout == "xlnet" else {}
+    return conversion_of(config).carried(config)
 
 
 def _listing(names, limit=8):
@@ -239,8 +277,8 @@ def _listing(names, limit=8):
 
 def _pooled_words(config):
     """(what the pooled output is called, the TF scope it lives in) for notes."""
-    scope = POOLED_SCOPES[config.layout]
-    return ("sequence summary" if config.layout == "xlnet" else "pooler"), scope.rstrip("/")
+    layout = descriptor(config)
+    return layout.pooled_name, layout.pooled_scope.rstrip("/")
 
 
 def _assemble_stacked(tf_name, rule, parts, num_layers):
@@ -301,7 +339,7 @@ def torch_to_tf(state, config):
         value = _assemble_stacked(tf_name, rule, parts, table.num_layers)
         if value is not None:  # else reported below with what the model lacks
             values[tf_name] = value
-    layout = "%s (%s)" % (config.layout, variant_of(config)) if config.layout == "albert" else config.layout
+    layout = "%s (%s)" % (config.layout, variant_of(config)) if variant_of(config) != config.layout else config.layout
     if unmapped:
         raise ConversionError("%d PyTorch tensors have no place in this %d-layer %s model (check --layout, "
                               "--albert_variant and the config): %s" % (
@@ -313,12 +351,13 @@ def torch_to_tf(state, config):
     what, scope = _pooled_words(config)
     missing = sorted(n for n in built if n not in values and not n.startswith(HEAD_SCOPES))
     only_pooled = missing and all(n.startswith(scope + "/") for n in missing)
-    if only_pooled and (config.layout != "xlnet" or heads == ("cls/squad",)):
+    pretrained_without = not heads and not descriptor(config).pretrained_pooled
+    if only_pooled and not pretrained_without and (not heads or not _target(config, heads)[1]):
         for name in missing:
             values[name] = np.zeros(expected[name], np.float32)
         notes.append("the PyTorch weights have no %s (transformers' QA models drop it): wrote %s as zeros so the "
                      "TF graph restores completely; the span head never reads it" % (what, scope))
-    elif only_pooled and not heads:
+    elif only_pooled and pretrained_without:
         notes.append("the PyTorch weights have no %s (XLNet pre-training has none): left out, as in published XLNet "
                      "checkpoints; fine-tuning starts %s from the initializer" % (what, scope))
     elif missing:
@@ -331,15 +370,13 @@ def torch_to_tf(state, config):
 
 
 def heads_in(names):
-    """The TF head scopes present among ``names``, in HEADS order."""
-    return tuple(scope for _, scope in HEADS if scope + "/output_weights" in names)
+    """The TF head scopes present among ``names``, in HEAD_SCOPES order."""
+    return tuple(scope.rstrip("/") for scope in HEAD_SCOPES if any(name.startswith(scope) for name in names))
 
 
 def _target(config, heads):
     """(the transformers class that holds exactly these weights or None, whether it holds the pooled output)."""
-    if variant_of(config) == "brightmart":
-        return None, True
-    return _ARCHITECTURES[config.layout].get(heads, (None, True))
+    return conversion_of(config).architectures.get(heads, (None, True))
 
 
 def architecture(config, heads):
@@ -352,7 +389,7 @@ def tf_to_torch(values, config):
 
     Names are those the transformers class's own state_dict() has: the base model's prefix only when a head
     is present, and no pooled output where the class has none (BERT's QA classes, XLNetModel and
-    XLNetForQuestionAnsweringSimple); weights no transformers class holds (brightmart, CJRC's class head) are
+    XLNetForQuestionAnswering); weights no transformers class holds (brightmart, CJRC's class head) are
     all written. XLNet's mask_emb is written as stored, or as zeros when the checkpoint lacks it (fine-tuning
     never builds it). Optimizer state is ignored.
     """
@@ -390,7 +427,7 @@ def tf_to_torch(values, config):
             model[name] = np.zeros(shape, np.float32)
             notes.append("%s is not in the checkpoint (fine-tuning never builds it): wrote zeros; only XLNet's "
                          "pre-training query stream reads it" % name)
-    prefix = BASE_MODEL_PREFIXES[variant_of(config)] if heads else ""
+    prefix = conversion_of(config).base_prefix if heads else ""
     state = {}
     for name, value in model.items():
         if drop_pooled and name.startswith(scope + "/"):
@@ -403,9 +440,9 @@ def tf_to_torch(values, config):
     if drop_pooled and any(n.startswith(scope + "/") for n in model):
         notes.append("%s not written: %s has none (the span head never reads it)" % (what, target))
     if target is None:
+        port = conversion_of(config).port
         notes.append("no transformers class holds these weights (%s); names follow %s" % (
-            "brightmart ALBERT" if variant_of(config) == "brightmart" else "heads " + ", ".join(heads),
-            "the albert_zh PyTorch port" if variant_of(config) == "brightmart" else "transformers' conventions"))
+            port.model if port else "heads " + ", ".join(heads), port.names if port else "transformers' conventions"))
     if pretraining:
         notes.append("skipped %d pretraining-head variables (%s)" % (len(pretraining), ", ".join(sorted(
             {start.rstrip("/") for start in PRETRAINING_HEAD_PREFIXES for n in pretraining if n.startswith(start)}))))
@@ -415,23 +452,23 @@ def tf_to_torch(values, config):
 def tf_config_dict(config):
     """A published-style TF config for ``config`` (google's keys; XLNet's own for XLNet) that makes tf_mrc
     compute the same function: the activation word is unambiguous (``gelu`` = tanh form, ``gelu_exact`` = erf)."""
-    words = ACTIVATION_WORDS[config.activation()]
-    if config.layout == "xlnet":
-        out = {key: getattr(config, field) for key, field in XLNET_CONFIG_KEYS}
-        out.update(n_token=config.vocab_size, untie_r=config.untie_r, ff_activation=words[0], gelu_convention="tf",
-                   layout="xlnet")
-        return out
-    out = {key: getattr(config, key) for key in CONFIG_KEYS}
-    out.update(hidden_act=words[0], gelu_convention="tf", layout=config.layout)
-    if config.layout == "albert":
-        out.update({key: getattr(config, key) for key in ALBERT_CONFIG_KEYS}, albert_variant=config.albert_variant)
+    layout = descriptor(config)
+    key_of = {field: key for key, field in layout.published_keys}
+    key_of["head_size"] = key_of.get("d_head", "head_size")
+    out = {key_of.get(field, field): getattr(config, field) for field in layout.config_fields}
+    out.update({layout.activation_key: ACTIVATION_WORDS[config.activation()][0], "gelu_convention": "tf",
+                "layout": layout.name})
+    if layout.variant_field:
+        out[layout.variant_field] = getattr(config, layout.variant_field)
     return out
 
 
-def check_xlnet_settings(raw, path):
-    """A transformers XLNetConfig whose settings change the function (e.g. summary_type 'first') cannot be
+def check_fixed_settings(raw, path, config):
+    """A transformers config whose settings change the function (e.g. XLNet's summary_type 'first') cannot be
     converted: tf_mrc computes XLNet's fine-tuning form only."""
-    for key, value in XLNET_FIXED_SETTINGS.items():
+    if not isinstance(raw, dict):
+        return
+    for key, value in conversion_of(config).fixed_settings.items():
         if key in raw and raw[key] != value:
             raise ConversionError("config %s: %s %r is not supported (tf_mrc's XLNet computes %s %r)" % (
                 path, key, raw[key], key, value))
@@ -441,20 +478,20 @@ def hf_config_dict(config, target):
     """A transformers config.json for ``config`` (``target``: the class name, or None)."""
     from tf_mrc.modeling.config import LAYER_NORM_EPSILON
     words = ACTIVATION_WORDS[config.activation()]
-    if config.layout == "xlnet":
-        out = {key: getattr(config, field) for key, field in XLNET_CONFIG_KEYS}
-        out.update(XLNET_FIXED_SETTINGS, vocab_size=config.vocab_size, ff_activation=words[1],
-                   layer_norm_eps=LAYER_NORM_EPSILON, dropout=config.hidden_dropout_prob,
-                   initializer_range=config.initializer_range, model_type="xlnet")
-        if target:
-            out.update(architectures=[target])
-        return out
-    out = {key: getattr(config, key) for key in CONFIG_KEYS}
-    out.update(hidden_act=words[1], layer_norm_eps=LAYER_NORM_EPSILON, pad_token_id=0)
+    layout = descriptor(config)
+    tf_style = tf_config_dict(config)
+    if layout.published_keys:  # XLNet: transformers keeps the published keys but says vocab_size for n_token
+        out = {key: value for key, value in tf_style.items() if key not in ("n_token", "gelu_convention", "layout")}
+        out.update(conversion_of(config).fixed_settings, vocab_size=config.vocab_size,
+                   dropout=config.hidden_dropout_prob, initializer_range=config.initializer_range)
+    else:
+        out = {field: getattr(config, field) for field in layout.config_fields}
+        out.update(pad_token_id=0)
+    out.update({layout.activation_key: words[1], "layer_norm_eps": LAYER_NORM_EPSILON})
+    if target or layout.published_keys:
+        out.update(model_type=config.layout)
     if target:
-        out.update(architectures=[target], model_type=config.layout)
-    if config.layout == "albert":
-        out.update({key: getattr(config, key) for key in ALBERT_CONFIG_KEYS})
-    if variant_of(config) == "brightmart":  # the albert_zh PyTorch port's keys; transformers has no such model
-        out.update(layout="albert", albert_variant="brightmart", share_type="all", ln_type="postln")
+        out.update(architectures=[target])
+    if conversion_of(config).port:  # e.g. the albert_zh PyTorch port's keys: transformers has no such model
+        out.update(conversion_of(config).port.config)
     return out

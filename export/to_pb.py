@@ -5,19 +5,24 @@
         --max_seq_length N (--vocab_file VOCAB | --spm_model SPIECE) --output model.pb [--saved_model DIR]
 
 ``--output_dir`` is a finished ``run_finetune.py`` run: its run_config.json supplies the config, task, window
-settings and vocabulary, its latest checkpoint the weights.
+settings and vocabulary; the weights are its best checkpoint (OUTPUT_DIR/best/, kept by the dev evaluation during
+training), or its latest one when it has no best/ or with ``--last``.
 
 The graph's interface (tensor names are these names + ":0"; int32 inputs, batch dimension dynamic, T fixed):
     inputs   input_ids, input_mask, segment_ids   [batch, T]     span tasks (cmrc2018, drcd, cjrc)
              input_ids, input_mask, segment_ids   [batch, C, T]  choice tasks (chid, c3), C fixed
              choice_mask                          [batch, C]     choice tasks: 1 = real choice
-    outputs  start_logits, end_logits             [batch, T]     span tasks
+    outputs  start_logits, end_logits             [batch, T]     span tasks, bert / albert layouts
+             start_top_log_probs, start_top_index [batch, 5]     span tasks, xlnet layout (XLNet's beam head:
+             end_top_log_probs, end_top_index     [batch, 25]      entry 5 i + j is the j-th end of start i)
+             cls_logits                           [batch]        xlnet: the window holds no answer
              class_logits                         [batch, 4]     cjrc: span | yes | no | unknown
              choice_logits                        [batch, C]     choice tasks
 ``model.pb.json`` beside the graph records this interface, the task, layout, window settings, lower_case (null:
 the layout's convention) and the vocabulary (WordPiece vocab.txt, or XLNet's SentencePiece model; copied beside
 the graph), so a client tokenizes and lays out inputs as training did (XLNet: ``A <sep> B <sep> <cls>``, left
-padding). The graph is built with the reference kernels whatever ``--kernels`` trained the model, so it holds no
+padding; span windows ``passage <sep> question <sep> <cls>``). tf_mrc.tasks' postprocess decodes either
+output form. The graph is built with the reference kernels whatever ``--kernels`` trained the model, so it holds no
 custom op; export fails if one slips in. It loads with plain TensorFlow of the version that exported it or later:
 graphs hold that version's forms of core ops (TF 2.x writes AddV2, BatchMatMulV2 and, for XLNet's einsums, Einsum;
 TF 1.13 lowers tf.einsum to MatMul/Transpose/Reshape when the graph is built).
@@ -32,8 +37,9 @@ import numpy as np
 
 from tf_mrc import outputs
 from tf_mrc.errors import UserError, fail
+from tf_mrc.modeling.layouts import LAYOUTS
 from tf_mrc.restart import RUN_CONFIG
-from export.mapping import ConversionError
+from export.mapping import ConversionError, variant_of
 
 FORMAT = "tf_mrc-frozen-graph-1"
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
@@ -56,11 +62,11 @@ class ExportSpec:
     precision: str = "fp32"             # the encoder's compute precision in the graph: fp32 | bf16
 
 
-def spec_from_run(output_dir):
+def spec_from_run(output_dir, last=False, log=print):
     """The ExportSpec of a finished run: run_config.json (in the run or, for seed_K runs, its parent) and the
-    latest checkpoint."""
+    checkpoint in its best/ (the best dev score during training), else (or with ``last``) its latest one."""
     from tf_mrc.compat import tf
-    from tf_mrc.modeling.config import ModelConfig
+    from tf_mrc.modeling.config import model_config
     candidates = [os.path.join(output_dir, RUN_CONFIG), os.path.join(os.path.dirname(os.path.abspath(output_dir)),
                                                                        RUN_CONFIG)]
     found = [path for path in candidates if os.path.isfile(path)]
@@ -69,12 +75,15 @@ def spec_from_run(output_dir):
                         "--max_seq_length" % (output_dir, RUN_CONFIG))
     with open(found[0], encoding="utf-8") as f:
         run = json.load(f)
-    checkpoint = tf.train.latest_checkpoint(output_dir)
+    best = None if last else tf.train.latest_checkpoint(os.path.join(output_dir, "best"))
+    checkpoint = best or tf.train.latest_checkpoint(output_dir)
+    if checkpoint is not None:
+        log("exporting %s (%s)" % (checkpoint, "the best dev score during training" if best else "the latest"))
     if checkpoint is None:
         hint = " (runs with --seeds keep theirs in seed_K/: pass --output_dir %s/seed_0)" % output_dir \
             if run.get("seeds", 1) > 1 else ""
         raise UserError("no checkpoint in %s%s" % (output_dir, hint))
-    return ExportSpec(checkpoint=checkpoint, config=ModelConfig(**run["model_config"]), task=run["task"],
+    return ExportSpec(checkpoint=checkpoint, config=model_config(**run["model_config"]), task=run["task"],
                       feature_settings=run["feature_settings"], vocab_file=run.get("vocab_file"),
                       spm_model=run.get("spm_model"), lower_case=run.get("lower_case"),
                       task_options=run.get("task_options") or {}, trained_kernels=run.get("kernels"))
@@ -88,17 +97,19 @@ def build_inference_graph(config, head, max_seq_length, num_choices=None, precis
     from tf_mrc.compat import tf
     from tf_mrc.modeling import build_encoder
     from tf_mrc.modeling.heads import build_head
+    from tf_mrc.modeling.layouts import descriptor
     shape = [None, num_choices, max_seq_length] if head == "choice" else [None, max_seq_length]
     inputs = {name: tf.placeholder(tf.int32, shape, name=name) for name in INPUT_NAMES}
-    features = {}
+    flat = {name: tf.reshape(inputs[name], [-1, max_seq_length]) for name in INPUT_NAMES}
+    features = dict(flat)  # XLNet's span head reads where the passage and <cls> are from the segment ids
     if head == "choice":
         inputs["choice_mask"] = features["choice_mask"] = tf.placeholder(tf.int32, [None, num_choices],
                                                                          name="choice_mask")
-    flat = {name: tf.reshape(inputs[name], [-1, max_seq_length]) for name in INPUT_NAMES}
     encoder_output = build_encoder(config, flat["input_ids"], flat["input_mask"], flat["segment_ids"],
                                    is_training=False, kernels="reference",
                                    compute_dtype=training.compute_dtype(precision))
-    outputs, _ = build_head(head, encoder_output, features, num_choices, config.initializer_range, with_loss=False)
+    outputs, _ = build_head(head, encoder_output, features, num_choices, config.initializer_range, with_loss=False,
+                            span_head=descriptor(config).span_head)
     return inputs, {name: tf.identity(tensor, name=name) for name, tensor in outputs.items()}
 
 
@@ -123,7 +134,7 @@ def shield_layer_norm_epsilon(graph_def, output_names):
 
     TF 2.x with oneDNN (on by default on CPUs with AVX-512) rewrites the moments/batch_normalization LayerNorm
     into _MklLayerNorm when gamma, beta and epsilon are all constants - as freezing makes them - and that fused
-    op ignores the graph's epsilon (it uses 1e-3, not 1e-12): logits move by ~1e-2. A non-constant epsilon keeps
+    op ignores the graph's epsilon (it uses 1e-3, not 1e-12), so the logits move. A non-constant epsilon keeps
     the pattern from matching, and the graph computes the same function on every TensorFlow."""
     from tf_mrc.compat import tf
     from tf_mrc.modeling.config import LAYER_NORM_EPSILON
@@ -149,10 +160,9 @@ def freeze(spec, head, num_choices=None):
     """(frozen GraphDef, input names, output names) for ``spec``'s checkpoint."""
     from tf_mrc.compat import tf
     from tf_mrc.modeling.checkpoint import verify_readable
+    from tf_mrc.modeling.layouts import check_max_seq_length
     max_seq_length = spec.feature_settings["max_seq_length"]
-    if max_seq_length > spec.config.max_position_embeddings and spec.config.layout != "xlnet":
-        raise UserError("--max_seq_length %d exceeds the model's %d position embeddings"
-                        % (max_seq_length, spec.config.max_position_embeddings))
+    check_max_seq_length(spec.config, max_seq_length)
     verify_readable(spec.checkpoint)
     stored = dict(tf.train.list_variables(spec.checkpoint))
     graph = tf.Graph()
@@ -215,9 +225,12 @@ def export(spec, output, saved_model=None, log=print):
     """Write the frozen graph ``output``, ``output``.json and the vocabulary beside it; returns the sidecar dict."""
     import tensorflow
     from tf_mrc.tasks import get_task
+    from tf_mrc.modeling.layouts import descriptor
     from tf_mrc.tokenization import load_tokenizer
+    directory = os.path.dirname(os.path.abspath(output))
+    outputs.make_writable_directory(directory, "the directory of --output %s" % output)
     task = get_task(spec.task, spec.task_options)
-    vocabulary = spec.spm_model if spec.config.layout == "xlnet" else spec.vocab_file
+    vocabulary = getattr(spec, descriptor(spec.config).vocabulary_flag)
     tokenizer = load_tokenizer(spec.config.layout, spec.vocab_file, spec.spm_model, spec.lower_case) \
         if vocabulary else None  # without one, clients tokenize themselves (the demo needs one)
     if tokenizer is not None and tokenizer.vocab_size != spec.config.vocab_size:
@@ -225,8 +238,6 @@ def export(spec, output, saved_model=None, log=print):
             vocabulary, tokenizer.vocab_size, spec.config.vocab_size))
     num_choices = getattr(task, "num_choices", None) if task.head == "choice" else None
     graph_def, input_names, output_names = freeze(spec, task.head, num_choices)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
     outputs.write_bytes(output, graph_def.SerializeToString())
     stem = os.path.splitext(os.path.basename(output))[0]
     copied = {}
@@ -240,7 +251,7 @@ def export(spec, output, saved_model=None, log=print):
     sidecar = {
         "format": FORMAT, "graph": os.path.basename(output), "task": spec.task, "head": task.head,
         "task_options": spec.task_options, "layout": spec.config.layout,
-        "albert_variant": spec.config.albert_variant if spec.config.layout == "albert" else None,
+        "albert_variant": variant_of(spec.config) if variant_of(spec.config) != spec.config.layout else None,
         "max_seq_length": spec.feature_settings["max_seq_length"], "num_choices": num_choices,
         "inputs": _tensor_info(graph_def, input_names), "outputs": _tensor_info(graph_def, output_names),
         "vocab_file": copied.get("vocab_file"), "spm_model": copied.get("spm_model"), "lower_case": spec.lower_case,
@@ -260,24 +271,25 @@ def export(spec, output, saved_model=None, log=print):
 
 
 def main(argv=None):
-    from tf_mrc.tasks import FeatureSettings
+    from tf_mrc import options
+    from tf_mrc.tasks import add_task_arguments, all_task_options
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="the frozen graph to write, e.g. model.pb")
-    parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below)")
-    parser.add_argument("--checkpoint", help="checkpoint prefix, or a directory (its latest)")
+    parser.add_argument("--output_dir", help="a finished run_finetune.py run (supplies everything below); its "
+                        "best checkpoint (OUTPUT_DIR/best) when it has one")
+    parser.add_argument("--last", action="store_true", help="with --output_dir: its latest checkpoint, not the best")
+    parser.add_argument("--checkpoint", help="checkpoint prefix, a directory (its latest), or a transformers model "
+                        "directory (converted once, cached; its config and vocabulary are the defaults)")
     parser.add_argument("--config", help="the checkpoint's JSON config")
-    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"])
+    parser.add_argument("--layout", choices=list(LAYOUTS))
     parser.add_argument("--albert_variant", choices=["google", "brightmart"])
-    parser.add_argument("--task", choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
-    parser.add_argument("--max_seq_length", type=int)
+    add_task_arguments(parser, required=False)
     parser.add_argument("--vocab_file", help="WordPiece vocab.txt (bert, albert)")
     parser.add_argument("--spm_model", help="SentencePiece spiece.model (xlnet)")
     parser.add_argument("--lower_case", dest="lower_case", action="store_true")
     parser.add_argument("--nolower_case", dest="lower_case", action="store_false")
     parser.set_defaults(lower_case=None)  # the layout's convention: uncased BERT/ALBERT, cased XLNet
-    defaults = FeatureSettings()
-    for name in ("doc_stride", "max_query_length", "max_answer_length", "n_best_size"):
-        parser.add_argument("--" + name, type=int, default=getattr(defaults, name))
+    options.add_arguments(parser, SETTINGS, defaults=False)   # None: not given (see RUN_FLAGS)
     parser.add_argument("--saved_model", help="also write a SavedModel (serving_default signature) here")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="the encoder's compute precision in the graph (default fp32; bf16 needs TF 2, "
@@ -285,33 +297,60 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.output_dir:
-            spec = spec_from_run(args.output_dir)
+            ignored = [name for name in RUN_FLAGS + tuple(o.name for o in all_task_options())
+                       if getattr(args, name) is not None]
+            if ignored:
+                raise UserError("--output_dir takes --%s from the run's %s: drop them, or pass --checkpoint, "
+                                "--config, --task and --max_seq_length instead of --output_dir"
+                                % (", --".join(ignored), RUN_CONFIG))
+            spec = spec_from_run(args.output_dir, last=args.last)
         else:
+            _read_transformers_directory(args)
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
             if absent:
                 raise UserError("pass --output_dir, or all of --%s" % ", --".join(absent))
+            options.check_arguments(args, SETTINGS)
             spec = _spec_from_flags(args)
-        if args.precision == "bf16":
-            from tf_mrc.compat import IS_TF1
-            if IS_TF1:
-                raise UserError("--precision=bf16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel)")
+        options.check_precision(args.precision)
         spec.precision = args.precision
         export(spec, args.output, args.saved_model)
     except UserError as err:
         fail(err)
 
 
+# What a run's run_config.json supplies (with --output_dir these flags would go unused).
+WINDOW_FLAGS = ("doc_stride", "max_query_length", "max_answer_length", "n_best_size")
+RUN_FLAGS = ("checkpoint", "config", "layout", "albert_variant", "task", "max_seq_length", "vocab_file", "spm_model",
+             "lower_case") + WINDOW_FLAGS
+SETTINGS = ("max_seq_length",) + WINDOW_FLAGS
+
+
+def _read_transformers_directory(args):
+    """--checkpoint in transformers' format (tf_mrc.pretrained): its cached conversion, and the directory's
+    config and vocabulary as the defaults of --config / --vocab_file / --spm_model."""
+    from tf_mrc import pretrained
+    converted = pretrained.convert_cached(args.checkpoint) if args.checkpoint else None
+    if converted:
+        args.checkpoint = converted.checkpoint
+        args.config = args.config or converted.config_file
+        args.vocab_file = args.vocab_file or converted.vocab_file
+        args.spm_model = args.spm_model or converted.spm_model
+
+
 def _spec_from_flags(args):
     from tf_mrc.compat import tf
+    from tf_mrc.tasks import FeatureSettings
     from tf_mrc.modeling.config import config_from_json
     config = config_from_json(args.config, layout=args.layout, albert_variant=args.albert_variant)
     checkpoint = tf.train.latest_checkpoint(args.checkpoint) if os.path.isdir(args.checkpoint) else args.checkpoint
     if checkpoint is None:
         raise UserError("no checkpoint in %s" % args.checkpoint)
-    settings = {name: getattr(args, name) for name in ("max_seq_length", "doc_stride", "max_query_length",
-                                                       "max_answer_length", "n_best_size")}
+    from tf_mrc.tasks import task_options_from
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    settings.update({name: getattr(FeatureSettings(), name) for name in WINDOW_FLAGS if settings[name] is None})
     return ExportSpec(checkpoint=checkpoint, config=config, task=args.task, feature_settings=settings,
-                      vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case)
+                      vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case,
+                      task_options=task_options_from(vars(args), args.task))
 
 
 if __name__ == "__main__":

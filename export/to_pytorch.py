@@ -6,8 +6,9 @@
 
 Writes DIR/pytorch_model.bin (or DIR/model.safetensors) and DIR/config.json. The weights are named as the
 transformers class that holds them names its own: ``BertModel`` / ``AlbertModel`` / ``XLNetModel`` without a head,
-``...ForQuestionAnswering`` (XLNet: ``XLNetForQuestionAnsweringSimple``) with the span head (``cls/squad`` ->
-``qa_outputs``; those classes have no pooler / sequence summary), ``...ForMultipleChoice`` with the choice head
+``...ForQuestionAnswering`` with the span head (``cls/squad`` -> ``qa_outputs``; XLNet's run_squad head ->
+``start_logits``, ``end_logits``, ``answer_class``; those classes have no pooler / sequence summary),
+``...ForMultipleChoice`` with the choice head
 (``cls/multiple_choice`` -> ``classifier``; XLNet: ``logits_proj`` after ``sequence_summary.summary``).
 Optimizer state and pretraining heads in the checkpoint are skipped.
 """
@@ -16,6 +17,7 @@ import os
 
 from tf_mrc import outputs
 from tf_mrc.errors import UserError, fail, first_line
+from tf_mrc.modeling.layouts import LAYOUTS
 from export.from_pytorch import require_torch
 from export.mapping import ConversionError, hf_config_dict, tf_to_torch
 
@@ -51,8 +53,11 @@ def convert(checkpoint, config_path, output, layout=None, albert_variant=None, u
     """The whole command; returns (weights path, transformers class name or None)."""
     from tf_mrc.modeling.config import config_from_json
     config = config_from_json(config_path, layout=layout, albert_variant=albert_variant)
+    for flag, source in (("--vocab_file", vocab_file), ("--spm_model", spm_model)):
+        if source and not os.path.isfile(source):
+            raise UserError("%s %s: not a file" % (flag, source))
     state, target, notes = tf_to_torch(read_tf_checkpoint(checkpoint), config)
-    os.makedirs(output, exist_ok=True)
+    outputs.make_writable_directory(output, "--output %s" % output)
     path = write_torch_state(state, output, use_safetensors)
     outputs.write_json(os.path.join(output, "config.json"), hf_config_dict(config, target), indent=2, sort_keys=True)
     for source, name in ((vocab_file, "vocab.txt"), (spm_model, "spiece.model")):  # the tokenizers' file names
@@ -69,7 +74,7 @@ def main(argv=None):
     parser.add_argument("--checkpoint", required=True, help="checkpoint prefix, or a directory (its latest)")
     parser.add_argument("--config", required=True, help="the checkpoint's TF-style JSON config")
     parser.add_argument("--output", required=True, help="directory for the weights and config.json")
-    parser.add_argument("--layout", choices=["bert", "albert", "xlnet"], help="default: from the config")
+    parser.add_argument("--layout", choices=list(LAYOUTS), help="default: from the config")
     parser.add_argument("--albert_variant", choices=["google", "brightmart"], help="default: from the config")
     parser.add_argument("--safetensors", action="store_true", help="write model.safetensors, not pytorch_model.bin")
     parser.add_argument("--vocab_file", help="copied to DIR/vocab.txt")

@@ -16,6 +16,8 @@ import os
 import sys
 
 from tf_mrc.errors import UserError, fail
+from tf_mrc.outputs import write_json
+from tf_mrc.tasks.base import is_blank
 
 SAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "samples.json")
 
@@ -63,6 +65,12 @@ def main(argv=None):
             fail(UserError("--%s must be at least 1, got %d" % (name, getattr(args, name))))
     if args.batch_window_ms < 0:
         fail(UserError("--batch_window_ms must be >= 0, got %g" % args.batch_window_ms))
+    if args.serve is not None and not 0 <= args.serve <= 65535:
+        fail(UserError("--serve takes a port in 0-65535 (0: any free port), got %d" % args.serve))
+    if args.passage is not None and is_blank(args.passage):
+        fail(UserError("--passage is empty (nothing but whitespace or invisible characters)"))
+    if args.output:
+        _check_output(args.output)
     from serving_demo.model import FrozenModel
     try:
         model = FrozenModel(args.pb, batch_size=args.batch_size)
@@ -84,11 +92,19 @@ def main(argv=None):
         predictions, nbest, timings = model.predict_examples(examples)
         _print_answers([(e.qid, getattr(e, "question", "")) for e in examples], predictions, nbest, timings)
         if args.output:
-            with open(args.output, "w", encoding="utf-8") as f:
-                json.dump(predictions, f, ensure_ascii=False, indent=1)
+            write_json(args.output, predictions)
     except UserError as err:
         fail(err)
     return 0
+
+
+def _check_output(path):
+    """Refuse an --output that cannot be written before the model answers anything."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        fail(UserError("--output %s is a directory: give a file name" % path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        fail(UserError("--output %s: %s is not a writable directory" % (path, directory)))
 
 
 def _rounded(value):

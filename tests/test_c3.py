@@ -1,14 +1,14 @@
 """C3: reading the d/m files, longest-first truncation, choice padding and accuracy.
 
 References: hand-written fixtures with hand-computed token ids, the token-by-token truncation loop of BERT's
-multiple-choice baselines, and the real C3 dev sets."""
+multiple-choice baselines, and dev files in the published layout (tests/data/c3)."""
 import json
 import random
 
 import numpy as np
 import pytest
 
-from conftest import SPECIAL_TOKENS, char_tokenizer, shared_file
+from conftest import SPECIAL_TOKENS, char_tokenizer, data_file
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import DataError, FeatureSettings, get_task
 from tf_mrc.tasks.c3 import subset_files
@@ -221,33 +221,36 @@ def test_evaluate_needs_answers(tmp_path):
         task.evaluate(examples, {"3": "二"})
 
 
-# -- real samples --------------------------------------------------------------------------------------------
-def test_real_dev_sets_read_with_every_answer_among_its_choices():
+# -- files in the published layout (tests/data/c3) -------------------------------------------------------------
+def test_dev_files_read_with_every_answer_among_its_choices():
+    counts = {}
     for subset in ("d", "m"):
         task = get_task("c3", {"c3_subsets": subset})
-        path = shared_file("c3/c3-%s-dev.json" % subset)
+        path = data_file("c3/c3-%s-dev.json" % subset)
         with open(path, encoding="utf-8") as f:
             raw = [(doc[2], q) for doc in json.load(f) for q in doc[1]]
-        examples = task.read_examples(str(path), False)
+        examples = task.read_examples(path, False)
         assert len(examples) == len(raw)
         for example, (doc_id, q) in zip(examples, raw):
             assert example.qid.startswith("%s-%s-" % (subset, doc_id))
             assert example.choices[example.label] == q["answer"]
-    both = get_task("c3").read_examples(str(shared_file("c3/c3-d-dev.json")), False)
-    assert len({e.qid for e in both}) == len(both) == 1825 + 1991
+        counts[subset] = len(raw)
+    both = get_task("c3").read_examples(data_file("c3/c3-d-dev.json"), False)
+    # document id d1 occurs in both files: the subset keeps the question ids apart
+    assert len({e.qid for e in both}) == len(both) == counts["d"] + counts["m"]
 
 
-def test_real_train_sample_oracle_and_truncation(chinese_vocab):
-    path = shared_file("c3/c3-m-train.sample.json")
+def test_dev_file_oracle_and_truncation(chinese_vocab):
+    path = data_file("c3/c3-m-dev.json")
     task = get_task("c3", {"c3_subsets": "m"})
     tokenizer = WordPieceTokenizer(chinese_vocab)
-    examples = task.read_examples(str(path), True)
-    settings = FeatureSettings(max_seq_length=task.default_max_seq_length)
+    examples = task.read_examples(path, True)
+    settings = FeatureSettings(max_seq_length=32)
     featurized = task.featurize(examples, tokenizer, settings, True)
-    # Independent count of questions whose passage must be cut: some choice overflows the 509 free positions
+    # Independent count of questions whose passage must be cut: some choice overflows the 29 free positions
     # (in these files the passage is always the longest part).
     over = sum(1 for e in examples if any(
-        len(tokenizer.encode(e.passage)[0]) + len(tokenizer.encode(e.question)[0]) + len(tokenizer.encode(c)[0]) > 509
+        len(tokenizer.encode(e.passage)[0]) + len(tokenizer.encode(e.question)[0]) + len(tokenizer.encode(c)[0]) > 29
         for c in e.choices))
     assert featurized.stats == {"examples": len(examples), "features": len(examples), "truncated": over}
     assert over > 0

@@ -1,13 +1,14 @@
 """CHID: both file formats, the blank-centred featurization, joint decoding and accuracy.
 
-References: hand-written fixtures with hand-computed token ids and assignments, and FewCLUE's real splits."""
+References: hand-written fixtures with hand-computed token ids and assignments, and files in both published
+layouts (tests/data/chid)."""
 import itertools
 import json
 
 import numpy as np
 import pytest
 
-from conftest import SPECIAL_TOKENS, char_tokenizer, shared_file
+from conftest import SPECIAL_TOKENS, char_tokenizer, data_file
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import DataError, FeatureSettings, get_task
 from tf_mrc.tasks.chid import assign_greedy, assign_independent, assign_optimal, centred_window
@@ -322,14 +323,13 @@ def test_missing_predictions_score_zero(tmp_path):
     assert task.evaluate(examples, {"7": 3}) == {"accuracy": 50.0, "total": 2}
 
 
-# -- real samples --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("split", ["train", "dev"])
-def test_real_fewclue_split(split, chinese_vocab):
-    path = shared_file("chid/fewclue_chid_%s_few_all.json" % split)
+# -- files in the published layouts (tests/data/chid) ----------------------------------------------------------
+def test_fewclue_file(chinese_vocab):
+    path = data_file("chid/fewclue_chid_dev.fixture.json")
     with open(path, encoding="utf-8") as f:
         raw = [json.loads(line) for line in f if line.strip()]
     task = get_task("chid")
-    examples = task.read_examples(str(path), True)
+    examples = task.read_examples(path, True)
     assert [(e.qid, e.label, e.choices) for e in examples] == [
         (str(r["id"]), r["answer"], r["candidates"]) for r in raw]
     settings = FeatureSettings(max_seq_length=task.default_max_seq_length)
@@ -343,6 +343,22 @@ def test_real_fewclue_split(split, chinese_vocab):
         decoder = get_task("chid", {"chid_decoding": decoding})
         predictions, _ = decoder.postprocess(examples, featurized.sidecar, outputs, settings)
         assert decoder.evaluate(examples, predictions) == {"accuracy": 100.0, "total": len(raw)}
+
+
+def test_clue_file_with_its_answer_map_beside(chinese_vocab):
+    """CLUE's layout: dev.json with numbered blanks, dev_answer.json beside it (found without --chid_answers)."""
+    path = data_file("chid/dev.json")
+    with open(data_file("chid/dev_answer.json"), encoding="utf-8") as f:
+        answers = json.load(f)
+    task = get_task("chid")
+    examples = task.read_examples(path, False)
+    assert {e.qid: e.label for e in examples} == answers
+    assert [e.group for e in examples] == ["1", "1", "2", "2"]      # blanks of a line share its candidates
+    settings = FeatureSettings(max_seq_length=task.default_max_seq_length)
+    featurized = task.featurize(examples, WordPieceTokenizer(chinese_vocab), settings, False)
+    predictions, _ = task.postprocess(examples, featurized.sidecar, task.oracle_outputs(examples, featurized),
+                                      settings)
+    assert predictions == answers
 
 
 MASK_ID_REAL = 103   # [MASK] in the Chinese BERT vocabulary

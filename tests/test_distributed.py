@@ -13,10 +13,9 @@ import time
 
 import pytest
 
-from conftest import horovod_job_env, horovodrun
+from conftest import ROOT, horovod_job_env, horovodrun
 from tf_mrc import distributed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(ROOT, "tests", "hvd_probe.py")
 HANG_GUARD_SECONDS = 240     # a hang check only: a healthy 2-rank job here ends in well under a minute
 GLOO_TIMEOUT_SECONDS = 10
@@ -39,7 +38,16 @@ def test_without_launcher_one_process_whose_collectives_are_identities(no_launch
     assert dist.session_config() is None
     assert dist.allgather_objects({"a": [1, "答"]}) == [{"a": [1, "答"]}]
     assert dist.broadcast_object({"a": 2}) == {"a": 2}
-    assert dist.barrier("features_written") is None
+
+
+def test_single_process_barrier_needs_no_collective_runtime(no_launcher, monkeypatch):
+    """One process has nobody to wait for: its barrier builds no op and works where Horovod cannot import."""
+    from tf_mrc.compat import tf
+    monkeypatch.setitem(sys.modules, "horovod.tensorflow", None)
+    dist = distributed.detect()
+    with tf.Graph().as_default() as graph:
+        dist.barrier("features_written")
+        assert graph.get_operations() == []
 
 
 def test_single_process_fail_fast_lets_the_exception_propagate(no_launcher):

@@ -5,7 +5,8 @@ The tools run in this process (their ``main(argv)``, stdout and stderr captured)
 once for the whole table; only Ctrl-C needs a child process. All cases share one ``world`` directory of good
 and bad inputs, built once; its files are hashed before and after every case.
 
-Adding a case is one line in CASES: ``Case(id, cli, arguments)``. In the arguments ``{w}`` is the world
+Adding a case is one line in CASES: ``Case(id, cli, arguments)``, or ``Case(id, cli, arguments, expect)`` when
+the error line must contain ``expect`` (a check another error would pass). In the arguments ``{w}`` is the world
 directory and ``{out}`` a fresh directory that does not exist yet; put new input files in ``build_world``.
 """
 import collections
@@ -31,7 +32,7 @@ TINY_FLAGS = ("--task=cmrc2018 --model=tiny --vocab_file={w}/vocab.txt --max_seq
               "--max_query_length=32")
 TRAIN = TINY_FLAGS + " --train_file={w}/passages.json --do_train"   # a later flag of the same name wins
 
-Case = collections.namedtuple("Case", "id cli args")
+Case = collections.namedtuple("Case", "id cli args expect", defaults=(None,))
 
 CASES = [
     # tf_mrc.evaluate: data files
@@ -43,6 +44,10 @@ CASES = [
     Case("eval-data-is-a-directory", "evaluate", "--task=cmrc2018 {w}/a_directory {w}/predictions.json"),
     Case("eval-data-missing", "evaluate", "--task=cmrc2018 {w}/nothing.json {w}/predictions.json"),
     Case("eval-data-bad-json", "evaluate", "--task=cmrc2018 {w}/broken.json {w}/predictions.json"),
+    Case("eval-answer-start-true", "evaluate", "--task=cmrc2018 {w}/answer_start_true.json {w}/predictions.json",
+         "answer_start"),
+    Case("eval-answer-start-text", "evaluate", "--task=cmrc2018 {w}/answer_start_text.json {w}/predictions.json",
+         "answer_start"),
     Case("eval-drcd-duplicate-id", "evaluate", "--task=drcd {w}/dup_ids.json {w}/predictions.json"),
     Case("eval-cjrc-duplicate-id", "evaluate", "--task=cjrc {w}/cjrc_dup_ids.json {w}/predictions.json"),
     Case("eval-chid-fewclue-duplicate-id", "evaluate", "--task=chid {w}/chid_dup_ids.json {w}/chid_predictions.json"),
@@ -51,6 +56,9 @@ CASES = [
     Case("eval-c3-duplicate-id", "evaluate", "--task=c3 {w}/c3_dup_ids.json {w}/c3_predictions.json"),
     Case("eval-c3-null-id", "evaluate", "--task=c3 {w}/c3_null_id.json {w}/c3_predictions.json"),
     Case("eval-c3-invisible-passage", "evaluate", "--task=c3 {w}/c3_blank.json {w}/c3_predictions.json"),
+    Case("eval-lone-surrogate-in-passage", "evaluate", "--task=cmrc2018 {w}/lone_surrogate.json "
+                                                       "{w}/predictions.json"),
+    Case("eval-chid-lone-surrogate", "evaluate", "--task=chid {w}/chid_lone_surrogate.json {w}/chid_predictions.json"),
     Case("eval-c3-subset-file-missing", "evaluate", "--task=c3 --c3_subsets=d,m {w}/c3-d-dev.json "
                                                     "{w}/c3_predictions.json"),
     # tf_mrc.evaluate: predictions files
@@ -59,17 +67,35 @@ CASES = [
     Case("eval-predictions-of-another-file", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/foreign.json"),
     Case("eval-predictions-directory", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/a_directory"),
     Case("eval-c3-nbest-file", "evaluate", "--task=c3 {w}/c3-d-dev.json {w}/c3_nbest.json"),
+    Case("eval-chid-index-outside-candidates", "evaluate", "--task=chid {w}/chid_one.json {w}/chid_index_-1.json",
+         "question 7"),
+    Case("eval-c3-index-outside-choices", "evaluate", "--task=c3 {w}/c3-d-dev.json {w}/c3_index_2.json",
+         "question d-doc1-0"),
     # tf_mrc.audit
     Case("audit-duplicate-id", "audit", "--task=cmrc2018 --data {w}/dup_ids.json --vocab_file {w}/vocab.txt"),
     Case("audit-empty-data", "audit", "--task=cmrc2018 --data {w}/empty_data.json --vocab_file {w}/vocab.txt"),
     Case("audit-data-is-a-directory", "audit", "--task=cmrc2018 --data {w}/a_directory --vocab_file {w}/vocab.txt"),
     Case("audit-invisible-passage", "audit", "--task=cmrc2018 --data {w}/blank_passage.json "
                                              "--vocab_file {w}/vocab.txt"),
+    Case("audit-lone-surrogate-in-passage", "audit", "--task=cmrc2018 --data {w}/lone_surrogate.json "
+                                                     "--vocab_file {w}/vocab.txt"),
+    Case("audit-vocab-not-utf8", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/vocab_utf16.txt"),
+    Case("audit-doc-stride-0", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/vocab.txt "
+                                        "--max_seq_length 32 --doc_stride 0"),
+    Case("audit-max-seq-length-negative", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file "
+                                                   "{w}/vocab.txt --max_seq_length -1"),
+    Case("audit-max-seq-length-below-question", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file "
+                                                         "{w}/vocab.txt --max_seq_length 10"),
+    Case("audit-answer-start-true", "audit", "--task=cmrc2018 --data {w}/answer_start_true.json --vocab_file "
+                                             "{w}/vocab.txt", "answer_start"),
     Case("audit-vocab-missing", "audit", "--task=cmrc2018 --data {w}/passages.json --vocab_file {w}/nothing.txt"),
+    Case("audit-bad-opencc-config", "audit", "--task=drcd --opencc_config=no_such --data {w}/passages.json "
+                                             "--vocab_file {w}/vocab.txt"),
     # run_finetune.py
     Case("run-output-dir-is-a-file", "run_finetune", TRAIN + " --output_dir={w}/a_file"),
     Case("run-output-dir-not-creatable", "run_finetune", TRAIN + " --output_dir={w}/a_file/sub"),
     Case("run-output-dir-not-writable", "run_finetune", TRAIN + " --output_dir=/proc/tf_mrc_fuzz"),
+    Case("run-cache-dir-not-writable", "run_finetune", TRAIN + " --cache_dir=/proc/tf_mrc_fuzz --output_dir={out}"),
     Case("run-restart-vocab", "run_finetune", TRAIN + " --vocab_file={w}/vocab_more.txt --output_dir={w}/run"),
     Case("run-restart-other-casing", "run_finetune", TRAIN + " --nolower_case --output_dir={w}/run"),
     Case("run-restart-config", "run_finetune", TRAIN + " --config_file={w}/other_config.json --output_dir={w}/run"),
@@ -85,18 +111,57 @@ CASES = [
                       "--output_dir={out}"),
     Case("run-train-file-empty-data", "run_finetune", TRAIN + " --train_file={w}/empty_data.json --output_dir={out}"),
     Case("run-train-file-duplicate-id", "run_finetune", TRAIN + " --train_file={w}/dup_ids.json --output_dir={out}"),
+    Case("run-train-file-answers-unaligned", "run_finetune", TRAIN + " --train_file={w}/unaligned.json "
+                                                                    "--output_dir={out}", "\"unaligned\": 2"),
     Case("run-train-file-missing", "run_finetune", TRAIN + " --train_file={w}/nothing.json --output_dir={out}"),
     Case("run-vocab-not-wordpiece", "run_finetune", TRAIN + " --vocab_file={w}/broken.json --output_dir={out}"),
+    Case("run-config-not-utf8", "run_finetune", TRAIN + " --config_file={w}/config_utf16.json --output_dir={out}",
+         "config_utf16.json"),
+    Case("run-config-is-a-directory", "run_finetune", TRAIN + " --config_file={w}/a_directory --output_dir={out}",
+         "a_directory"),
     Case("run-nothing-to-do", "run_finetune", TINY_FLAGS + " --output_dir={out}"),
+    # run_finetune.py: every numeric flag and choice, checked before any work
+    Case("run-doc-stride-0", "run_finetune", TRAIN + " --doc_stride=0 --output_dir={out}"),
+    Case("run-doc-stride-negative", "run_finetune", TRAIN + " --doc_stride=-5 --output_dir={out}"),
+    Case("run-train-batch-0", "run_finetune", TRAIN + " --train_batch_size=0 --output_dir={out}"),
+    Case("run-predict-batch-negative", "run_finetune", TRAIN + " --predict_batch_size=-1 --do_eval --output_dir={out}"),
+    Case("run-max-seq-too-short-for-question", "run_finetune", TRAIN + " --max_seq_length=34 --output_dir={out}"),
+    Case("run-max-seq-over-positions", "run_finetune", TRAIN + " --max_seq_length=256 --output_dir={out}"),
+    Case("run-seeds-0", "run_finetune", TRAIN + " --seeds=0 --output_dir={out}"),
+    Case("run-save-checkpoints-steps-0", "run_finetune", TRAIN + " --save_checkpoints_steps=0 --output_dir={out}"),
+    Case("run-max-train-steps-0", "run_finetune", TRAIN + " --max_train_steps=0 --output_dir={out}"),
+    Case("run-negative-epochs", "run_finetune", TRAIN + " --num_train_epochs=-1 --output_dir={out}"),
+    Case("run-n-best-0", "run_finetune", TRAIN + " --n_best_size=0 --output_dir={out}"),
+    Case("run-warmup-over-1", "run_finetune", TRAIN + " --warmup_proportion=1.5 --output_dir={out}"),
+    Case("run-precision-fp8", "run_finetune", TRAIN + " --precision=fp8 --output_dir={out}"),
+    Case("run-option-of-another-task", "run_finetune", TRAIN + " --c3_subsets=d --output_dir={out}"),
+    Case("run-unknown-task", "run_finetune", TRAIN + " --task=squad --output_dir={out}"),
     # export.to_pb
     Case("to_pb-bit-flipped-checkpoint", "to_pb", "--output_dir {w}/run_flipped --output {out}/model.pb"),
     Case("to_pb-truncated-checkpoint", "to_pb", "--output_dir {w}/run_truncated --output {out}/model.pb"),
+    Case("to_pb-output-is-a-directory", "to_pb", "--output_dir {w}/run --output {w}/a_directory"),
+    Case("to_pb-output-not-writable", "to_pb", "--output_dir {w}/run --output /proc/tf_mrc_fuzz/model.pb"),
+    Case("to_pb-flags-unused-with-output-dir", "to_pb", "--output_dir {w}/run --output {out}/model.pb --task=c3 "
+                                                        "--n_best_size=5"),
+    Case("to_pb-config-not-utf8", "to_pb", "--checkpoint {w}/run/model.ckpt-1 --config {w}/config_utf16.json "
+                                           "--task=cmrc2018 --vocab_file {w}/vocab.txt --max_seq_length 128 "
+                                           "--output {out}/model.pb", "config_utf16.json"),
     Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
+    Case("to_pb-doc-stride-0", "to_pb", "--checkpoint {w}/run --config {w}/tiny_config.json --task cmrc2018 "
+                                        "--max_seq_length 128 --doc_stride 0 --output {out}/model.pb"),
     # export.to_pytorch
     Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
                                                           "{w}/tiny_config.json --output {out}"),
     Case("to_pytorch-bit-flipped-checkpoint", "to_pytorch", "--checkpoint {w}/run_flipped --config "
                                                             "{w}/tiny_config.json --output {out}"),
+    Case("to_pytorch-output-is-a-file", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json --output "
+                                                      "{w}/a_file"),
+    Case("to_pytorch-output-not-writable", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json "
+                                                         "--output /proc/tf_mrc_fuzz"),
+    Case("to_pytorch-vocab-missing", "to_pytorch", "--checkpoint {w}/run --config {w}/tiny_config.json --output {out} "
+                                                   "--vocab_file {w}/nothing.txt"),
+    Case("to_pytorch-config-not-utf8", "to_pytorch", "--checkpoint {w}/run --config {w}/config_utf16.json "
+                                                     "--output {out}", "config_utf16.json"),
     Case("to_pytorch-no-checkpoint", "to_pytorch", "--checkpoint {w}/a_directory --config {w}/tiny_config.json "
                                                    "--output {out}"),
     # export.from_pytorch
@@ -108,6 +173,13 @@ CASES = [
     Case("demo-corrupt-pb", "serving_demo", "--pb {w}/corrupt.pb --passage 文 --question 问"),
     Case("demo-truncated-pb", "serving_demo", "--pb {w}/truncated.pb --passage 文 --question 问"),
     Case("demo-no-sidecar", "serving_demo", "--pb {w}/passages.json --passage 文 --question 问"),
+    # serving_demo: flags checked before the graph loads (corrupt.pb would be refused after them)
+    Case("demo-port-negative", "serving_demo", "--pb {w}/corrupt.pb --serve -1", "0-65535"),
+    Case("demo-port-above-65535", "serving_demo", "--pb {w}/corrupt.pb --serve 99999", "0-65535"),
+    Case("demo-output-is-a-directory", "serving_demo", "--pb {w}/corrupt.pb --output {w}/a_directory", "--output"),
+    Case("demo-output-not-writable", "serving_demo", "--pb {w}/corrupt.pb --output /proc/tf_mrc_fuzz/p.json",
+         "--output"),
+    Case("demo-blank-passage", "serving_demo", "--pb {w}/corrupt.pb --passage ' \u200b' --question 问", "--passage"),
 ]
 
 
@@ -159,6 +231,7 @@ def build_world(w):
     shutil.copy(str(TINY / "passages.json"), str(w / "passages.json"))
     vocab = (TINY / "vocab.txt").read_text(encoding="utf-8")
     _write(w / "vocab_more.txt", vocab + "额外一\n额外二\n")
+    (w / "vocab_utf16.txt").write_bytes(vocab.encode("utf-16"))
     (w / "a_directory").mkdir()
     _write(w / "a_file", "not a directory\n")
     _write(w / "broken.json", '{"data": [')
@@ -172,19 +245,27 @@ def build_world(w):
     _write(w / "null_id.json", _squad([_question(None)]))
     _write(w / "blank_passage.json", _squad([_question("q")], context=" \u200b\u200d\ufeff\n"))
     _write(w / "empty_data.json", {"data": []})
+    _write(w / "unaligned.json", _squad([_question("q1", answer="湖"), _question("q2", answer="山")]))
+    _write(w / "lone_surrogate.json", json.dumps(_squad([_question("q")], context="有\ud800文")))
     _write(w / "no_answers.json", _squad([_question("q", answer=None)]))
+    for name, start in (("answer_start_true.json", True), ("answer_start_text.json", "1")):
+        _write(w / name, _squad([dict(_question("q"), answers=[{"text": "文", "answer_start": start}])]))
     lines = lambda records: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)  # noqa: E731
     _write(w / "chid_dup_ids.json", lines([_fewclue(7), _fewclue("7")]))
     _write(w / "chid_null_id.json", lines([_fewclue(None)]))
+    _write(w / "chid_lone_surrogate.json", json.dumps(dict(_fewclue(7), content="甲#idiom#\udc00")) + "\n")
     chid_line = {"content": ["甲#idiom000001#乙"], "candidates": ["一二三四", "五六七八"]}
     _write(w / "chid_dup_blanks.json", lines([chid_line, chid_line]))
     _write(w / "chid_dup_blanks_answer.json", {"#idiom000001#": 0})
     _write(w / "chid_predictions.json", {"7": 0})
+    _write(w / "chid_one.json", lines([_fewclue(7)]))
+    _write(w / "chid_index_-1.json", {"7": -1})
     _write(w / "c3_dup_ids.json", _c3([_c3_question(5), _c3_question("5")]))
     _write(w / "c3_null_id.json", _c3([_c3_question(None)]))
     _write(w / "c3_blank.json", _c3([_c3_question("absent")], sentences=["\u200b", " "]))
     _write(w / "c3-d-dev.json", _c3([_c3_question("absent")]))
     _write(w / "c3_predictions.json", {"d-doc1-0": "甲"})
+    _write(w / "c3_index_2.json", {"d-doc1-0": 2})
     _write(w / "c3_nbest.json", {"d-doc1-0": [{"index": 0, "text": "甲", "probability": 1.0}]})
     _write(w / "corrupt.pb", "\x08\x96\x01 not a graph")
     _write(w / "truncated.pb", "\n\x80\x80\x80")
@@ -204,6 +285,7 @@ def build_world(w):
     stored = json.loads((w / "run" / "run_config.json").read_text(encoding="utf-8"))
     _write(w / "tiny_config.json", stored["model_config"])
     _write(w / "other_config.json", dict(stored["model_config"], intermediate_size=96))
+    (w / "config_utf16.json").write_bytes(json.dumps(stored["model_config"]).encode("utf-16"))
     for name, how in (("run_truncated", "truncate"), ("run_flipped", "flip")):
         shutil.copytree(str(w / "run"), str(w / name))
         _damage(w / name, how)
@@ -282,6 +364,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(world, tmp_path, case):
     errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
     assert "Traceback" not in out + err, err
     assert status == 2 and len(errors) == 1, (status, out, err)
+    assert case.expect is None or case.expect in errors[0], errors[0]
     changed = sorted(name for name in before if after.get(name) != before[name])
     assert not changed, "changed or removed: %s" % changed
 
@@ -292,29 +375,68 @@ def test_cli_table_covers_every_tool():
     assert len({case.id for case in CASES}) == len(CASES)
 
 
-def test_ctrl_c_names_the_last_checkpoint_and_exits_130(tmp_path):
-    """SIGINT while training: one line naming the last checkpoint and how to resume, exit status 130."""
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_interrupt_names_the_last_checkpoint(tmp_path, signum, status):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's kill) while training: one line naming the last checkpoint and how
+    to resume, exit status 128 + the signal. Progress lines reach a redirected stdout (a log file) as they
+    happen, not when the process ends."""
     out = tmp_path / "out"
     flags = TINY_FLAGS.format(w=TINY) + " --train_file=%s --do_train --max_train_steps=100000 " \
                                         "--save_checkpoints_steps=5 --log_every=100000 --output_dir=%s" % (
                                             TINY / "passages.json", out)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.Popen([sys.executable, str(ROOT / "run_finetune.py")] + shlex.split(flags), env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    env.pop("PYTHONUNBUFFERED", None)
+    log = tmp_path / "stdout.log"
+    with open(str(log), "w") as stdout_file:
+        child = subprocess.Popen([sys.executable, str(ROOT / "run_finetune.py")] + shlex.split(flags), env=env,
+                                 stdout=stdout_file, stderr=subprocess.PIPE, universal_newlines=True)
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint").exists() and child.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         assert child.poll() is None, child.communicate()
         time.sleep(1.0)
-        child.send_signal(signal.SIGINT)
-        stdout, stderr = child.communicate(timeout=60)
+        logged_while_running = log.read_text()
+        child.send_signal(signum)
+        _, stderr = child.communicate(timeout=180)
     finally:
         if child.poll() is None:
             child.kill()
-    assert child.returncode == 130, (stdout, stderr)
+    stdout = log.read_text()
+    assert "[train] " in logged_while_running, stdout
+    assert child.returncode == status, (stdout, stderr)
     assert "Traceback" not in stdout + stderr, stderr
     from tf_mrc.compat import tf
     latest = tf.train.latest_checkpoint(str(out))
     expected = "interrupted: the last checkpoint is %s; run the same command again to resume from it" % latest
     assert stderr.strip().splitlines()[-1] == expected, stderr
+
+
+def test_byte_order_mark_and_crlf_files_score_as_plain_utf8(tmp_path):
+    """Windows editors save UTF-8 with a byte-order mark and CRLF line ends: such data and predictions files
+    (JSON and JSON lines) read as the plain files do."""
+    passages = (TINY / "passages.json").read_text(encoding="utf-8")
+    qids = [qa["id"] for a in json.loads(passages)["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    predictions = json.dumps({qid: "西湖" for qid in qids}, ensure_ascii=False, indent=1)
+    fewclue = json.dumps(_fewclue("7"), ensure_ascii=False) + "\n"
+    for name, text in (("data.json", passages), ("predictions.json", predictions), ("chid.json", fewclue * 1),
+                       ("chid_predictions.json", '{"7": 0}')):
+        _write(tmp_path / name, text)
+        (tmp_path / ("bom_" + name)).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    for task, data, predictions in (("cmrc2018", "data.json", "predictions.json"),
+                                    ("chid", "chid.json", "chid_predictions.json")):
+        plain = run_cli("evaluate", ["--task=" + task, str(tmp_path / data), str(tmp_path / predictions)])
+        marked = run_cli("evaluate", ["--task=" + task, str(tmp_path / ("bom_" + data)),
+                                      str(tmp_path / ("bom_" + predictions))])
+        assert plain[0] == 0 and marked == plain, (plain, marked)
+
+
+def test_config_with_byte_order_mark_reads_as_plain(tmp_path):
+    """A model config saved by a Windows editor (UTF-8 with a byte-order mark) reads as the plain file does."""
+    from tf_mrc.modeling.config import config_from_json
+    text = json.dumps({"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 99})
+    _write(tmp_path / "plain.json", text)
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    plain = config_from_json(str(tmp_path / "plain.json"))
+    assert plain.vocab_size == 99
+    assert config_from_json(str(tmp_path / "bom.json")) == plain

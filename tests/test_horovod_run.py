@@ -2,14 +2,16 @@
 
 Why the two runs can be compared at all: with rank-sharded, shuffled input the two layouts see different
 batches, so their weights would differ for reasons that say nothing about correctness. Here every optimizer
-step sees the whole training set on both: 28 features, one process with batch 28, two ranks with batch 14
-each over shards of exactly 14 (each rank's batch is its whole shard, the gradient mean over the ranks is the
-mean over the 28 features). Dropout is off (a --config_file override) and both start from the same weights
+step sees the whole training set on both: 28 features and the same command line, --train_batch_size=28 (the
+global batch): one process trains micro-batches of 28, two ranks micro-batches of 14 over shards of exactly 14
+(each rank's micro-batch is its whole shard, the gradient mean over the ranks is the mean over the 28
+features). Both score the dev set once during training (--eval_every_epochs=15, at step 15) and keep the best
+checkpoint. Dropout is off (a --config_file override) and both start from the same weights
 (the two-rank job loads the one-process run's step-0 checkpoint: op-level random seeds depend on how many ops
 the input pipeline made, which sharding changes). What remains is float summation order (one batch mean vs a
 mean of two shard means), so the weights agree to float precision after 30 AdamW steps (measured max |diff|
-2.7e-6 on TF 2.15, checked against 1e-4), and prediction, which runs sharded over 29 features (not divisible by
-two), agrees to 1e-4 in every n-best probability with identical answer texts.
+2.7e-6 and 4.2e-6 in two runs on TF 2.15, checked against 1e-4), and prediction, which runs sharded over 29
+features (not divisible by two), agrees to 1e-4 in every n-best probability with identical answer texts.
 
 The same file runs on the TF 1.13 stack (Horovod 0.19.5, horovodrun over mpirun; scripts/env_tf1.sh).
 """
@@ -28,9 +30,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import horovod_job_env, horovodrun
+from conftest import ROOT, horovod_job_env, horovodrun
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tf_mrc", "resources", "tiny")
 HANG_GUARD_SECONDS = 300     # a hang check only: these jobs end in well under a minute here
 STEPS = 30                   # 28 features x 30 epochs / global batch 28
@@ -57,12 +58,12 @@ def tiny_data(folder):
     return train, config
 
 
-def finetune_args(data, out_dir, batch_size, *extra):
+def finetune_args(data, out_dir, *extra):
     train, config = data
     return ["--task=cmrc2018", "--model=tiny", "--config_file=" + config, "--train_file=" + train,
             "--dev_file=" + os.path.join(TINY, "passages.json"), "--vocab_file=" + os.path.join(TINY, "vocab.txt"),
             "--output_dir=" + out_dir, "--max_seq_length=128", "--doc_stride=32", "--max_query_length=32",
-            "--num_train_epochs=30", "--train_batch_size=%d" % batch_size, "--log_every=10"] + list(extra)
+            "--num_train_epochs=30", "--train_batch_size=28", "--eval_every_epochs=15", "--log_every=10"] + list(extra)
 
 
 class Job:
@@ -107,15 +108,15 @@ def run_finetune(args, ranks):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The one-process reference (batch 28) and the two-rank job (batch 14 per rank) from its initial weights."""
+    """The one-process reference and the two-rank job from its initial weights, both with global batch 28."""
     horovodrun()
     folder = str(tmp_path_factory.mktemp("horovod_run"))
     data = tiny_data(folder)
     one = os.path.join(folder, "one_process")
-    reference = run_finetune(finetune_args(data, one, 28, "--do_train", "--do_eval"), ranks=0)
+    reference = run_finetune(finetune_args(data, one, "--do_train", "--do_eval", "--do_predict"), ranks=0)
     assert reference.code == 0, reference.output[-3000:]
     two = os.path.join(folder, "two_ranks")
-    job = run_finetune(finetune_args(data, two, 14, "--do_train", "--do_eval", "--do_predict",
+    job = run_finetune(finetune_args(data, two, "--do_train", "--do_eval", "--do_predict",
                                      "--init_checkpoint=" + os.path.join(one, "model.ckpt-0")), ranks=2)
     assert job.code == 0, job.output[-3000:]
     return {"folder": folder, "data": data, "one": one, "two": two, "reference": reference, "job": job}
@@ -154,11 +155,14 @@ def assert_same_nbest(expected, actual, tolerance):
 
 def test_two_ranks_train_the_model_one_process_trains_with_the_same_global_batch(runs):
     reference, job = runs["reference"], runs["job"]
-    # The same step count from the same feature count on both ranks, and the global batch in the log.
-    assert any("28 features, global batch 28 (14 x 2 workers x 1 accumulated), %d steps" % STEPS in line
-               for line in job.lines(0))
-    assert any("28 features, global batch 28 (28 x 1 workers x 1 accumulated), %d steps" % STEPS in line
-               for line in reference.output.splitlines())
+    # The same step count from the same feature count and command line, and the batch's split in the log.
+    assert any("28 features, global batch 28 = micro-batch 14 x 2 workers x 1 accumulated, %d steps" % STEPS
+               in line for line in job.lines(0))
+    assert any("28 features, global batch 28 = micro-batch 28 x 1 workers x 1 accumulated, %d steps" % STEPS
+               in line for line in reference.output.splitlines())
+    # The evaluation during training ran on both ranks and chose the same best checkpoint.
+    assert any(line.startswith("[eval] step 15 (epoch 15.00)") for line in job.lines(0))
+    assert read_json(runs["two"], "best/best.json") == read_json(runs["one"], "best/best.json")
     final = "model.ckpt-%d" % STEPS
     difference = max_weight_difference(os.path.join(runs["one"], final), os.path.join(runs["two"], final))
     print("\n[measured] max |weight difference| after %d steps: %.2g" % (STEPS, difference))
@@ -168,25 +172,36 @@ def test_two_ranks_train_the_model_one_process_trains_with_the_same_global_batch
     print("[measured] max |n-best probability difference|: %.2g" % worst)
     assert read_json(runs["two"], "dev_predictions.json") == read_json(runs["one"], "dev_predictions.json")
     assert read_json(runs["two"], "eval_results.json") == read_json(runs["one"], "eval_results.json")
-    assert read_json(runs["two"], "predictions.json") == read_json(runs["one"], "dev_predictions.json")
+    # --do_predict answers with the best checkpoint on both
+    assert read_json(runs["two"], "predictions.json") == read_json(runs["one"], "predictions.json")
 
 
 def output_names(folder):
-    """The files under ``folder``, TensorBoard event files by kind (their names hold a time and a host)."""
-    names = []
+    """The files under ``folder``, TensorBoard event files by kind (their names hold a time and a host) and
+    feature-cache shards by cache (each rank writes its own shard of every cache)."""
+    names = set()
     for base, _, files in os.walk(folder):
         for name in files:
             relative = os.path.relpath(os.path.join(base, name), folder)
-            names.append(re.sub(r"events\.out\.tfevents\..*", "events.out.tfevents.*", relative))
+            relative = re.sub(r"\.part-\d+-of-\d+\.", ".part-*.", relative)
+            names.add(re.sub(r"events\.out\.tfevents\..*", "events.out.tfevents.*", relative))
     return sorted(names)
+
+
+def cache_shards(folder):
+    return sorted(name for name in os.listdir(os.path.join(folder, "cache")) if ".part-" in name)
 
 
 def test_only_rank_0_writes_and_rank_1_leaves_nothing_behind(runs):
     job = runs["job"]
-    prediction_outputs = ["nbest_predictions.json", "predictions.json"]
-    # The one-process run (--do_eval only) wrote the same files, less --do_predict's two; one events file each.
-    assert output_names(runs["two"]) == sorted(output_names(runs["one"]) + prediction_outputs)
+    # The one-process run wrote the same files; one training and one evaluation events file each.
+    assert output_names(runs["two"]) == output_names(runs["one"])
     assert output_names(runs["two"]).count("events.out.tfevents.*") == 1
+    assert "eval/events.out.tfevents.*" in output_names(runs["two"]) and "best/best.json" in output_names(runs["two"])
+    # the training cache and the dev cache: one record shard per rank, and a sidecar shard per rank for dev
+    assert sorted(name.split(".part-")[1] for name in cache_shards(runs["two"])) == sorted(
+        ["00000-of-00002.tfrecord", "00001-of-00002.tfrecord"] * 2 +
+        ["00000-of-00002.sidecar.jsonl", "00001-of-00002.sidecar.jsonl"])
     writer_lines = ("[data]", "[train]", "[eval]", "[predict]", "[run]")
     assert not [line for line in job.lines(1) if line.startswith(writer_lines)], job.lines(1)
     assert any(line.startswith("[predict] 29 answers") for line in job.lines(0))
@@ -201,7 +216,7 @@ def test_starting_a_finished_run_again_skips_training_on_every_rank(runs):
     ranks then predict from rank 0's checkpoint, sharded in batches of 4, exactly as one process did."""
     again = os.path.join(runs["folder"], "again")
     shutil.copytree(runs["one"], again)
-    job = run_finetune(finetune_args(runs["data"], again, 14, "--do_train", "--do_eval", "--do_predict",
+    job = run_finetune(finetune_args(runs["data"], again, "--do_train", "--do_eval", "--do_predict",
                                      "--predict_batch_size=4", "--lr_scale_with_workers"), ranks=2)
     assert job.code == 0, job.output[-3000:]
     assert any("already holds step %d of %d: training skipped" % (STEPS, STEPS) in line for line in job.lines(0))
@@ -209,7 +224,7 @@ def test_starting_a_finished_run_again_skips_training_on_every_rank(runs):
     expected = read_json(runs["one"], "dev_nbest_predictions.json")
     worst = assert_same_nbest(expected, read_json(again, "dev_nbest_predictions.json"), 1e-6)
     print("\n[measured] same checkpoint, 1 vs 2 ranks: max |n-best probability difference| %.2g" % worst)
-    assert read_json(again, "predictions.json") == read_json(runs["one"], "dev_predictions.json")
+    assert read_json(again, "predictions.json") == read_json(runs["one"], "predictions.json")
 
 
 def rank_processes(marker):
@@ -239,7 +254,7 @@ def test_fp16_allreduce_job_learns_and_a_killed_rank_ends_it_at_once(runs):
     training: the job ends non-zero, naming rank 1, and rank 0's process is gone too (nobody is left waiting
     in an allreduce for a dead peer)."""
     out = os.path.join(runs["folder"], "killed")
-    args = finetune_args(runs["data"], out, 14, "--do_train", "--fp16_allreduce", "--max_train_steps=100000",
+    args = finetune_args(runs["data"], out, "--do_train", "--fp16_allreduce", "--max_train_steps=100000",
                          "--warmup_proportion=0", "--log_every=5")
     command = [horovodrun(), "-np", "2", "-H", "localhost:2", sys.executable,
                os.path.join(ROOT, "run_finetune.py")] + args

@@ -1,20 +1,15 @@
 """The official metrics against hand-worked examples of each rule of their published definitions
-(ymcui/cmrc2018 cmrc2018_evaluate.py, CAIL2019 CJRC evaluate.py) and against the real CMRC 2018 trial set."""
+(ymcui/cmrc2018 cmrc2018_evaluate.py, CAIL2019 CJRC evaluate.py) and on files in the published layouts."""
 import json
 
 import nltk
 import pytest
 from nltk.tokenize.punkt import PunktSentenceTokenizer
 
-from tests.conftest import shared_file
+from conftest import data_file
 from tf_mrc import metrics
-
-
-def _dataset(questions):
-    """A SQuAD-style dataset object with one paragraph holding (id, [gold answers]) questions."""
-    qas = [{"id": qid, "question": "?", "answers": [{"text": text, "answer_start": 0} for text in answers]}
-           for qid, answers in questions]
-    return {"version": "test", "data": [{"paragraphs": [{"context": "", "qas": qas}]}]}
+from tf_mrc.errors import UserError
+from tf_mrc.tasks import get_task
 
 
 # -- CMRC 2018: segmentation ------------------------------------------------------------------------
@@ -136,28 +131,40 @@ def test_cmrc_em_after_punctuation_removal():
     assert metrics.cmrc_em(["好……"], "好") == 0                   # '……' is never removed
 
 
-def test_evaluate_cmrc_averages_over_all_questions():
-    dataset = _dataset([("q1", ["红楼梦"]), ("q2", ["北京大学", "北大"]), ("q3", ["甲"]), (" q4 ", ["乙。"])])
+def test_evaluate_cmrc_averages_over_all_questions(tmp_path):
+    context = "《红楼梦》藏在北京大学图书馆甲乙。"
+    qas = [{"id": qid, "question": "?", "answers": [{"text": text, "answer_start": context.find(text)}
+                                                   for text in answers]}
+           for qid, answers in [("q1", ["红楼梦"]), ("q2", ["北京大学", "北大"]), ("q3", ["甲"]), (" q4 ", ["乙。"])]]
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}), encoding="utf-8")
+    task = get_task("cmrc2018")
     predictions = {"q1": "《红楼梦》", "q2": "北京大学图书馆", "q4": "乙"}   # q3 missing; ids are stripped
-    result = metrics.evaluate_cmrc(dataset, predictions)
+    result = task.evaluate(task.read_examples(str(path), False), predictions)
     assert result["f1"] == pytest.approx(100 * (1 + 8 / 11 + 0 + 1) / 4)
     assert result["em"] == pytest.approx(100 * 2 / 4)
     assert (result["total"], result["skipped"]) == (4, 1)
 
 
-def test_evaluate_cmrc_rejects_question_without_gold():
-    with pytest.raises(ValueError, match="q1"):
-        metrics.evaluate_cmrc(_dataset([("q1", [])]), {"q1": "x"})
+def test_evaluate_cmrc_rejects_question_without_gold_and_nothing_to_score():
+    with pytest.raises(UserError, match="q1 has no gold"):
+        metrics.evaluate_cmrc([("q1", [])], {"q1": "x"})
+    with pytest.raises(UserError, match="no questions"):
+        metrics.evaluate_cmrc([], {})
 
 
-def test_cmrc_trial_first_gold_scores_100_and_nothing_scores_0():
-    with open(shared_file("cmrc2018/cmrc2018_trial.json"), encoding="utf-8") as f:
+def test_cmrc_trial_excerpt_first_gold_scores_100_and_nothing_scores_0():
+    path = data_file("cmrc2018/cmrc2018_trial.excerpt.json")
+    with open(path, encoding="utf-8") as f:
         dataset = json.load(f)
     questions = [qa for article in dataset["data"] for paragraph in article["paragraphs"]
                  for qa in paragraph["qas"]]
+    task = get_task("cmrc2018")
+    examples = task.read_examples(path, False)
     first_gold = {qa["id"].strip(): qa["answers"][0]["text"] for qa in questions}
-    assert metrics.evaluate_cmrc(dataset, first_gold) == {"f1": 100.0, "em": 100.0, "total": 1002, "skipped": 0}
-    assert metrics.evaluate_cmrc(dataset, {}) == {"f1": 0.0, "em": 0.0, "total": 1002, "skipped": 1002}
+    count = len(questions)
+    assert task.evaluate(examples, first_gold) == {"f1": 100.0, "em": 100.0, "total": count, "skipped": 0}
+    assert task.evaluate(examples, {}) == {"f1": 0.0, "em": 0.0, "total": count, "skipped": count}
 
 
 # -- CJRC -------------------------------------------------------------------------------------------
@@ -205,13 +212,13 @@ def test_evaluate_cjrc_per_domain():
     assert only_civil["criminal"] == {"f1": 0.0, "em": 0.0, "total": 0}
 
 
-def test_cjrc_dev_sample_counts_and_first_gold_bound():
-    with open(shared_file("cjrc/cjrc_dev.sample.json"), encoding="utf-8") as f:
+def test_cjrc_dev_file_counts_and_first_gold_bound():
+    with open(data_file("cjrc/cjrc_dev.fixture.json"), encoding="utf-8") as f:
         dataset = json.load(f)
     examples = [(qa["id"], story["domain"], [answer["text"] for answer in qa["answers"]])
                 for story in dataset["data"] for paragraph in story["paragraphs"] for qa in paragraph["qas"]]
     nothing = metrics.evaluate_cjrc(examples, {})
-    assert [nothing[name]["total"] for name in ("civil", "criminal", "overall")] == [300, 300, 600]
+    assert [nothing[name]["total"] for name in ("civil", "criminal", "overall")] == [6, 5, 11]
     assert nothing["overall"]["f1"] == nothing["overall"]["em"] == 0.0
     # Predicting the first of 3 gold answers scores 1 in the two leave-one-out rounds that keep it: >= 2/3 each.
     first_gold = metrics.evaluate_cjrc(examples, {qid: golds[0] for qid, _, golds in examples})

@@ -1,7 +1,9 @@
-"""BERT / ALBERT encoders: published variable names, forward pass against NumPy and transformers, checkpoint loading.
+"""BERT / ALBERT / XLNet encoders: published variable names, forward pass against NumPy and transformers,
+padding, dropout, precision, checkpoint loading.
 
 Every numeric check runs the TF graph on random weights, then recomputes the same forward pass independently
 (NumPy in float64 written from the published definitions, or transformers' PyTorch models fed the same values).
+Checks that hold for every layout run over LAYOUTS (inputs padded on the layout's own side).
 """
 import math
 
@@ -11,28 +13,38 @@ import pytest
 from tf_mrc.compat import IS_TF1, tf
 from tf_mrc.modeling import build_encoder
 from tf_mrc.modeling.checkpoint import CheckpointError, init_from_checkpoint
-from tf_mrc.modeling.config import ModelConfig
+from tf_mrc.modeling.config import model_config
+from tf_mrc.modeling.layouts import descriptor
 
 V, H, A, I, E, P, L = 50, 32, 4, 64, 16, 16, 2
 B, T = 2, 8
-VARIANTS = ("bert", "google", "brightmart")
+D = H // A   # XLNet's d_head
+VARIANTS = ("bert", "google", "brightmart")   # the BERT family's weight layouts (NumPy reference)
+LAYOUTS = ("bert", "xlnet")                   # one per encoder family
 
 
 def make_config(variant, hidden_act="gelu", **overrides):
     fields = dict(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=A, intermediate_size=I,
                   max_position_embeddings=P, type_vocab_size=2, hidden_act=hidden_act)
-    if variant != "bert":
+    if variant == "xlnet":
+        fields = dict(layout="xlnet", vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=A,
+                      d_head=D, intermediate_size=I, hidden_act=hidden_act)
+    elif variant != "bert":
         fields.update(layout="albert", embedding_size=E, albert_variant=variant)
     fields.update(overrides)
-    return ModelConfig(**fields)
+    return model_config(**fields)
 
 
-def make_inputs():
+def make_inputs(padding="right"):
+    """Row 0 fills the window, row 1 has 5 real tokens and 3 of padding on ``padding``'s side."""
     rng = np.random.RandomState(0)
     input_ids = rng.randint(1, V, size=(B, T)).astype(np.int32)
     input_mask = np.array([[1] * T, [1] * 5 + [0] * (T - 5)], np.int32)
     segment_ids = np.array([[0] * 3 + [1] * (T - 3), [0] * 2 + [1] * 3 + [0] * (T - 5)], np.int32)
     input_ids[1, 5:] = 0
+    if padding == "left":
+        for array in (input_ids, input_mask, segment_ids):
+            array[1] = np.roll(array[1], T - 5)
     return input_ids, input_mask, segment_ids
 
 
@@ -50,7 +62,7 @@ def random_values(variables, seed=1):
 def run_encoder(config, kernels="reference", compute_dtype="float32", is_training=False, values=None, runs=1,
                 inputs=None):
     """Build the encoder in a fresh graph, load ``values`` (random by default), return (outputs, values)."""
-    input_ids, input_mask, segment_ids = inputs or make_inputs()
+    input_ids, input_mask, segment_ids = inputs or make_inputs(descriptor(config).padding)
     with tf.Graph().as_default():
         output = build_encoder(config, tf.constant(input_ids), tf.constant(input_mask), tf.constant(segment_ids),
                                is_training, kernels, compute_dtype)
@@ -149,19 +161,24 @@ def test_albert_groups_and_inner_groups_match_numpy():
     assert np.abs(pooled - expected_pooled).max() <= 1e-5
 
 
-def test_padding_does_not_reach_real_tokens():
-    """Changing the ids under input_mask == 0 must leave every real position's output unchanged."""
-    config = make_config("bert")
-    (sequence, _), values = run_encoder(config)
-    input_ids, input_mask, segment_ids = make_inputs()
-    input_ids[1, 5:] = 7
-    (changed, _), _ = run_encoder(config, values=values, inputs=(input_ids, input_mask, segment_ids))
-    assert np.abs(changed[1, :5] - sequence[1, :5]).max() <= 1e-6
-    assert np.abs(changed[1, 5:] - sequence[1, 5:]).max() > 1e-3
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_padding_does_not_reach_real_tokens(layout):
+    """Changing the ids and segment ids under input_mask == 0 leaves every real position's output and the pooled
+    output (BERT: the first token, XLNet: <cls> last) unchanged; the padding positions themselves change."""
+    config = make_config(layout)
+    (sequence, pooled), values = run_encoder(config)
+    input_ids, input_mask, segment_ids = make_inputs(descriptor(layout).padding)
+    padding = input_mask[1] == 0
+    input_ids[1, padding], segment_ids[1, padding] = 7, 1
+    (changed, changed_pooled), _ = run_encoder(config, values=values, inputs=(input_ids, input_mask, segment_ids))
+    assert np.abs(changed[1, ~padding] - sequence[1, ~padding]).max() <= 1e-5
+    assert np.abs(changed_pooled - pooled).max() <= 1e-5
+    assert np.abs(changed[1, padding] - sequence[1, padding]).max() > 1e-3
 
 
-def test_dropout_only_when_training():
-    config = make_config("bert")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_dropout_only_when_training(layout):
+    config = make_config(layout)
     outputs, _ = run_encoder(config, is_training=True, runs=2)
     assert np.abs(outputs[0].sequence_output - outputs[1].sequence_output).max() > 1e-3
     outputs, _ = run_encoder(config, is_training=False, runs=2)
@@ -186,7 +203,35 @@ def bert_layer(prefix, names, hidden=H, inner=I):
     return shapes
 
 
+def published_variables(untie_r):
+    """Names and shapes of a fine-tuned XLNet checkpoint's model (zihangdai/xlnet modeling.py + xlnet.py)."""
+    bias = [L, A, D] if untie_r else [A, D]
+    names = {
+        "model/transformer/word_embedding/lookup_table": [V, H],
+        "model/transformer/r_w_bias": bias,
+        "model/transformer/r_r_bias": bias,
+        "model/transformer/r_s_bias": bias,
+        "model/transformer/seg_embed": [L, 2, A, D],
+        "model/sequnece_summary/summary/kernel": [H, H],
+        "model/sequnece_summary/summary/bias": [H],
+    }
+    for layer in range(L):
+        prefix = "model/transformer/layer_%d/" % layer
+        for head in "qkvor":
+            names[prefix + "rel_attn/%s/kernel" % head] = [H, A, D]
+        names[prefix + "ff/layer_1/kernel"] = [H, I]
+        names[prefix + "ff/layer_1/bias"] = [I]
+        names[prefix + "ff/layer_2/kernel"] = [I, H]
+        names[prefix + "ff/layer_2/bias"] = [H]
+        for norm in ("rel_attn/LayerNorm/", "ff/LayerNorm/"):
+            names[prefix + norm + "beta"] = [H]
+            names[prefix + norm + "gamma"] = [H]
+    return {name: tuple(shape) for name, shape in names.items()}
+
+
 PUBLISHED_NAMES = {
+    "xlnet": published_variables(True),
+    "xlnet_tied": published_variables(False),
     "bert": {
         "bert/embeddings/word_embeddings": (V, H),
         "bert/embeddings/token_type_embeddings": (2, H),
@@ -233,9 +278,10 @@ def graph_variables(config, is_training=True):
         return {v.name[:-2]: tuple(v.shape.as_list()) for v in tf.global_variables()}
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS + ("xlnet", "xlnet_tied"))
 def test_variables_are_the_published_ones(variant):
-    assert graph_variables(make_config(variant)) == PUBLISHED_NAMES[variant]
+    config = make_config("xlnet", untie_r=False) if variant == "xlnet_tied" else make_config(variant)
+    assert graph_variables(config) == PUBLISHED_NAMES[variant]
 
 
 def test_albert_groups_variable_names():
@@ -251,9 +297,10 @@ def test_albert_groups_variable_names():
 # ---------------------------------------------------------------------------------------------------------------
 # Mixed precision and the kernel backends.
 
+@pytest.mark.parametrize("variant", ("google", "xlnet"))
 @pytest.mark.parametrize("compute_dtype,tolerance", [("float16", 2e-2), ("bfloat16", 8e-2)])
-def test_reduced_precision_keeps_fp32_variables_and_outputs(compute_dtype, tolerance):
-    config = make_config("google")
+def test_reduced_precision_keeps_fp32_variables_and_outputs(variant, compute_dtype, tolerance):
+    config = make_config(variant)
     if compute_dtype == "bfloat16" and IS_TF1:
         with pytest.raises(ValueError, match="bfloat16 needs TF 2"):
             run_encoder(config, compute_dtype=compute_dtype)
@@ -298,15 +345,12 @@ def test_fused_kernels_match_reference_with_gradients():
         assert np.abs(reference - fused).max() <= 1e-4
 
 
-def test_bad_compute_dtype_and_sequence_length_are_one_line_errors():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_bad_compute_dtype_is_a_one_line_error(layout):
     with tf.Graph().as_default():
         ids = tf.zeros([B, T], tf.int32)
         with pytest.raises(ValueError, match="compute_dtype"):
-            build_encoder(make_config("bert"), ids, ids, ids, False, "reference", "float64")
-    with tf.Graph().as_default():
-        ids = tf.zeros([B, P + 1], tf.int32)
-        with pytest.raises(ValueError, match="max_position_embeddings 16"):
-            build_encoder(make_config("bert"), ids, ids, ids, False, "reference")
+            build_encoder(make_config(layout), ids, ids, ids, False, "reference", "float64")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -394,12 +438,70 @@ def test_matches_transformers(variant, hidden_act, torch_act, groups):
     assert np.abs(out.pooler_output.numpy() - pooled).max() <= 1e-4
 
 
+def transformers_outputs(values, untie_r, activation, clamp_len):
+    """transformers' XLNetModel + XLNetSequenceSummary on our TF variable values (PyTorch, independent code)."""
+    torch = pytest.importorskip("torch")
+    from transformers import XLNetConfig, XLNetModel
+    from transformers.models.xlnet.modeling_xlnet import XLNetSequenceSummary
+
+    config = XLNetConfig(vocab_size=V, d_model=H, n_layer=L, n_head=A, d_inner=I,
+                         ff_activation=activation, attn_type="bi", bi_data=False, clamp_len=clamp_len, dropout=0.0,
+                         layer_norm_eps=1e-12, summary_type="last", summary_use_proj=True,
+                         summary_activation="tanh", summary_last_dropout=0.0)
+    model = XLNetModel(config).eval()
+    root = "model/transformer/"
+    state = {"word_embedding.weight": values[root + "word_embedding/lookup_table"],
+             "mask_emb": np.zeros([1, 1, H], np.float32)}
+    for layer in range(L):
+        tf_layer, pt_layer = root + "layer_%d/" % layer, "layer.%d." % layer
+        for head in "qkvor":
+            state[pt_layer + "rel_attn." + head] = values[tf_layer + "rel_attn/%s/kernel" % head]
+        for bias in ("r_w_bias", "r_r_bias", "r_s_bias"):
+            state[pt_layer + "rel_attn." + bias] = values[root + bias][layer] if untie_r else values[root + bias]
+        state[pt_layer + "rel_attn.seg_embed"] = values[root + "seg_embed"][layer]
+        for tf_norm, pt_norm in (("rel_attn/LayerNorm/", "rel_attn.layer_norm."),
+                                 ("ff/LayerNorm/", "ff.layer_norm.")):
+            state[pt_layer + pt_norm + "weight"] = values[tf_layer + tf_norm + "gamma"]
+            state[pt_layer + pt_norm + "bias"] = values[tf_layer + tf_norm + "beta"]
+        for dense in ("layer_1", "layer_2"):
+            state[pt_layer + "ff.%s.weight" % dense] = values[tf_layer + "ff/%s/kernel" % dense].T
+            state[pt_layer + "ff.%s.bias" % dense] = values[tf_layer + "ff/%s/bias" % dense]
+    model.load_state_dict({k: torch.tensor(v) for k, v in state.items()}, strict=True)
+    summary = XLNetSequenceSummary(config).eval()
+    summary.load_state_dict({"summary.weight": torch.tensor(values["model/sequnece_summary/summary/kernel"].T),
+                             "summary.bias": torch.tensor(values["model/sequnece_summary/summary/bias"])})
+    ids, mask, segments = make_inputs("left")
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask).float(),
+                       token_type_ids=torch.tensor(segments, dtype=torch.long)).last_hidden_state
+        pooled = summary(hidden)
+    return hidden.numpy(), pooled.numpy()
+
+
+@pytest.mark.parametrize("untie_r,activation,clamp_len", [
+    (True, "gelu", -1),   # Chinese XLNet-mid's settings
+    (False, "relu", -1),  # tied biases, XLNet's other activation
+    (True, "gelu", 3),    # distances beyond 3 clamped
+])
+def test_xlnet_matches_transformers(untie_r, activation, clamp_len):
+    config = make_config("xlnet", activation, untie_r=untie_r, clamp_len=clamp_len)
+    (sequence, pooled), values = run_encoder(config)
+    # XLNet's TF 'gelu' is the tanh form: transformers calls that 'gelu_new'.
+    expected_sequence, expected_pooled = transformers_outputs(
+        values, untie_r, "gelu_new" if activation == "gelu" else activation, clamp_len)
+    assert sequence.shape == (B, T, H) and pooled.shape == (B, H)
+    assert sequence.dtype == np.float32 and pooled.dtype == np.float32
+    assert np.abs(sequence - expected_sequence).max() <= 1e-4  # padding rows included
+    assert np.abs(pooled - expected_pooled).max() <= 1e-4
+    assert np.abs(sequence).mean() > 0.1  # the comparison is not between two near-zero tensors
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # init_from_checkpoint
 
 def save_checkpoint(path, config, extra=None):
     """Write a checkpoint the way the publishers did: a tf.train.Saver over the model (plus ``extra`` tensors)."""
-    input_ids, input_mask, segment_ids = make_inputs()
+    input_ids, input_mask, segment_ids = make_inputs(descriptor(config).padding)
     with tf.Graph().as_default():
         build_encoder(config, tf.constant(input_ids), tf.constant(input_mask), tf.constant(segment_ids), True,
                       "reference")
@@ -414,7 +516,7 @@ def save_checkpoint(path, config, extra=None):
 
 
 def load_into_fresh_graph(path, config, head=False):
-    input_ids, input_mask, segment_ids = make_inputs()
+    input_ids, input_mask, segment_ids = make_inputs(descriptor(config).padding)
     logged = []
     with tf.Graph().as_default():
         build_encoder(config, tf.constant(input_ids), tf.constant(input_mask), tf.constant(segment_ids), True,
@@ -429,16 +531,23 @@ def load_into_fresh_graph(path, config, head=False):
     return report, values, logged
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+# What published pre-trained checkpoints hold beside the model: XLNet's pre-training objects.
+PRETRAINING_EXTRAS = {"xlnet": {"model/transformer/mask_emb/mask_emb": np.ones([1, 1, H], np.float32),
+                                "model/lm_loss/bias": np.ones([V], np.float32)}}
+
+
+@pytest.mark.parametrize("variant", VARIANTS + ("xlnet",))
 def test_published_checkpoint_loads_completely(tmp_path, variant):
     config = make_config(variant)
-    saved = save_checkpoint(tmp_path / "model.ckpt", config)
+    extra = PRETRAINING_EXTRAS.get(variant, {})
+    saved = save_checkpoint(tmp_path / "model.ckpt", config, extra)
     report, loaded, logged = load_into_fresh_graph(tmp_path / "model.ckpt", config)
     assert sorted(report.loaded) == sorted(PUBLISHED_NAMES[variant])
-    assert report.missing == [] and report.unused == [] and report.pretraining_heads == []
+    assert report.missing == [] and report.unused == [] and report.pretraining_heads == sorted(extra)
     for name in PUBLISHED_NAMES[variant]:
         np.testing.assert_array_equal(loaded[name], saved[name])
-    assert logged[0].endswith("loaded %d of %d model variables" % (len(saved), len(saved)))
+    count = len(saved) - len(extra)
+    assert logged[0].endswith("loaded %d of %d model variables" % (count, count))
 
 
 def test_report_lists_missing_unused_and_pretraining_heads(tmp_path):
@@ -522,3 +631,78 @@ def test_a_damaged_data_file_is_a_one_line_error(tmp_path, damage):
     with pytest.raises(CheckpointError, match="cannot be read") as err:
         verify_readable(str(tmp_path / "model.ckpt"))
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# XLNet's span head (zihangdai/xlnet run_squad), training and inference paths, against NumPy on the same weights.
+# (Its inference path is also compared with transformers' XLNetForQuestionAnswering in test_export.py.)
+
+def np_log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_xlnet_span_head_matches_numpy():
+    """Windows ``[pad] P P P <sep> Q Q <sep> <cls>``: answers may only start / end on P or <cls>. Training
+    conditions the end on the gold start and adds half the answer class's sigmoid loss (label: the gold start is
+    <cls>); inference keeps the 5 best starts and the 5 best ends of each (start-major)."""
+    from tf_mrc.modeling import EncoderOutput
+    from tf_mrc.modeling.heads import build_head
+    rng = np.random.RandomState(4)
+    length, width = 10, 16
+    hidden = rng.normal(0, 1, (B, length, width)).astype(np.float32)
+    segments = np.array([[3, 0, 0, 0, 0, 1, 1, 1, 1, 2]] * B, np.int32)  # [pad] P P P <sep> Q Q Q <sep> <cls>
+    open_positions = np.zeros((B, length), np.float32)
+    open_positions[:, 1:4] = open_positions[:, length - 1] = 1.0
+    starts, ends = np.array([2, length - 1], np.int32), np.array([3, length - 1], np.int32)
+    with tf.Graph().as_default():
+        features = {"segment_ids": tf.constant(segments), "start_position": tf.constant(starts),
+                    "end_position": tf.constant(ends)}
+        output = EncoderOutput(tf.constant(hidden), tf.constant(hidden[:, -1]))
+        with tf.variable_scope("", reuse=tf.AUTO_REUSE):
+            trained, loss = build_head("span", output, features, None, 0.5, True, span_head="xlnet")
+            predicted, _ = build_head("span", output, features, None, 0.5, False, span_head="xlnet")
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            w = {v.op.name: value for v, value in zip(tf.global_variables(), sess.run(tf.global_variables()))}
+            trained, loss, predicted = sess.run([trained, loss, predicted])
+
+    def dense(x, scope, bias=True):
+        return x @ w[scope + "/kernel"] + (w[scope + "/bias"] if bias else 0.0)
+
+    def masked(logits, allowed):
+        return logits * allowed - 1e30 * (1.0 - allowed)
+
+    def end_log_probs(start_states):
+        x = np.tanh(dense(np.concatenate([hidden, start_states], -1), "end_logits/dense_0"))
+        mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        x = (x - mean) / np.sqrt(var + 1e-12) * w["end_logits/LayerNorm/gamma"] + w["end_logits/LayerNorm/beta"]
+        return np_log_softmax(masked(dense(x, "end_logits/dense_1")[..., 0], open_positions))
+
+    start_logits = masked(dense(hidden, "start_logits/dense")[..., 0], open_positions)
+    start_lp = np_log_softmax(start_logits)
+    rows = np.arange(B)
+    gold_states = np.repeat(hidden[rows, starts][:, None], length, 1)
+    end_lp = end_log_probs(gold_states)
+    assert np.abs(trained["start_log_probs"] - start_lp).max() <= 1e-4
+    assert np.abs(trained["end_log_probs"] - end_lp).max() <= 1e-4
+    probs = np.exp(start_lp)
+    answer = np.tanh(dense(np.concatenate([(probs[:, :, None] * hidden).sum(1), hidden[:, -1]], -1),
+                           "answer_class/dense_0"))
+    cls_logits = dense(answer, "answer_class/dense_1", bias=False)[:, 0]
+    assert np.abs(predicted["cls_logits"] - cls_logits).max() <= 1e-4
+    no_answer = (starts == length - 1).astype(np.float64)
+    sigmoid_loss = np.maximum(cls_logits, 0) - cls_logits * no_answer + np.log1p(np.exp(-np.abs(cls_logits)))
+    expected_loss = -0.5 * (start_lp[rows, starts] + end_lp[rows, ends]).mean() + 0.5 * sigmoid_loss.mean()
+    assert abs(loss - expected_loss) <= 1e-4
+    top_starts = np.argsort(-start_lp, 1, kind="stable")[:, :5]
+    assert np.array_equal(predicted["start_top_index"], top_starts)
+    for row in range(B):
+        for i, start in enumerate(top_starts[row]):
+            lp = end_log_probs(np.repeat(hidden[:, start][:, None], length, 1))[row]
+            top_ends = np.argsort(-lp, kind="stable")[:5]
+            assert np.array_equal(predicted["end_top_index"][row, 5 * i:5 * i + 5], top_ends)
+            assert np.abs(predicted["end_top_log_probs"][row, 5 * i:5 * i + 5] - lp[top_ends]).max() <= 1e-4
+    # four open positions: they lead the beam, the fifth start is a closed one at a log-probability near -1e30
+    assert all(set(row) == {1, 2, 3, length - 1} for row in predicted["start_top_index"][:, :4])
+    assert (predicted["start_top_log_probs"][:, 4] < -1e29).all()

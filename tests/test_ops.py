@@ -364,8 +364,6 @@ def test_invalid_names_raise_value_error():
     with tf.Graph().as_default():
         with pytest.raises(ValueError, match="GELU form"):
             ops.gelu(tf.zeros([2]), "relu")
-        with pytest.raises(ValueError, match="placement"):
-            ops.attention_dropout(tf.zeros([2]), 0.1, "probs", placement="values")
         with pytest.raises(ValueError, match="site"):
             ops.attention_dropout(tf.zeros([2]), 0.1, "scores")
 

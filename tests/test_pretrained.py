@@ -48,6 +48,16 @@ def save(model, directory, safetensors, vocab=VOCAB):
     return str(directory)
 
 
+def run_graph(pb_path, inputs):
+    graph_def = tf.GraphDef()
+    with open(pb_path, "rb") as f:
+        graph_def.ParseFromString(f.read())
+    with tf.Graph().as_default() as graph:
+        tf.import_graph_def(graph_def, name="")
+        with tf.Session(graph=graph) as session:
+            return session.run("start_logits:0", {name + ":0": value for name, value in inputs.items()})
+
+
 def checkpoint_values(prefix):
     return {name: tf.train.load_variable(prefix, name) for name, _ in tf.train.list_variables(prefix)}
 
@@ -90,7 +100,7 @@ def test_xlnet_directory_brings_its_sentencepiece_model(tmp_path):
     (tmp_path / "spm").mkdir()
     spm = train_xlnet_spm(tmp_path / "spm", ["今天天气很好。", "北京是中国的首都。", "我们去公园散步。"] * 20, 60)
     torch.manual_seed(2)
-    model = transformers.XLNetForQuestionAnsweringSimple(transformers.XLNetConfig(
+    model = transformers.XLNetForQuestionAnswering(transformers.XLNetConfig(
         vocab_size=60, d_model=32, n_layer=2, n_head=4, d_inner=64)).eval()
     directory = save(model, tmp_path / "hf", safetensors=True, vocab=spm)
     converted = pretrained.convert_cached(directory, log=lambda line: None)
@@ -98,13 +108,12 @@ def test_xlnet_directory_brings_its_sentencepiece_model(tmp_path):
     assert json.load(open(converted.config_file))["d_model"] == 32
 
 
-@pytest.mark.parametrize("layout", ["nothing", "no_weights"])
-def test_directories_that_are_not_models_are_one_line_errors(tmp_path, layout):
+def test_a_config_without_weights_is_a_one_line_error_and_a_plain_directory_is_not_a_model(tmp_path):
     directory = tmp_path / "dir"
     directory.mkdir()
-    if layout == "no_weights":
-        (directory / "config.json").write_text("{}")
-    with pytest.raises(UserError, match="config.json" if layout == "nothing" else "no weights"):
+    assert pretrained.convert_cached(str(directory)) is None   # TF checkpoints' directory: its latest is meant
+    (directory / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="no weights"):
         pretrained.convert_cached(str(directory))
 
 
@@ -125,3 +134,21 @@ def test_run_reads_the_directory_as_it_reads_the_converted_checkpoint(tmp_path):
     read = [json.load(open(tmp_path / name / "nbest_predictions.json")) for name in ("from_dir", "by_hand")]
     assert read[0] == read[1]
     assert any("--vocab_file defaults to" in line for line in lines)
+
+
+def test_export_reads_the_directory_as_it_reads_the_converted_checkpoint(tmp_path):
+    """export.to_pb --checkpoint HF_DIR writes the graph that the converted checkpoint, its config and the
+    directory's vocabulary given by hand give."""
+    from export import to_pb
+    directory = save(tiny_bert(), tmp_path / "hf", safetensors=True)
+    common = ["--task", "cmrc2018", "--max_seq_length", "32"]
+    to_pb.main(["--checkpoint", directory, "--output", str(tmp_path / "dir.pb")] + common)
+    converted = pretrained.convert_cached(directory, log=lambda line: None)
+    to_pb.main(["--checkpoint", converted.checkpoint, "--config", converted.config_file, "--vocab_file", VOCAB,
+                "--output", str(tmp_path / "hand.pb")] + common)
+    inputs = {"input_ids": np.random.RandomState(0).randint(0, VOCAB_SIZE, (2, 32)).astype(np.int32),
+              "input_mask": np.ones((2, 32), np.int32), "segment_ids": np.zeros((2, 32), np.int32)}
+    logits = [run_graph(str(tmp_path / name), inputs) for name in ("dir.pb", "hand.pb")]
+    assert np.array_equal(logits[0], logits[1]) and np.abs(logits[0]).max() > 0
+    copied = tmp_path / json.load(open(str(tmp_path / "dir.pb.json")))["vocab_file"]
+    assert copied.read_text(encoding="utf-8") == open(VOCAB, encoding="utf-8").read()

@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from conftest import char_tokenizer, data_file
 from tf_mrc.tasks import DataError, FeatureSettings, get_task
-from tf_mrc.tasks.span import align_answer
+from tf_mrc.tasks.span import align_answer, max_context_flags
 from tf_mrc.tokenization import ChineseConverter, TokenizerError, WordPieceTokenizer
 
 TEXTS = ["我爱Python编程，2018年！", "Héllo   World\tÀB", "“引号”与（括号）—— 破折号", "e-mail: a_b@c.com 3.14",
@@ -121,17 +122,27 @@ def test_reader_errors_for_missing_and_broken_files(tmp_path):
         get_task("cmrc2018").read_examples(str(broken), True)
 
 
-def _tiny_tokenizer(tmp_path, text):
-    vocab = tmp_path / "vocab.txt"
-    chars = sorted(set(text) - {" "})
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + chars) + "\n", encoding="utf-8")
-    return WordPieceTokenizer(str(vocab))
+def test_json_lines_articles_read_like_the_document(tmp_path):
+    """One SQuAD article per line reads as the same examples as the ``data`` list; a bad line is named."""
+    articles = [{"title": "t%d" % i, "paragraphs": [{"context": "一二三四%d" % i, "qas": [
+        {"id": "q%d" % i, "question": "问", "answers": [{"text": "二三", "answer_start": 1}]}]}]} for i in range(3)]
+    document = _write(tmp_path, {"version": "1", "data": articles})
+    lines = tmp_path / "data.jsonl"
+    lines.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n\n" for a in articles), encoding="utf-8")
+    task = get_task("cmrc2018")
+    assert task.read_examples(str(lines), True) == task.read_examples(document, True)
+    lines.write_text(json.dumps(articles[0]) + "\n{\"paragraphs\": [\n", encoding="utf-8")
+    stream = task.iter_examples(str(lines), True)
+    assert next(stream).qid == "q0"   # read before the bad line is reached
+    with pytest.raises(DataError, match="line 2"):
+        next(stream)
+
 
 
 def test_windows_labels_and_max_context(tmp_path):
     context = "一二三四五六七八九十甲乙丙丁戊己庚辛壬癸"   # 20 tokens
     qas = [{"id": "q", "question": "问", "answers": [{"text": "丙丁", "answer_start": 12}]}]
-    tokenizer = _tiny_tokenizer(tmp_path, context + "问")
+    tokenizer = char_tokenizer(tmp_path, sorted(set(context + "问")))
     task = get_task("cmrc2018")
     examples = task.read_examples(_write(tmp_path, _dataset(context, qas)), True)
     settings = FeatureSettings(max_seq_length=12, doc_stride=4, max_query_length=4)
@@ -145,10 +156,45 @@ def test_windows_labels_and_max_context(tmp_path):
     assert featurized.sidecar[2]["max_context"][4] == 1 and featurized.sidecar[3]["max_context"][0] == 0
 
 
+def reference_is_max_context(windows, window_index, position):
+    """google BERT's _check_is_max_context, as written there: every window is scored for every position."""
+    best_score, best_index = None, None
+    for index, (start, length) in enumerate(windows):
+        end = start + length - 1
+        if position < start or position > end:
+            continue
+        score = min(position - start, end - position) + 0.01 * length
+        if best_score is None or score > best_score:
+            best_score, best_index = score, index
+    return best_index == window_index
+
+
+def test_max_context_flags_equal_the_reference_rule_on_random_layouts():
+    rng = np.random.RandomState(7)
+    layouts = []
+    for _ in range(300):
+        # sliding windows as featurize makes them (random passage length, window size and stride) ...
+        total, size, stride = rng.randint(1, 60), rng.randint(1, 20), rng.randint(1, 20)
+        windows, start = [], 0
+        while True:
+            length = min(total - start, size)
+            windows.append((start, length))
+            if start + length >= total:
+                break
+            start += min(length, stride)
+        layouts.append(windows)
+        # ... and arbitrary ones: unordered, nested, equal-score ties, gaps
+        layouts.append([(int(s), int(n)) for s, n in zip(rng.randint(0, 30, 6), rng.randint(1, 12, 6))])
+    for windows in layouts:
+        expected = [[int(reference_is_max_context(windows, w, start + i)) for i in range(length)]
+                    for w, (start, length) in enumerate(windows)]
+        assert max_context_flags(windows) == expected, windows
+
+
 def test_decoding_respects_end_after_start_length_and_passage(tmp_path):
     context = "一二三四五六七八九十"
     qas = [{"id": "q", "question": "三四", "answers": [{"text": "六七", "answer_start": 5}]}]
-    tokenizer = _tiny_tokenizer(tmp_path, context)
+    tokenizer = char_tokenizer(tmp_path, sorted(set(context)))
     task = get_task("cmrc2018")
     examples = task.read_examples(_write(tmp_path, _dataset(context, qas)), False)
     settings = FeatureSettings(max_seq_length=32, max_answer_length=3)
@@ -176,7 +222,7 @@ def test_oracle_recovers_answers_across_windows(tmp_path):
     context = "一二三四五六七八九十甲乙丙丁戊己庚辛壬癸"
     qas = [{"id": "q%d" % i, "question": "问", "answers": [{"text": context[i:i + 2], "answer_start": i}]}
            for i in range(0, 18, 3)]
-    tokenizer = _tiny_tokenizer(tmp_path, context + "问")
+    tokenizer = char_tokenizer(tmp_path, sorted(set(context + "问")))
     task = get_task("cmrc2018")
     examples = task.read_examples(_write(tmp_path, _dataset(context, qas)), False)
     settings = FeatureSettings(max_seq_length=12, doc_stride=3, max_query_length=4)
@@ -215,14 +261,14 @@ def test_drcd_answers_are_cut_from_the_traditional_passage(tmp_path, chinese_voc
     assert predictions == {"d1": "臺北市"}
 
 
-@pytest.mark.parametrize("task_name, path", [("cmrc2018", "cmrc2018/cmrc2018_trial.json"),
-                                             ("drcd", "drcd/DRCD_dev.sample.json")])
+@pytest.mark.parametrize("task_name, path", [("cmrc2018", "cmrc2018/cmrc2018_trial.excerpt.json"),
+                                             ("drcd", "drcd/DRCD_dev.excerpt.json")])
 def test_oracle_on_real_samples(task_name, path, chinese_vocab):
-    """Every aligned, not-too-long, token-exact gold answer comes back verbatim through windows + decoding."""
-    from conftest import shared_file
+    """Every aligned, not-too-long, token-exact gold answer comes back verbatim through windows + decoding
+    (short windows, so that passages span several)."""
     task = get_task(task_name)
-    examples = task.read_examples(str(shared_file(path)), False)
-    settings = FeatureSettings()
+    examples = task.read_examples(data_file(path), False)
+    settings = FeatureSettings(max_seq_length=128, doc_stride=32)
     featurized = task.featurize(examples, WordPieceTokenizer(chinese_vocab), settings, False)
     predictions, _ = task.postprocess(examples, featurized.sidecar, task.oracle_outputs(examples, featurized),
                                       settings)

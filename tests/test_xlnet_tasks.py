@@ -1,20 +1,20 @@
-"""XLNet (``--model=xlnet_mid`` / ``tiny_xlnet``, layout xlnet) on every task through the same Task interface.
+"""What only the XLNet layout (``--model=xlnet_mid`` / ``tiny_xlnet``) does on every task: its input layout, beam
+decoding, SentencePiece spans and model resolution. tiny_xlnet's training runs are in test_tasks_end_to_end.py.
 
 References: XLNet's input layout (``A <sep> B <sep> <cls>``, left padding, segment ids 0/1, <cls> 2, padding 3)
 rebuilt here from the task's own parts; the original passages (answers must come back as their exact characters);
-a tiny model that must fit the shipped passages; the publishers' CMRC 2018 trial sample through the audit.
+the publishers' CMRC 2018 trial excerpt (tests/data) through the audit.
 The SentencePiece models are trained inside the tests (XLNet's special symbols on ids 0..8), never committed.
 """
 import json
-import re
 
 import pytest
 
-from conftest import shared_file, train_xlnet_spm
-from test_tasks_end_to_end import _c3_file, _chid_file, _cjrc_file
+from conftest import c3_file, chid_file, cjrc_file, data_file, train_xlnet_spm, write_xlnet_config
 from tf_mrc import audit, experiment
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import FeatureSettings, get_task
+from tf_mrc.tasks.span import SpanExample
 from tf_mrc.tokenization import load_tokenizer
 
 PASSAGES_FILE = experiment.embedded_default().train_file
@@ -22,44 +22,9 @@ PASSAGES = json.load(open(PASSAGES_FILE, encoding="utf-8"))["data"]
 UNK, CLS, SEP, PAD, MASK = 0, 3, 4, 5, 6        # XLNet's data_utils.special_symbols
 SEG_A, SEG_B, SEG_CLS, SEG_PAD = 0, 1, 2, 3
 
-WRITTEN = [
-    "西湖的春天非常美丽，游客们沿着苏堤散步。", "杭州是浙江省的省会城市。", "长城是中国古代的军事防御工程。",
-    "山海关和嘉峪关是长城的两个重要关口。", "大熊猫主要生活在四川的山区。", "大熊猫每天要吃很多竹子。",
-    "李白是唐朝最著名的诗人之一。", "杜甫被后人称为诗圣。", "黄河是中国的第二长河。",
-    "黄河流经青海、四川、甘肃等九个省区，最后流入渤海。", "故宫位于北京的中心，是明清两代的皇宫。",
-    "中国的茶叶可以分为绿茶、红茶、乌龙茶等六大类。", "龙井茶产于杭州西湖一带。",
-    "Python是一种流行的编程语言。", "Guido van Rossum在1991年发布了Python的第一个版本。",
-    "Python的名字来自一个英国喜剧节目。", "今天的天气很好，我们去公园散步。", "他在图书馆里读了一本关于历史的书。",
-    "这家餐厅的饺子非常好吃。", "我的朋友明天要坐火车去上海。", "老师说考试的时间改到了下午三点。",
-    "孩子们在操场上踢足球。", "这座城市有很多古老的建筑。", "博物馆里展出了许多珍贵的文物。",
-    "我们应该保护环境，节约用水。", "科学家发现了一种新的植物。", "会议将在星期五上午举行。",
-    "机器阅读理解是自然语言处理的重要任务。", "模型需要从文章中找出问题的答案。", "答案总是文章里的一段文字。",
-    "世界遗产名录收录了很多中国的景观。", "人工岛是人们在湖中堆土建成的小岛。", "诗人写下了许多关于月亮的诗。",
-    "这条河的长度大约是五千多千米。", "那座宫殿的面积有七十多万平方米。", "他每天要睡十多个小时。",
-    "她用二十年的时间写完了这本书。", "这个问题的答案是什么？", "请问这座桥是哪一年建成的？",
-    "谁是这首诗的作者？",
-]
-
-
-def training_sentences():
-    """The sentences written above, the shipped passages clause by clause, and their questions with answers."""
-    sentences = list(WRITTEN)
-    for article in PASSAGES:
-        for paragraph in article["paragraphs"]:
-            sentences.extend(clause for clause in re.split(r"(?<=[。，；！？])", paragraph["context"]) if clause)
-            for qa in paragraph["qas"]:
-                sentences.append("问：%s 答：%s。" % (qa["question"], qa["answers"][0]["text"]))
-    return sentences
-
-
 @pytest.fixture(scope="module")
-def spm_model(tmp_path_factory):
-    return train_xlnet_spm(tmp_path_factory.mktemp("spm"), training_sentences(), 600)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(spm_model):
-    return load_tokenizer("xlnet", spm_model=spm_model)
+def tokenizer(xlnet_spm_model):
+    return load_tokenizer("xlnet", spm_model=xlnet_spm_model)
 
 
 def covering_text(tokenizer, context, begin, end):
@@ -97,9 +62,9 @@ def test_tokenizer_special_ids(tokenizer):
 
 
 def test_span_windows_follow_the_xlnet_layout(tokenizer):
-    """Short windows force several per passage: each is left-padded with <cls> last; the labelled positions hold
-    the answer's characters (the whole pieces around them), and windows without the answer point at <cls>
-    (position T - 1)."""
+    """Short windows force several per passage: each is XLNet run_squad's ``P <sep> Q <sep> <cls>``, left-padded
+    with <cls> last; the labelled positions hold the answer's characters (the whole pieces around them), and
+    windows without the answer point at <cls> (position T - 1)."""
     task = get_task("cmrc2018")
     settings = FeatureSettings(max_seq_length=40, doc_stride=10, max_query_length=12)
     examples = task.read_examples(PASSAGES_FILE, is_training=True)
@@ -113,8 +78,8 @@ def test_span_windows_follow_the_xlnet_layout(tokenizer):
         first = offsets.index(record["spans"][0])
         window = doc_ids[first:first + len(record["spans"])]
         assert record["spans"] == offsets[first:first + len(window)]
-        check_layout(arrays["input_ids"], arrays["segment_ids"], arrays["input_mask"], [query, window], [0, 1])
-        assert record["doc_offset"] == 40 - 2 - len(window) and record["cls_index"] == 39
+        check_layout(arrays["input_ids"], arrays["segment_ids"], arrays["input_mask"], [window, query], [0, 1])
+        assert record["doc_offset"] == 40 - 3 - len(query) - len(window) and record["cls_index"] == 39
         start, end = arrays["start_position"], arrays["end_position"]
         if start == 39:
             assert end == 39
@@ -128,6 +93,26 @@ def test_span_windows_follow_the_xlnet_layout(tokenizer):
             exact.add(example.qid)
     assert len(windows_per_example) == len(examples) and max(windows_per_example.values()) > 1
     assert len(exact) > 0.75 * len(examples)
+
+
+def test_beam_decoding_by_hand():
+    """XLNet's beam (2 starts x 2 ends here) decoded as run_squad's write_predictions does, checked by hand:
+    a start outside its max-context window, an end before its start and an end past the passage are dropped;
+    the score is the sum of log-probabilities; the text is cut from the passage; max_answer_length applies."""
+    task = get_task("cmrc2018")
+    context = "abcdefghij"
+    example = SpanExample(qid="q", question="?", context=context, gold_texts=["abcd"])
+    record = {"example_index": 0, "doc_offset": 2, "cls_index": 15, "spans": [(i, i + 1) for i in range(6)],
+              "max_context": [1, 0, 1, 1, 1, 1]}
+    output = {"start_top_index": [3, 2], "start_top_log_probs": [-0.1, -0.5],
+              "end_top_index": [4, 2, 5, 9], "end_top_log_probs": [-0.2, -0.3, -0.4, -0.05],
+              "cls_logits": 0.0}
+    predictions, nbest = task.postprocess([example], [record], [output], FeatureSettings(max_answer_length=4))
+    # start 3 is passage token 1 (not max-context); start 2 is token 0 with ends token 3 (kept), 7 (past the end)
+    assert predictions == {"q": "abcd"}
+    assert [(c["text"], round(c["score"], 6), c["start"]) for c in nbest["q"]] == [("abcd", -0.9, 0)]
+    predictions, _ = task.postprocess([example], [record], [output], FeatureSettings(max_answer_length=3))
+    assert predictions == {"q": ""}
 
 
 def test_drcd_spans_stay_in_the_original_characters(tokenizer, tmp_path):
@@ -167,7 +152,7 @@ def test_drcd_spans_stay_in_the_original_characters(tokenizer, tmp_path):
 
 def test_c3_packs_three_parts_the_xlnet_way(tokenizer, tmp_path):
     task = get_task("c3")
-    examples = task.read_examples(_c3_file(tmp_path / "c3.json"), is_training=False)
+    examples = task.read_examples(c3_file(tmp_path / "c3.json"), is_training=False)
     settings = FeatureSettings(max_seq_length=48)
     featurized = task.featurize(examples[:3], tokenizer, settings, is_training=False)
     for example, arrays in zip(examples, featurized.arrays):
@@ -203,9 +188,9 @@ def test_chid_blank_is_mask_tokens_other_blanks_unknown(tokenizer, tmp_path):
 
 @pytest.mark.parametrize("task_name, make, max_len, metric", [
     ("cmrc2018", None, 128, "em"),
-    ("cjrc", _cjrc_file, 128, "em"),
-    ("c3", _c3_file, 128, "accuracy"),
-    ("chid", _chid_file, 64, "accuracy"),
+    ("cjrc", cjrc_file, 128, "em"),
+    ("c3", c3_file, 128, "accuracy"),
+    ("chid", chid_file, 64, "accuracy"),
 ])
 def test_oracle_is_perfect_on_every_task(tokenizer, tmp_path, task_name, make, max_len, metric):
     """Gold labels pushed through the XLNet features, post-processing and metric: choice tasks score 100, span
@@ -217,7 +202,7 @@ def test_oracle_is_perfect_on_every_task(tokenizer, tmp_path, task_name, make, m
     assert report["oracle"][metric] >= (oracle_floor(report) if task.head != "choice" else 100.0), report
 
 
-# -- the model: resolve, train, evaluate, predict ------------------------------------------------------------
+# -- the model: resolve (training runs in test_tasks_end_to_end.py) --------------------------------------------
 def xlnet_spec(tmp_path, spm_model, **overrides):
     spec = experiment.embedded_default(str(tmp_path / "out"))
     spec.model, spec.vocab_file, spec.spm_model, spec.log_every = "tiny_xlnet", None, spm_model, 1000
@@ -226,22 +211,13 @@ def xlnet_spec(tmp_path, spm_model, **overrides):
     return spec
 
 
-def write_xlnet_config(path, n_token, **changes):
-    """A config in XLNet's own key names (xlnet_config.json), at tiny_xlnet's architecture."""
-    config = {"n_layer": 2, "d_model": 64, "n_head": 2, "d_head": 32, "d_inner": 128, "ff_activation": "gelu",
-              "untie_r": True, "n_token": n_token}
-    config.update(changes)
-    path.write_text(json.dumps(config))
-    return str(path)
-
-
-def test_resolve_model_for_xlnet(tmp_path, spm_model, tokenizer):
-    config, resolved, max_len = experiment.resolve_model(xlnet_spec(tmp_path, spm_model))
+def test_resolve_model_for_xlnet(tmp_path, xlnet_spm_model, tokenizer):
+    config, resolved, max_len = experiment.resolve_model(xlnet_spec(tmp_path, xlnet_spm_model))
     assert config.layout == "xlnet" and config.vocab_size == tokenizer.vocab_size and max_len == 128
     assert resolved.fingerprint == tokenizer.fingerprint and not resolved.lower_case   # XLNet is cased
     # A config file in XLNet's key names overrides the preset; what it does not say keeps the preset's values.
-    spec = xlnet_spec(tmp_path, spm_model, config_file=write_xlnet_config(tmp_path / "c.json", tokenizer.vocab_size,
-                                                                           d_inner=96))
+    config_file = write_xlnet_config(tmp_path / "c.json", tokenizer.vocab_size, d_inner=96)
+    spec = xlnet_spec(tmp_path, xlnet_spm_model, config_file=config_file)
     config, _, _ = experiment.resolve_model(spec)
     assert (config.intermediate_size, config.head_size, config.hidden_dropout_prob) == (96, 32, 0.0)
     assert config.initializer_range == 0.1
@@ -252,44 +228,15 @@ def test_resolve_model_for_xlnet(tmp_path, spm_model, tokenizer):
     with pytest.raises(UserError, match="needs --spm_model"):
         experiment.resolve_model(xlnet_spec(tmp_path, None, vocab_file=experiment.embedded_default().vocab_file))
     with pytest.raises(UserError, match="vocab_size 32000"):
-        experiment.resolve_model(xlnet_spec(tmp_path, spm_model, model="xlnet_mid"))
-
-
-def test_cmrc2018_trains_evaluates_and_predicts(tmp_path, spm_model, tokenizer):
-    """The tiny XLNet, from its XLNet-style config file, fits the shipped passages: labels and decoding agree on
-    where left-padded windows put the passage."""
-    spec = xlnet_spec(tmp_path, spm_model, num_train_epochs=30.0,
-                      config_file=write_xlnet_config(tmp_path / "xlnet_config.json", tokenizer.vocab_size))
-    results = experiment.run(spec)
-    scores = json.loads((tmp_path / "out" / "eval_results.json").read_text())
-    assert scores == results[0] and scores["total"] == 29 and scores["skipped"] == 0
-    assert scores["f1"] > 60.0, scores   # random init answers ~0
-    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text(encoding="utf-8"))
-    contexts = {qa["id"]: p["context"] for a in PASSAGES for p in a["paragraphs"] for qa in p["qas"]}
-    assert set(predictions) == set(contexts)
-    assert all(answer and answer in contexts[qid] for qid, answer in predictions.items())
-
-
-def test_c3_trains_evaluates_and_predicts(tmp_path, spm_model):
-    data = _c3_file(tmp_path / "c3.json")
-    spec = xlnet_spec(tmp_path, spm_model, task="c3", train_file=data, dev_file=data, max_seq_length=128,
-                      num_train_epochs=6.0)
-    results = experiment.run(spec)
-    scores = json.loads((tmp_path / "out" / "eval_results.json").read_text())
-    assert scores == results[0] and scores["total"] == 29
-    assert scores["accuracy"] > 60.0, scores   # chance is ~30 (3 or 4 choices): the tiny model fits the fixture
-    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text(encoding="utf-8"))
-    documents = json.loads(open(data, encoding="utf-8").read())
-    choices = {"%s-0" % doc_id: questions[0]["choice"] for _, questions, doc_id in documents}
-    assert set(predictions) == set(choices) and all(predictions[q] in choices[q] for q in choices)
+        experiment.resolve_model(xlnet_spec(tmp_path, xlnet_spm_model, model="xlnet_mid"))
 
 
 # -- the publishers' CMRC 2018 trial sample -----------------------------------------------------------------
-def test_audit_of_the_cmrc2018_trial_sample(tmp_path, capsys):
+def test_audit_of_the_cmrc2018_trial_excerpt(tmp_path, capsys):
     """``tf_mrc.audit --model xlnet_mid --spm_model ..`` on the real sample, with a unigram model (XLNet's kind)
     trained on the sample's own passages. Character offsets bring every answer back: the oracle loses exactly
     the answers decoding cannot return (longer than --max_answer_length, or a boundary inside a piece)."""
-    data = str(shared_file("cmrc2018/cmrc2018_trial.json"))
+    data = data_file("cmrc2018/cmrc2018_trial.excerpt.json")
     trial = json.load(open(data, encoding="utf-8"))["data"]
     contexts = [p["context"] for a in trial for p in a["paragraphs"]]
     spm_model = train_xlnet_spm(tmp_path, contexts, 8000, "unigram")
@@ -299,7 +246,8 @@ def test_audit_of_the_cmrc2018_trial_sample(tmp_path, capsys):
         return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     report = run_audit()
-    assert report["examples"] == 1002 and report["unaligned"] == 0 and report["truncated"] == 0
+    assert report["examples"] == len(get_task("cmrc2018").read_examples(data, False)) and report["unaligned"] == 0
+    assert report["truncated"] == 0
     assert report["other"]["too_long"] > 0 and report["other"]["inexact"] > 0
     assert report["oracle"]["em"] >= oracle_floor(report), report
     unlimited = run_audit("--max_answer_length", "512")

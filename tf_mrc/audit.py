@@ -14,7 +14,8 @@ import argparse
 import json
 
 from tf_mrc.errors import UserError, fail
-from tf_mrc.evaluate import add_task_flags, task_from_flags
+
+SETTINGS = ("max_seq_length", "doc_stride", "max_query_length", "max_answer_length")   # RunSpec's, same defaults
 
 
 def audit(task, data_file, tokenizer, settings):
@@ -40,28 +41,29 @@ def audit(task, data_file, tokenizer, settings):
 
 
 def main(argv=None):
+    from tf_mrc import options, presets
+    from tf_mrc.tasks import FeatureSettings, add_task_arguments, task_from_arguments
+    from tf_mrc.modeling.layouts import check_max_seq_length
+    from tf_mrc.tokenization import load_tokenizer
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_task_flags(parser)
+    add_task_arguments(parser)
     parser.add_argument("--data", required=True)
     parser.add_argument("--model", default="roberta_wwm_ext_base", help="preset: decides the tokenizer family")
     parser.add_argument("--vocab_file")
     parser.add_argument("--spm_model")
     parser.add_argument("--lower_case", choices=["yes", "no"], help="default: the model's convention")
-    parser.add_argument("--max_seq_length", type=int)
-    parser.add_argument("--doc_stride", type=int, default=128)
-    parser.add_argument("--max_query_length", type=int, default=64)
-    parser.add_argument("--max_answer_length", type=int, default=50)
+    options.add_arguments(parser, SETTINGS)
     args = parser.parse_args(argv)
-    from tf_mrc import presets
-    from tf_mrc.tasks import FeatureSettings
-    from tf_mrc.tokenization import load_tokenizer
     try:
+        options.check_arguments(args, SETTINGS + ("model",))
         preset = presets.model_preset(args.model)
-        task = task_from_flags(args, args.data)
+        task = task_from_arguments(args, args.data)
         tokenizer = load_tokenizer(preset.config.layout, args.vocab_file, args.spm_model,
                                    None if args.lower_case is None else args.lower_case == "yes")
         max_len = args.max_seq_length or min(preset.max_seq_length, task.default_max_seq_length)
         settings = FeatureSettings(max_len, args.doc_stride, args.max_query_length, args.max_answer_length)
+        check_max_seq_length(preset.config, max_len)
+        task.check_settings(settings, tokenizer)
         report = audit(task, args.data, tokenizer, settings)
     except UserError as err:
         fail(err)

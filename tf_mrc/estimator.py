@@ -9,6 +9,7 @@ from tf_mrc.compat import estimator as tf_estimator
 from tf_mrc.compat import tf
 from tf_mrc.modeling import build_encoder
 from tf_mrc.modeling.heads import build_head
+from tf_mrc.modeling.layouts import descriptor
 
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 
@@ -55,14 +56,19 @@ def _format_seconds(seconds):
     return "%d:%02d:%02d" % (seconds // 3600, seconds // 60 % 60, seconds % 60)
 
 
-def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learning_rate=3e-5, num_train_steps=1,
-                     num_warmup_steps=0, dist=None, num_choices=None, log=print, log_every=50,
-                     fp16_allreduce=False, precision="fp32", grad_accum_steps=1, loss_scale_growth_interval=2000,
-                     recompute=False, attention_dropout_placement="probs"):
-    """The model_fn. ``num_train_steps`` counts optimizer steps (see tf_mrc.training); ``precision`` sets the
-    encoder's compute dtype (variables stay float32) and, for fp16, the dynamic loss scale."""
-    from tf_mrc import training
+def model_fn_builder(task, config, spec=None, plan=None, dist=None, log=print):
+    """The model_fn. ``spec``: the run's options (tf_mrc.experiment.RunSpec: kernels, precision, init_checkpoint,
+    ...); ``plan``: its TrainingPlan (learning rate, optimizer steps, warmup, accumulation, weight decay), which
+    only training reads. ``spec.precision`` sets the encoder's compute dtype (variables stay float32) and, for
+    fp16, the dynamic loss scale. TensorBoard gets the loss (the Estimator's), the learning rate and, for fp16,
+    the loss scale and the skipped steps."""
+    from tf_mrc import distributed, training
+    from tf_mrc.experiment import RunSpec, TrainingPlan
     from tf_mrc.modeling.checkpoint import init_from_checkpoint
+    spec = spec or RunSpec()
+    plan = plan or TrainingPlan()
+    dist = dist or distributed.SingleProcess()
+    num_choices = getattr(task, "num_choices", None)
 
     def model_fn(features, labels, mode, params):
         is_training = mode == tf_estimator.ModeKeys.TRAIN
@@ -71,14 +77,16 @@ def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learni
             seq_len = int(features["input_ids"].shape[-1])
             inputs = {name: tf.reshape(value, [-1, seq_len]) for name, value in inputs.items()}
         encoder_output = build_encoder(config, inputs["input_ids"], inputs["input_mask"], inputs["segment_ids"],
-                                       is_training, kernels=kernels, compute_dtype=training.compute_dtype(precision),
-                                       attention_dropout_placement=attention_dropout_placement,
-                                       recompute=recompute)
+                                       is_training, kernels=spec.kernels,
+                                       compute_dtype=training.compute_dtype(spec.precision),
+                                       attention_dropout_placement=spec.attention_dropout_placement,
+                                       recompute=spec.recompute)
         with_loss = mode != tf_estimator.ModeKeys.PREDICT
         outputs, loss = build_head(task.head, encoder_output, features, num_choices, config.initializer_range,
-                                   with_loss, dropout_rate=config.hidden_dropout_prob if is_training else 0.0)
-        if is_training and init_checkpoint:
-            init_from_checkpoint(init_checkpoint, log=log)
+                                   with_loss, dropout_rate=config.hidden_dropout_prob if is_training else 0.0,
+                                   span_head=descriptor(config).span_head)
+        if is_training and spec.init_checkpoint:
+            init_from_checkpoint(spec.init_checkpoint, log=log)
         if mode == tf_estimator.ModeKeys.PREDICT:
             predictions = dict(outputs, example_index=features["example_index"])
             return tf_estimator.EstimatorSpec(mode, predictions=predictions)
@@ -86,16 +94,17 @@ def model_fn_builder(task, config, kernels="fused", init_checkpoint=None, learni
             return tf_estimator.EstimatorSpec(mode, loss=loss,
                                               eval_metric_ops={"eval_loss": tf.metrics.mean(loss)})
         train_op, rate, loss_scale = training.create_train_op(
-            loss, learning_rate, num_train_steps, num_warmup_steps, dist, fp16_allreduce=fp16_allreduce,
-            precision=precision, grad_accum_steps=grad_accum_steps,
-            loss_scale_growth_interval=loss_scale_growth_interval)
+            loss, plan.learning_rate, plan.num_train_steps, plan.warmup_steps, dist,
+            weight_decay_rate=plan.weight_decay, fp16_allreduce=spec.fp16_allreduce, precision=spec.precision,
+            grad_accum_steps=plan.grad_accum_steps, loss_scale_growth_interval=spec.loss_scale_growth_interval)
         tf.summary.scalar("learning_rate", rate)
         if loss_scale is not None:
             tf.summary.scalar("fp16/loss_scale", loss_scale.scale)
             tf.summary.scalar("fp16/skipped_steps", loss_scale.skipped_steps)
         hooks = list(dist.training_hooks())
         if dist.is_chief:
-            hooks.append(ProgressHook(loss, num_train_steps, every=log_every, log=log, loss_scale=loss_scale))
+            hooks.append(ProgressHook(loss, plan.num_train_steps, every=spec.log_every, log=log,
+                                      loss_scale=loss_scale))
         return tf_estimator.EstimatorSpec(mode, loss=loss, train_op=train_op, training_hooks=hooks)
 
     return model_fn

@@ -12,24 +12,11 @@ import json
 from tf_mrc.errors import UserError, fail
 
 
-def add_task_flags(parser):
-    """The task flags tf_mrc.evaluate and tf_mrc.audit share."""
-    parser.add_argument("--task", required=True, choices=["cmrc2018", "drcd", "cjrc", "chid", "c3"])
-    parser.add_argument("--chid_answers", default=None, help="chid (original format): the answer map")
-    parser.add_argument("--c3_subsets", default=None,
-                        help="c3: read the named file's split of these subsets too (d,m); default: that file only")
-
-
-def task_from_flags(args, path, **extra):
-    from tf_mrc.tasks import task_for_file
-    options = dict(extra, chid_answers=args.chid_answers, c3_subsets=args.c3_subsets)
-    return task_for_file(args.task, {key: value for key, value in options.items() if value}, path)
-
-
 def score(task, data_path, predictions_path):
     examples = task.read_examples(data_path, is_training=False)
     task.check_gold(data_path, examples)
     predictions = task.load_predictions(predictions_path)
+    task.check_predictions(predictions_path, examples, predictions)
     if not set(predictions) & {example.qid for example in examples}:
         raise UserError("%s: none of its %d question ids is a question of %s (predictions for another file?)"
                         % (predictions_path, len(predictions), data_path))
@@ -37,14 +24,14 @@ def score(task, data_path, predictions_path):
 
 
 def main(argv=None):
+    from tf_mrc.tasks import add_task_arguments, task_from_arguments
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_task_flags(parser)
-    parser.add_argument("--metric", default=None, help="cjrc: official (default) or cmrc")
+    add_task_arguments(parser)
     parser.add_argument("data")
     parser.add_argument("predictions")
     args = parser.parse_args(argv)
     try:
-        task = task_from_flags(args, args.data, metric=args.metric)
+        task = task_from_arguments(args, args.data)
         result = score(task, args.data, args.predictions)
     except UserError as err:
         fail(err)

@@ -18,6 +18,8 @@ import nltk
 from nltk.tokenize import NLTKWordTokenizer
 from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 
+from tf_mrc.errors import UserError
+
 # --------------------------------------------------------------------------------------------------
 # CMRC 2018 / DRCD
 # --------------------------------------------------------------------------------------------------
@@ -147,29 +149,25 @@ def cmrc_em(gold_answers, prediction):
     return int(any(remove_punctuation(answer) == prediction for answer in gold_answers))
 
 
-def evaluate_cmrc(dataset, predictions):
-    """Official CMRC 2018 scores of ``predictions`` ({question_id: answer}) on a SQuAD-style dataset object.
+def evaluate_cmrc(questions, predictions):
+    """Official CMRC 2018 scores of ``predictions`` ({question_id: answer}) on ``questions`` [(id, gold texts)].
 
     Returns {"f1", "em"} (x100, averaged over ALL questions: a missing prediction scores 0) and
     {"total", "skipped"} (questions, and how many of them had no prediction)."""
     f1_sum = em_sum = 0.0
-    total = skipped = 0
-    for article in dataset["data"]:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                total += 1
-                question_id = qa["id"].strip()
-                gold_answers = [answer["text"] for answer in qa["answers"]]
-                if not gold_answers:
-                    raise ValueError("CMRC evaluation: question %s has no gold answers" % question_id)
-                if question_id not in predictions:
-                    skipped += 1
-                    continue
-                prediction = str(predictions[question_id])
-                f1_sum += cmrc_f1(gold_answers, prediction)
-                em_sum += cmrc_em(gold_answers, prediction)
-    if total == 0:
-        raise ValueError("CMRC evaluation: the dataset has no questions")
+    skipped = 0
+    for question_id, gold_answers in questions:
+        if not gold_answers:
+            raise UserError("CMRC evaluation: question %s has no gold answers" % question_id)
+        if question_id not in predictions:
+            skipped += 1
+            continue
+        prediction = str(predictions[question_id])
+        f1_sum += cmrc_f1(gold_answers, prediction)
+        em_sum += cmrc_em(gold_answers, prediction)
+    if not questions:
+        raise UserError("CMRC evaluation: there are no questions to score")
+    total = len(questions)
     return {"f1": 100.0 * f1_sum / total, "em": 100.0 * em_sum / total, "total": total, "skipped": skipped}
 
 

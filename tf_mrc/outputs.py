@@ -9,6 +9,8 @@ import os
 import shutil
 import tempfile
 
+from tf_mrc.errors import UserError
+
 
 def _umask():
     mask = os.umask(0)
@@ -25,14 +27,20 @@ def atomic_open(path, mode="w"):
     if mode not in ("w", "wb"):
         raise ValueError("atomic_open writes whole files: mode 'w' or 'wb', got %r" % mode)
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise UserError("cannot write %s (%s)" % (path, err.strerror or err))
     try:
         with os.fdopen(handle, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(temporary, _FILE_MODE)
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as err:
+            raise UserError("cannot write %s (%s)" % (path, err.strerror or err))
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
@@ -59,3 +67,15 @@ def copy_file(source, target):
     """shutil.copyfile, atomically."""
     with open(source, "rb") as src, atomic_open(target, "wb") as dst:
         shutil.copyfileobj(src, dst)
+
+
+def make_writable_directory(directory, what):
+    """Create ``directory`` if needed and check that files can be made in it, before anything is written;
+    otherwise one UserError line that names it (``what``, e.g. '--output_dir runs/x') and says why."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UserError("%s is a file, not a directory" % what)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as err:
+        raise UserError("%s is not a writable directory (%s)" % (what, err.strerror or err))

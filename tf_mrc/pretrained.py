@@ -31,9 +31,7 @@ def transformers_source(path):
         return None
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, CONFIG_NAME)):
-            raise UserError("--init_checkpoint %s is a directory without %s (a transformers model directory "
-                            "holds config.json and its weights; a TF checkpoint is given by its prefix)"
-                            % (path, CONFIG_NAME))
+            return None  # a directory of TF checkpoints (its latest is meant)
         weights = [name for name in WEIGHT_FILES if os.path.isfile(os.path.join(path, name))]
         if not weights:
             raise UserError("--init_checkpoint %s holds %s but no weights (%s)"

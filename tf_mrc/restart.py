@@ -1,10 +1,12 @@
 """Restarting in an --output_dir: before a run writes anything, the directory must be writable and a run already
-in it must be the same model (its run_config.json says); a run stopped by Ctrl-C says where its last checkpoint
-is, from which the same command resumes."""
+in it must be the same model (its run_config.json says); a run stopped by Ctrl-C or SIGTERM says where its last
+checkpoint is, from which the same command resumes."""
+import contextlib
 import json
 import os
-import tempfile
+import signal
 
+from tf_mrc import outputs
 from tf_mrc.errors import UserError
 
 RUN_CONFIG = "run_config.json"   # written by tf_mrc.experiment, read by export.to_pb
@@ -16,20 +18,16 @@ SAME_RUN_KEYS = ("task", "model_config", "lower_case")
 
 
 def check_output_dir(spec, record):
-    """Before anything is written: --output_dir must be a writable directory, and a run already in it must be
+    """Before anything is written: --output_dir (and --cache_dir) must be a writable directory, and a run already in it must be
     this run (same task, model config, vocabulary, casing) with readable checkpoints. Otherwise one line says
     what differs and nothing on disk changes (run_config.json stays the stored run's, so it can still be
     exported)."""
     from tf_mrc.compat import tf
     from tf_mrc.modeling.checkpoint import verify_readable
     out = spec.output_dir
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError("--output_dir %s is a file, not a directory" % out)
-    try:
-        os.makedirs(out, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as err:
-        raise UserError("--output_dir %s is not a writable directory (%s)" % (out, err.strerror or err))
+    outputs.make_writable_directory(out, "--output_dir %s" % out)
+    if spec.cache_dir:
+        outputs.make_writable_directory(spec.cache_dir, "--cache_dir %s" % spec.cache_dir)
     stored_path = os.path.join(out, RUN_CONFIG)
     if os.path.exists(stored_path):
         try:
@@ -77,8 +75,32 @@ def _vocabulary_differences(stored, record):
     return differences
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: a scheduler sends it before SIGKILL, and the run
+    stops the same way (the last checkpoint named, resumable), with the exit status of a SIGTERM death."""
+    exit_status = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises Terminated; the previous handler comes back afterwards."""
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruption_status(err):
+    """The exit status of a run stopped by ``err`` (a KeyboardInterrupt): 130 for SIGINT, 143 for SIGTERM."""
+    return getattr(err, "exit_status", 128 + signal.SIGINT)
+
+
 def interruption_message(spec):
-    """The line for a run stopped by Ctrl-C: where its last checkpoint is and how to resume."""
+    """The line for a run stopped by Ctrl-C or SIGTERM: where its last checkpoint is and how to resume."""
     from tf_mrc.compat import tf
     run_dirs = [spec.output_dir] + [os.path.join(spec.output_dir, "seed_%d" % k) for k in range(spec.seeds)]
     latest = [tf.train.latest_checkpoint(d) for d in run_dirs if os.path.isdir(d)]

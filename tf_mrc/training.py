@@ -21,14 +21,14 @@ the compute dtype; heads, loss, LayerNorm and softmax stay float32.
 import re
 
 from tf_mrc.compat import tf, training_ops
+from tf_mrc.modeling.checkpoint import variable_name
 
 NO_DECAY = ("LayerNorm", "layer_norm", "bias")
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --precision -> compute dtype
 
 
 def compute_dtype(precision):
-    if precision not in PRECISIONS:
-        raise ValueError("--precision must be one of %s, got %r" % ("|".join(PRECISIONS), precision))
+    """The compute dtype of a --precision value (checked by tf_mrc.options)."""
     return PRECISIONS[precision]
 
 
@@ -61,9 +61,6 @@ def clip_by_global_norm(grads, clip_norm, multiplier=None):
             scale *= multiplier
         return [None if g is None else g * scale for g in grads], norm
 
-
-def _param_name(var):
-    return re.sub(r":\d+$", "", var.name)
 
 
 def _state_variable(name, dtype, value, shape=()):
@@ -115,7 +112,7 @@ class AdamWeightDecay(tf.train.Optimizer):
         for grad, var in grads_and_vars:
             if grad is None or var is None:
                 continue
-            param_name = _param_name(var)
+            param_name = variable_name(var)
             m, v = self._moments(param_name, var)
             if isinstance(grad, tf.IndexedSlices):
                 grad = tf.convert_to_tensor(grad)
@@ -190,7 +187,7 @@ class GradientAccumulator:
 
     def __init__(self, variables, steps):
         self.steps = steps
-        self.sums = [tf.get_variable(_param_name(v) + "/accum_grad", shape=v.shape.as_list(), dtype=tf.float32,
+        self.sums = [tf.get_variable(variable_name(v) + "/accum_grad", shape=v.shape.as_list(), dtype=tf.float32,
                                      initializer=tf.zeros_initializer(), trainable=False) for v in variables]
         self.micro_step = _state_variable("micro_step", tf.int64, 0)
 

@@ -18,11 +18,6 @@ EncoderOutput = collections.namedtuple("EncoderOutput", ["sequence_output", "poo
 
 def build_encoder(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32",
                   attention_dropout_placement="probs", recompute=False):
-    if config.layout == "bert":
-        from tf_mrc.modeling import bert as module
-    elif config.layout == "albert":
-        from tf_mrc.modeling import albert as module
-    else:
-        from tf_mrc.modeling import xlnet as module
-    return module.encode(config, input_ids, input_mask, segment_ids, is_training, kernels, compute_dtype,
-                         attention_dropout_placement, recompute)
+    from tf_mrc.modeling.layouts import encoder_module
+    return encoder_module(config).encode(config, input_ids, input_mask, segment_ids, is_training, kernels,
+                                         compute_dtype, attention_dropout_placement, recompute)

@@ -17,31 +17,24 @@ GOOGLE_BLOCK = layers.BlockNames(attention="attention_1/self", attention_output=
 
 def encode(config, input_ids, input_mask, segment_ids, is_training, kernels="fused", compute_dtype="float32",
            attention_dropout_placement="probs", recompute=False):
-    settings = layers.make_settings(config, is_training, kernels, compute_dtype,
-                                    attention_dropout_placement=attention_dropout_placement,
-                                    recompute=recompute)
-    batch_size, seq_length = layers.shape_list(input_ids)
-    google = config.albert_variant == "google"
-    with tf.variable_scope("bert"):
-        hidden = layers.embeddings(input_ids, segment_ids, config, settings, config.embedding_size,
-                                   projection_size=None if google else config.hidden_size)
-        mask = layers.attention_mask(input_mask)
-
-        def block(x):
-            return layers.transformer_block(x, mask, batch_size, seq_length, config, settings,
-                                            GOOGLE_BLOCK if google else layers.BERT_BLOCK)
-
-        with tf.variable_scope("encoder"):
-            if google:
-                hidden = _google_layers(hidden, config, settings, block)
-            else:
-                for _ in range(config.num_hidden_layers):
-                    with tf.variable_scope("layer_shared", reuse=tf.AUTO_REUSE):
-                        hidden = block(hidden)
-        return layers.encoder_output(hidden, batch_size, seq_length, config, settings)
+    if config.albert_variant == "google":
+        run_blocks, block_names, projection_size = _google_layers, GOOGLE_BLOCK, None
+    else:
+        run_blocks, block_names, projection_size = _brightmart_layers, layers.BERT_BLOCK, config.hidden_size
+    return layers.bert_scope_encode(config, input_ids, input_mask, segment_ids, is_training, kernels, compute_dtype,
+                                    attention_dropout_placement, recompute, config.embedding_size, run_blocks,
+                                    block_names, projection_size)
 
 
-def _google_layers(hidden, config, settings, block):
+def _brightmart_layers(hidden, block, config, settings):
+    """brightmart albert_zh: the one block under ``layer_shared`` applied num_hidden_layers times."""
+    for _ in range(config.num_hidden_layers):
+        with tf.variable_scope("layer_shared", reuse=tf.AUTO_REUSE):
+            hidden = block(hidden)
+    return hidden
+
+
+def _google_layers(hidden, block, config, settings):
     """google-research/albert's transformer_model: layer i uses group int(i / L * G), each group runs its
     inner_group_num blocks in turn."""
     if config.embedding_size != config.hidden_size:

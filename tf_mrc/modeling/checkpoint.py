@@ -57,7 +57,8 @@ class CheckpointReport:
         return out
 
 
-def _variable_name(variable):
+def variable_name(variable):
+    """A variable's checkpoint name: its graph name without the ``:0`` output suffix."""
     return re.sub(r":\d+$", "", variable.name)
 
 
@@ -88,7 +89,7 @@ def init_from_checkpoint(init_checkpoint, log=print, variables=None):
 
     assignment_map, loaded, missing, mismatches = {}, [], [], []
     for variable in variables:
-        name = _variable_name(variable)
+        name = variable_name(variable)
         if name not in stored:
             missing.append(name)
             continue

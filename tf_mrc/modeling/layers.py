@@ -43,9 +43,6 @@ def make_settings(config, is_training, kernels, compute_dtype, initializer=None,
     if compute_dtype == "bfloat16" and IS_TF1:
         raise ValueError("compute_dtype=bfloat16 needs TF 2 (TF 1.13 has no bfloat16 batch-matmul kernel); "
                          "use float16")
-    if attention_dropout_placement not in ops.ATTENTION_DROPOUT_SITES:
-        raise ValueError("attention_dropout_placement must be one of %s, got %r"
-                         % ("|".join(ops.ATTENTION_DROPOUT_SITES), attention_dropout_placement))
     ops.resolve_backend(kernels)  # a bad --kernels value fails here, before any variable exists
     if initializer is None:
         initializer = tf.truncated_normal_initializer(stddev=config.initializer_range)
@@ -124,9 +121,6 @@ def embeddings(input_ids, segment_ids, config, settings, embedding_size, project
     ``word_embeddings_2`` [E, H] before the token-type and position embeddings (then at H) are added.
     """
     batch_size, seq_length = shape_list(input_ids)
-    if isinstance(seq_length, int) and seq_length > config.max_position_embeddings:
-        raise ValueError("sequence length %d exceeds the model's max_position_embeddings %d"
-                         % (seq_length, config.max_position_embeddings))
     with tf.variable_scope("embeddings"):
         words = variable("word_embeddings", [config.vocab_size, embedding_size], settings)
         output = cast(tf.gather(words, tf.reshape(input_ids, [-1])), settings.dtype)
@@ -242,6 +236,28 @@ def recomputed(fn, x):
         return fn(x), backward
 
     return checkpointed(x)
+
+
+def bert_scope_encode(config, input_ids, input_mask, segment_ids, is_training, kernels, compute_dtype,
+                      attention_dropout_placement, recompute, embedding_size, run_blocks, block_names=BERT_BLOCK,
+                      projection_size=None):
+    """The encoder BERT and ALBERT share under scope ``bert`` -> EncoderOutput: embeddings at ``embedding_size``
+    (``projection_size``: see ``embeddings``), then ``run_blocks(hidden, block, config, settings)`` in scope
+    ``encoder``, where ``block(x)`` is one transformer block with ``block_names`` in the caller's scope, then BERT's
+    pooler. The layouts differ only in these arguments."""
+    settings = make_settings(config, is_training, kernels, compute_dtype,
+                             attention_dropout_placement=attention_dropout_placement, recompute=recompute)
+    batch_size, seq_length = shape_list(input_ids)
+    with tf.variable_scope("bert"):
+        hidden = embeddings(input_ids, segment_ids, config, settings, embedding_size, projection_size)
+        mask = attention_mask(input_mask)
+
+        def block(x):
+            return transformer_block(x, mask, batch_size, seq_length, config, settings, block_names)
+
+        with tf.variable_scope("encoder"):
+            hidden = run_blocks(hidden, block, config, settings)
+        return encoder_output(hidden, batch_size, seq_length, config, settings)
 
 
 def encoder_output(hidden, batch_size, seq_length, config, settings):

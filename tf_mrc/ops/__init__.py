@@ -68,18 +68,15 @@ def attention_dropout(x, rate, site, placement="probs", dropout_fn=None):
     The encoder calls this twice per layer with the same ``placement`` (default 'probs'):
       site='probs'    on the [B, N, Tq, Tk] probabilities, before they multiply V: google BERT's place, the
                       semantics every published checkpoint was trained with;
-      site='context'  on the merged [B, Tq, H] context after the heads are concatenated: the reference
-                      project moved it there because the dropout keep-mask kept for backprop is then H / (N * Tk)
-                      the size (1/8 at T = 512, H = 768, N = 12). A different regulariser, hence opt-in.
+      site='context'  on the merged [B, Tq, H] context after the heads are concatenated: the dropout keep-mask
+                      kept for backprop is then H / (N * Tk) the size (1/8 at T = 512, H = 768, N = 12). A
+                      different regulariser, hence opt-in.
     ``rate``: drop probability, a Python number (0 when not training) or a scalar tensor.
     ``dropout_fn(x, rate)``: the dropout to apply, default tf.nn.dropout; a recomputed layer passes a seeded one
     so that its backward pass regenerates the forward pass's mask.
     """
     if site not in ATTENTION_DROPOUT_SITES:
         raise ValueError("attention dropout site must be one of %s, got %r" % ("|".join(ATTENTION_DROPOUT_SITES), site))
-    if placement not in ATTENTION_DROPOUT_SITES:
-        raise ValueError("attention dropout placement must be one of %s, got %r"
-                         % ("|".join(ATTENTION_DROPOUT_SITES), placement))
     if site != placement or (isinstance(rate, (int, float)) and rate == 0):
         return x
     if dropout_fn is None:

@@ -10,14 +10,13 @@ Mapping, from blocksparse 1.13.1's blocksparse/ewops.py, blocksparse/transformer
   exactly our 'sigmoid' form. Its registered gradient (EwZXa, SWISH) reads only x, like the fused backend.
 - LayerNorm: runs the fused backend (blocksparse's layer_norm normalizes per row too, but is not wired here).
 - GELU 'tanh' and 'erf': run the fused backend. blocksparse's tanh-form op ``gelu`` carries its authors'
-  warning "not numerically stable... Use fast_gelu for now", and there is no erf kernel. (The reference
-  project passed every 'gelu' to fast_gelu, which silently changes a published checkpoint's activation.)
+  warning "not numerically stable... Use fast_gelu for now", and there is no erf kernel. fast_gelu is the
+  sigmoid form only: giving it a 'tanh' or 'erf' model would change a published checkpoint's activation.
 - masked softmax: ``softmax(x, scale)`` = softmax(x * scale) over the last axis; its gradient
   (MaskedSoftmaxGrad) reads only the output and the kernels compute in fp32 for fp16/bf16 tensors.
   blocksparse's own ``mask`` input cannot carry padding masks: it is a float multiplier indexed with no
-  stride over the leading (batch) axis ("m: 1, D1, D2, D3"). So, as in the reference project, the -10000
-  bias is added to the scores before the kernel: masked logits become (s - 10000) * scale instead of
-  s * scale - 10000. Both underflow exp() to exactly 0 in fp32 and fp16 unless a row's unmasked logits
+  stride over the leading (batch) axis ("m: 1, D1, D2, D3"). So the -10000 bias is added to the scores
+  before the kernel: masked logits become (s - 10000) * scale instead of s * scale - 10000. Both underflow exp() to exactly 0 in fp32 and fp16 unless a row's unmasked logits
   spread by over 10000 * scale (1250 at head size 64), so the probabilities are the same; pre-dividing
   the bias by scale instead would overflow fp16 (-10000 / 0.125 = -80000). In fp16, s - 10000 rounds to a
   multiple of 8, which changes only rows whose every key is masked (outputs BERT never uses).

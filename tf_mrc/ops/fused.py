@@ -12,16 +12,9 @@ that is x, tanh(.), 1 + tanh(.) and 0.5 x, four [tokens, 3072] tensors per layer
                   dbeta = sum(dy); the residual gets dx. Autodiff of moments + batch_normalization keeps x and
                   its moments and differentiates every intermediate op.
 fp16/bf16 inputs are computed in fp32 and returned in the input dtype; the tensor kept for backprop stays in
-the input dtype, so this costs no saved memory, only short-lived fp32 copies inside one op. For fp16 GELU is
-written without the 1 + tanh / 1 + erf cancellation for x << 0 (x sigmoid(2u), 0.5 x erfc(-x / sqrt 2)). Measured on
-200k fp16 inputs x ~ N(0, 9) against float64 on TF 2.15, mean | max error in fp16 ulps of the result:
-  reference formulas in fp16        tanh 63 | 2037   erf 68 | 2043   sigmoid 0.76 | 10.8
-  reference formulas in fp32        tanh 0.37 | 11   erf 0.37 | 10     sigmoid 0.24 | 0.50
-  these (fp32, no cancellation)     tanh 0.22 | 0.50 erf 0.22 | 0.50   sigmoid 0.24 | 0.50
-(TF 1.13's CPU fp32 sigmoid is accurate to ~1e-7 absolute only: there the worst case grows to ~8 ulps on
-tiny outputs, the mean stays 0.25-0.30.) fp32 and bf16 inputs get the tanh spelling (tanh's CPU kernel costs about
-half of sigmoid's): in fp32, on 1536 x ~ N(0, 4), the tanh-GELU gradient's worst |error| / (|exact| + 1e-3) is then
-2.1e-3, as for autodiff of the reference formula (8.5e-6 with the sigmoid spelling).
+the input dtype, so this costs no saved memory, only short-lived fp32 copies inside one op. The GELU forms are
+spelled so that x << 0 does not cancel where the dtype would show it (see ``gelu``; the errors of each spelling are
+in the README's "Measured behind the code").
 
 Only positional tensors go into the decorated functions (TF 1.13's graph-mode custom_gradient accepts no
 keyword arguments), and they read no variables, so the TF 1.13 and TF 2.x decorators behave the same.
@@ -47,7 +40,7 @@ def _after(gradient, saved):
 
     Without this, backward ops that depend on forward tensors alone (the GELU derivative, scale * p, an fp32
     copy of fp16 probabilities) may be run by the executor as soon as the forward pass produces their
-    inputs, and their full-size results then stay alive until backprop: the memory we set out to save.
+    inputs, and their full-size results then stay alive until backprop: the memory this module saves.
     """
     with tf.control_dependencies([gradient]):
         return tf.identity(saved)
@@ -100,9 +93,10 @@ _GELU = {
 
 
 def gelu(x, form):
-    """fp16 inputs get the tanh form's sigmoid spelling (correctly rounded in fp16); fp32 and bf16 the tanh
-    spelling, whose 1 + tanh cancellation for x << 0 stays below fp32 rounding of the result's magnitude and
-    far below bf16's, and whose tanh kernel costs about half of sigmoid's on CPU."""
+    """The erf form is spelled 0.5 x erfc(-x / sqrt 2), which does not cancel for x << 0. The tanh form is spelled
+    x sigmoid(2u) for fp16 inputs (correctly rounded in fp16) and 0.5 x (1 + tanh u) for fp32 and bf16, whose
+    1 + tanh cancellation for x << 0 stays below fp32 rounding of the result's magnitude and far below bf16's,
+    and whose tanh kernel is the cheaper one on CPU."""
     value_fn, derivative_fn = _GELU[form]
     if form == "tanh" and x.dtype == tf.float16:
         value_fn, derivative_fn = _gelu_tanh_sigmoid, _gelu_tanh_sigmoid_derivative

@@ -5,11 +5,16 @@ back to examples and characters), model outputs back into answers, and answers i
 Training, caching, Horovod, export and the serving demo call only these methods, so one code path serves
 every task and every encoder.
 """
+import collections
 import dataclasses
 import json
+import re
 import unicodedata
 
+import numpy as np
+
 from tf_mrc.errors import UserError
+from tf_mrc.options import RunSpec
 
 
 class DataError(UserError):
@@ -21,15 +26,36 @@ class DataError(UserError):
 
 @dataclasses.dataclass
 class FeatureSettings:
-    """Everything featurization depends on; part of the feature-cache key."""
+    """Everything featurization depends on; part of the feature-cache key. Defaults: the run options'."""
     max_seq_length: int = 512
-    doc_stride: int = 128
-    max_query_length: int = 64
-    max_answer_length: int = 50
-    n_best_size: int = 20
+    doc_stride: int = RunSpec.doc_stride
+    max_query_length: int = RunSpec.max_query_length
+    max_answer_length: int = RunSpec.max_answer_length
+    n_best_size: int = RunSpec.n_best_size
 
     def key(self):
         return "s%d-d%d-q%d" % (self.max_seq_length, self.doc_stride, self.max_query_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOption:
+    """One option a task reads, declared once: every command builds its flag and check from it."""
+    name: str
+    kind: type                 # str | int | float
+    default: object
+    help: str
+    choices: tuple = ()
+
+    def check(self, task, value):
+        """``value`` if it is of this option's kind and among its choices, else a UserError naming the flag."""
+        if value is None:
+            return value
+        numeric = self.kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (numeric or isinstance(value, self.kind)):
+            raise UserError("%s: --%s must be a %s, got %r" % (task, self.name, self.kind.__name__, value))
+        if self.choices and value not in self.choices:
+            raise UserError("%s: --%s must be one of %s, got %r" % (task, self.name, "|".join(self.choices), value))
+        return value
 
 
 @dataclasses.dataclass
@@ -39,6 +65,17 @@ class Featurized:
     arrays: list
     sidecar: list
     stats: dict = dataclasses.field(default_factory=dict)   # e.g. {"truncated": n}, reported by the audit
+
+
+def log_softmax(logits):
+    """Log-probabilities of a vector of logits, computed in float64."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - np.max(shifted)
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def softmax(logits):
+    return np.exp(log_softmax(logits))
 
 
 def _unreadable(path, err):
@@ -52,11 +89,61 @@ def _unreadable(path, err):
     return DataError(path, "-", "-", "cannot be read (%s)" % (err.strerror or type(err).__name__))
 
 
+# Files are UTF-8; a leading byte-order mark (Windows editors write one) is read as UTF-8 and dropped.
+ENCODING = "utf-8-sig"
+
+# A JSON \\uD800-\\uDFFF escape: the only way a lone surrogate (not Unicode text) gets into a parsed string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _json_path(record, key):
+    """'data[0].context'-style path of ``key`` inside ``record`` ('-' is the top level)."""
+    step = "[%d]" % key if isinstance(key, int) else ".%s" % key
+    return (step.lstrip(".") if record == "-" else record + step) if key is not None else record
+
+
+def _first_lone_surrogate(value, record, field):
+    """(record, field) of the first string in ``value`` (at ``record``/``field``) holding a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return record, field
+        return None
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in children:
+        found = _first_lone_surrogate(item, _json_path(record, field), key)
+        if found:
+            return found
+    return None
+
+
+def check_text(path, record, value, raw):
+    """``value``, or a DataError for a lone surrogate escape: such a string is not Unicode text, cannot be
+    tokenized and cannot be written back as UTF-8."""
+    if _SURROGATE_ESCAPE.search(raw):
+        found = _first_lone_surrogate(value, record, None)
+        if found:
+            raise DataError(path, found[0], found[1], "a lone surrogate escape (\\uD800-\\uDFFF): not Unicode text")
+    return value
+
+
+def text_lines(path):
+    """The lines of a UTF-8 text file, read as a stream; the usual failures become one-line DataErrors."""
+    try:
+        with open(path, encoding=ENCODING) as f:
+            for line in f:
+                yield line
+    except (OSError, UnicodeDecodeError) as err:
+        raise _unreadable(path, err)
+
+
 def load_json(path):
     """Read a JSON file, turning the usual failures into one-line DataErrors."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, encoding=ENCODING) as f:
+            raw = f.read()
+        return check_text(path, "-", json.loads(raw), raw)
     except json.JSONDecodeError as err:
         raise DataError(path, "-", "-", "not valid JSON (%s)" % err)
     except (OSError, UnicodeDecodeError) as err:
@@ -65,20 +152,20 @@ def load_json(path):
         raise DataError(path, "-", "-", "JSON nested too deeply")
 
 
+def iter_json_lines(path):
+    """(line number, record) for each non-blank line of a JSON-lines file, read as a stream; a bad line is a
+    DataError naming its line number."""
+    for number, line in enumerate(text_lines(path), 1):
+        if line.strip():
+            try:
+                yield number, check_text(path, "line %d" % number, json.loads(line), line)
+            except json.JSONDecodeError as err:
+                raise DataError(path, "line %d" % number, "-", "not valid JSON (%s)" % err)
+
+
 def load_json_lines(path):
     """Read JSON lines; blank lines are skipped, a bad line is a DataError naming its line number."""
-    records = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise DataError(path, "line %d" % number, "-", "not valid JSON (%s)" % err)
-    except (OSError, UnicodeDecodeError) as err:
-        raise _unreadable(path, err)
-    return records
+    return [record for _, record in iter_json_lines(path)]
 
 
 def is_blank(text):
@@ -123,15 +210,33 @@ class Task:
     metric_names = ()    # the keys of evaluate()'s result that the results table reports, headline first
     default_max_seq_length = 512
     default_files = {}   # role ('train' | 'dev' | 'predict') -> file name inside --data_dir
+    declared_options = ()   # the TaskOptions this task reads; the commands turn them into flags
 
     def __init__(self, options=None):
-        """``options``: a dict of task-specific flags (e.g. chid_answers, c3_subsets, split_ratio)."""
-        self.options = dict(options or {})
+        """``options``: {name: value} of this task's declared options; the others take their defaults."""
+        declared = {option.name: option for option in self.declared_options}
+        unknown = sorted(set(options or {}) - set(declared))
+        if unknown:
+            raise UserError("--%s is not an option of task %s (its options: %s)" % (
+                unknown[0], self.name, ", ".join("--" + name for name in declared) or "none"))
+        self.options = {name: option.check(self.name, (options or {}).get(name, option.default))
+                        for name, option in declared.items()}
+
+    @classmethod
+    def options_for_file(cls, options, path):
+        """The options for reading ``path``, a file the user named (``tf_mrc.evaluate``, ``tf_mrc.audit``)."""
+        return options
 
     # -- data ---------------------------------------------------------------------------------------
     def read_examples(self, path, is_training):
-        """Parse a task file into examples. Bad records raise DataError; nothing is dropped silently."""
-        raise NotImplementedError
+        """Parse a task file into a list of examples. Bad records raise DataError; nothing is dropped silently.
+        A task implements this or ``iter_examples``: each defaults to the other."""
+        return list(self.iter_examples(path, is_training))
+
+    def iter_examples(self, path, is_training):
+        """The examples of ``read_examples``, one at a time. Tasks whose files can be read as a stream implement
+        this instead, so that featurizing a large corpus never holds all of its examples."""
+        return iter(self.read_examples(path, is_training))
 
     def source_files(self, path):
         """Every file ``read_examples(path)`` reads (answer maps, sibling subsets): feature caches hash them all."""
@@ -141,9 +246,25 @@ class Task:
         """What besides files and settings decides this task's features (its options, by default)."""
         return dict(self.options)
 
-    def featurize(self, examples, tokenizer, settings, is_training):
-        """Return Featurized for ``examples``. Training features carry labels; all carry an ``example_index``."""
+    def check_settings(self, settings, tokenizer):
+        """Raise UserError when ``settings`` cannot hold this task's inputs (checked once, before any work)."""
+
+    def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
+        """Yield (arrays, sidecar record) for each feature of ``examples`` (any iterable), in order (see
+        Featurized); example indices count from ``first_index``, so a slice of a file featurizes exactly as
+        it does within the whole file. What it notices (truncated, unaligned, ...) is counted in ``stats``, a
+        Counter. Training features carry labels; all carry ``example_index``."""
         raise NotImplementedError
+
+    def featurize(self, examples, tokenizer, settings, is_training):
+        """Featurized for a list of ``examples``, in memory (the feature cache streams them instead)."""
+        arrays, sidecar, stats = [], [], collections.Counter()
+        for features, record in self.iter_features(examples, tokenizer, settings, is_training, stats):
+            arrays.append(features)
+            sidecar.append(record)
+        stats["examples"] = len(examples)
+        stats["features"] = len(arrays)
+        return Featurized(arrays, sidecar, dict(stats))
 
     def feature_shapes(self, settings):
         """{name: shape} of every int32 array in Featurized.arrays (model inputs and labels)."""
@@ -181,6 +302,10 @@ class Task:
 
     answer_types = (str,)    # what a prediction may be (choice tasks also take a choice index)
 
+    def check_predictions(self, path, examples, predictions):
+        """Refuse a prediction (read from ``path``) that no answer of its example could equal; by default any
+        string may be an answer."""
+
     def load_predictions(self, path):
         """Read a predictions file in the formats ``tf_mrc.evaluate`` accepts: by default {id: answer}."""
         predictions = load_json(path)
@@ -215,18 +340,6 @@ _REGISTRY = {}
 
 
 def register(cls):
+    """Class decorator of a task module (tf_mrc/tasks/<module>.py): makes the task known to every command."""
     _REGISTRY[cls.name] = cls
     return cls
-
-
-def get_task(name, options=None):
-    """The task called ``name`` (its module is imported on first use)."""
-    import importlib
-    if name not in _REGISTRY:
-        try:
-            importlib.import_module("tf_mrc.tasks." + name)
-        except ImportError:
-            pass
-    if name not in _REGISTRY:
-        raise ValueError("unknown task %r; known: cmrc2018, drcd, cjrc, chid, c3" % name)
-    return _REGISTRY[name](options)

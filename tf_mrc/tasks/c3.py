@@ -18,7 +18,7 @@ import os
 import re
 
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, QuestionIds, is_blank, load_json, question_id, register
+from tf_mrc.tasks.base import DataError, QuestionIds, TaskOption, is_blank, load_json, question_id, register
 from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids, truncate_longest_first
 
 SUBSETS = ("d", "m")
@@ -59,14 +59,23 @@ class C3Task(ChoiceTask):
     default_files = {"train": "c3-d-train.json", "dev": "c3-d-dev.json", "predict": "c3-d-test.json"}
     num_choices = 4
     submission_key = "label"
+    declared_options = (TaskOption("c3_subsets", str, "d,m", "which subsets a subset-named file stands for: d, m "
+                                   "or d,m"),)
 
     def __init__(self, options=None):
         super().__init__(options)
-        subsets = [s.strip() for s in (self.options.get("c3_subsets") or "d,m").split(",") if s.strip()]
+        subsets = [s.strip() for s in self.options["c3_subsets"].split(",") if s.strip()]
         if not subsets or any(s not in SUBSETS for s in subsets):
-            raise UserError("c3_subsets must be a comma-separated choice of d,m; got %r"
-                             % self.options.get("c3_subsets"))
+            raise UserError("c3: --c3_subsets must be a comma-separated choice of d,m; got %r"
+                            % self.options["c3_subsets"])
         self.subsets = subsets
+
+    @classmethod
+    def options_for_file(cls, options, path):
+        """A file the user named is that file alone: its subset, unless ``c3_subsets`` asks for more."""
+        if not options.get("c3_subsets") and subset_named(path):
+            options = dict(options, c3_subsets=subset_named(path))
+        return options
 
     # -- reading ----------------------------------------------------------------------------------------
     def source_files(self, path):
@@ -125,6 +134,12 @@ class C3Task(ChoiceTask):
                 yield C3Example(qid, choices, label, passage, question["question"]), where, field + ".id"
 
     # -- features ---------------------------------------------------------------------------------------
+    def check_settings(self, settings, tokenizer):
+        least = tokenizer.num_special_tokens(3) + 3
+        if settings.max_seq_length < least:
+            raise UserError("--max_seq_length must be >= %d (a token of passage, question and choice + %d special "
+                            "tokens), got %d" % (least, least - 3, settings.max_seq_length))
+
     def pack_choices(self, example, tokenizer, settings):
         passage = encoded_ids(tokenizer, example.passage)
         question = encoded_ids(tokenizer, example.question)

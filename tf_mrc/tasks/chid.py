@@ -14,16 +14,13 @@ The window is the passage tokens that fit beside the longest candidate, centred 
 at the passage's ends), and the same for every candidate, so only the candidate differs between sequences.
 The blank itself becomes four of the tokenizer's mask tokens (``[MASK]`` / ``<mask>``) -- an idiom-sized gap,
 for BERT the signal masked-LM pre-training taught for "characters missing here" -- and the passage's other
-blanks four unknown tokens, so the target stands apart from them. (The reference project marked the blank
-with a single ``[unused1]`` and the other blanks with ``[MASK]`` x4; its vocabulary-specific marker has no
-counterpart in SentencePiece vocabularies.)
+blanks four unknown tokens, so the target stands apart from them. Mask and unknown tokens exist in every
+encoder's vocabulary (a marker such as ``[unused1]`` has no SentencePiece counterpart).
 
 Decoding (option ``chid_decoding``): blanks of one line share the candidates and each idiom fills one blank,
 so by default the blanks of a line are assigned jointly, maximising the summed log-probability
-(``optimal``, the Hungarian algorithm); ``greedy`` takes the most probable (blank, idiom) pair first, as the
-reference did; ``independent`` takes each blank's own argmax. On simulated scores (bench/chid_decoding.py)
-optimal ties greedy at 2-4 blanks per line and beats it at 6-10 (0.1-0.7 points at 6, 0.6-4.5 at 10, the
-more the weaker the model).
+(``optimal``, the Hungarian algorithm); ``greedy`` takes the most probable (blank, idiom) pair first;
+``independent`` takes each blank's own argmax. bench/chid_decoding.py compares the three on simulated scores.
 
 Predictions map the blank id (``#idiomNNNNNN#``, or the FewCLUE ``id``) to the candidate index: the CLUE
 submission format; FewCLUE runs also get ``chidf_predict.json``, FewCLUE's ``{"id", "answer"}`` lines.
@@ -38,7 +35,8 @@ import numpy as np
 
 from tf_mrc import outputs
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, QuestionIds, load_json, load_json_lines, question_id, register
+from tf_mrc.tasks.base import (DataError, QuestionIds, TaskOption, load_json, load_json_lines, question_id,
+                               register)
 from tf_mrc.tasks.choice import ChoiceExample, ChoiceTask, encoded_ids
 from tf_mrc.tokenization import TokenizerError
 
@@ -141,12 +139,16 @@ class ChidTask(ChoiceTask):
     default_files = {"train": "train.json", "dev": "dev.json", "predict": "test1.1.json"}   # CLUE's names
     num_choices = 10
     submission_key = "answer"
+    declared_options = (
+        TaskOption("chid_answers", str, None, "the answer map file(s) of the original ChID/CLUE format, "
+                   "comma-separated (none: <name>_answer.json beside the data file)"),
+        TaskOption("chid_decoding", str, "optimal", "assign candidates to the blanks of a passage jointly "
+                   "(optimal, greedy) or blank by blank", DECODINGS),
+    )
 
     def __init__(self, options=None):
         super().__init__(options)
-        self.decoding = self.options.get("chid_decoding") or "optimal"
-        if self.decoding not in DECODINGS:
-            raise UserError("chid_decoding must be one of %s, got %r" % ("/".join(DECODINGS), self.decoding))
+        self.decoding = self.options["chid_decoding"]
 
     # -- reading ----------------------------------------------------------------------------------------
     def read_examples(self, path, is_training):
@@ -261,6 +263,13 @@ class ChidTask(ChoiceTask):
                                                   % os.path.splitext(os.path.basename(path))[0]))
 
     # -- features ---------------------------------------------------------------------------------------
+    def check_settings(self, settings, tokenizer):
+        least = tokenizer.num_special_tokens(2) + 2 * BLANK_LENGTH
+        if settings.max_seq_length < least:
+            raise UserError("--max_seq_length must be >= %d (a four-character idiom, the %d-token blank and %d "
+                            "special tokens), got %d" % (least, BLANK_LENGTH, least - 2 * BLANK_LENGTH,
+                                                         settings.max_seq_length))
+
     def pack_choices(self, example, tokenizer, settings):
         if tokenizer.mask_id is None or tokenizer.unk_id is None:
             raise TokenizerError("CHID needs a tokenizer with mask and unknown tokens for its blanks")

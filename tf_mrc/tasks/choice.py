@@ -13,7 +13,7 @@ import numpy as np
 
 from tf_mrc import metrics
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, Featurized, Task, load_json, load_json_lines
+from tf_mrc.tasks.base import DataError, Task, load_json, load_json_lines, log_softmax
 
 
 @dataclasses.dataclass
@@ -54,11 +54,6 @@ def truncate_longest_first(lengths, budget):
     return lengths
 
 
-def log_softmax(logits):
-    shifted = logits - np.max(logits)
-    return shifted - np.log(np.sum(np.exp(shifted)))
-
-
 def choice_index(example, value):
     """A prediction as the index of the choice it names: an index as is, a choice text by its (first) position;
     -1 for anything else, which scores as wrong."""
@@ -90,25 +85,22 @@ class ChoiceTask(Task):
         return {"input_ids": [choices, length], "input_mask": [choices, length], "segment_ids": [choices, length],
                 "choice_mask": [choices], "label": [], "example_index": []}
 
-    def featurize(self, examples, tokenizer, settings, is_training):
-        arrays, sidecar, truncated = [], [], 0
-        for index, example in enumerate(examples):
+    def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
+        stats["truncated"] += 0   # reported even when nothing is cut
+        for index, example in enumerate(examples, first_index):
             if is_training and example.label < 0:
                 raise UserError("%s: question %s has no answer to train on" % (self.name, example.qid))
             packed, cut = self.pack_choices(example, tokenizer, settings)
-            truncated += int(cut)
+            stats["truncated"] += int(cut)
             rows = packed + [packed[0]] * (self.num_choices - len(packed))
-            arrays.append({
+            yield {
                 "input_ids": [row.input_ids for row in rows],
                 "input_mask": [row.input_mask for row in rows],
                 "segment_ids": [row.segment_ids for row in rows],
                 "choice_mask": [1] * len(packed) + [0] * (self.num_choices - len(packed)),
                 "label": example.label,
                 "example_index": index,
-            })
-            sidecar.append({"example_index": index, "qid": example.qid})
-        stats = {"examples": len(examples), "features": len(arrays), "truncated": truncated}
-        return Featurized(arrays, sidecar, stats)
+            }, {"example_index": index, "qid": example.qid}
 
     # -- decoding and scoring ---------------------------------------------------------------------------
     def answer(self, example, index):
@@ -157,6 +149,14 @@ class ChoiceTask(Task):
         chosen = {example.qid: choice_index(example, predictions[example.qid])
                   for example in examples if example.qid in predictions}
         return metrics.accuracy(gold, chosen)
+
+    def check_predictions(self, path, examples, predictions):
+        """A choice index outside the example's choices is a broken predictions file, not a wrong answer."""
+        for example in examples:
+            value = predictions.get(example.qid)
+            if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < len(example.choices):
+                raise DataError(path, "question %s" % example.qid, "answer", "choice index %d is outside its %d "
+                                "choices (0-%d)" % (value, len(example.choices), len(example.choices) - 1))
 
     def load_predictions(self, path):
         """Either one JSON object {question_id: answer} or the benchmark's submission lines {"id": .., key: ..}."""

@@ -7,14 +7,14 @@ Data (SQuAD 2.0-like): ``data[]`` articles carry ``domain`` ('civil' | 'criminal
 competition's blinded input sets domain, casename and is_impossible to "" and answers to []: it reads, but
 cannot be scored.
 
-The answer type is that of the first answer's text, not ``is_impossible``: in the published dev set the flag is
-"true" for 31 of the 161 sample questions whose annotators all gave a real answer (e.g. 4_5, three times
-'准格尔旗民族幼儿园'), and the official metric reads only the texts.
+The answer type is that of the first answer's text, not ``is_impossible``: the published dev set flags "true" on
+questions whose annotators all gave a real answer (e.g. 4_5, three times '准格尔旗民族幼儿园'), and the official
+metric reads only the texts.
 
-Options (``get_task("cjrc", options)``):
+Options (``declared_options``; flags of every command):
 
 * ``metric``: 'official' (default; the CAIL 2019 script: civil / criminal / overall) or 'cmrc' (the CMRC 2018
-  definition of F1 / EM on the same texts, which the reference tables used).
+  definition of F1 / EM on the same texts, the one the reference tables report).
 * ``split_ratio`` / ``split``: the reference tables trained on 90 % of the training file and evaluated on the
   remaining 10 %. Setting ``split_ratio`` (or ``split``; the ratio then defaults to 0.9) cuts the file by passage
   with a fixed seed (``split_by_passage``): training reads (``is_training=True``) get the first part, every other
@@ -31,7 +31,7 @@ import numpy as np
 
 from tf_mrc import metrics
 from tf_mrc.errors import UserError
-from tf_mrc.tasks.base import DataError, load_json, register
+from tf_mrc.tasks.base import DataError, TaskOption, load_json, register, softmax
 from tf_mrc.tasks.span import ANSWER_CLASSES, SpanTask, read_squad_style, squad_example
 
 CLASS_TEXTS = {"yes": "YES", "no": "NO", "unknown": ""}   # the answer text of each non-span class
@@ -65,35 +65,30 @@ def split_by_passage(examples, ratio, seed=SPLIT_SEED):
             [example for example in examples if example.context not in first])
 
 
-def _softmax(logits):
-    logits = np.asarray(logits, dtype=np.float64)
-    exp = np.exp(logits - logits.max())
-    return exp / exp.sum()
-
-
 @register
-class Cjrc(SpanTask):
+class CjrcTask(SpanTask):
     name = "cjrc"
     head = "span_class"
     metric_names = ("f1", "em")
     default_files = {"train": "big_train_data.json", "dev": "dev_ground_truth.json",
                      "predict": "test_ground_truth.json"}
+    declared_options = (
+        TaskOption("metric", str, "official", "the official CJRC metric or the CMRC definition", METRICS),
+        TaskOption("split_ratio", float, None, "split the file by passage (train part = ratio, held-out part = "
+                   "the rest, fixed seed); pass the same file as --train_file and --dev_file"),
+        TaskOption("split", str, None, "which part of the split file every read takes (none: training reads the "
+                   "train part, the others the held-out part; giving it makes the ratio default to 0.9)", SPLIT_PARTS),
+    )
 
     def __init__(self, options=None):
         super().__init__(options)
-        self.metric = self.options.get("metric") or "official"
-        if self.metric not in METRICS:
-            raise UserError("cjrc: metric %r is not one of %s" % (self.metric, ", ".join(METRICS)))
-        self.split = self.options.get("split")
-        if self.split is not None and self.split not in SPLIT_PARTS:
-            raise UserError("cjrc: split %r is not one of %s" % (self.split, ", ".join(SPLIT_PARTS)))
-        self.split_ratio = self.options.get("split_ratio")
+        self.metric = self.options["metric"]
+        self.split = self.options["split"]
+        self.split_ratio = self.options["split_ratio"]
         if self.split is not None and self.split_ratio is None:
             self.split_ratio = DEFAULT_SPLIT_RATIO
-        if self.split_ratio is not None and not (isinstance(self.split_ratio, (int, float))
-                                                 and 0 < self.split_ratio < 1):
-            raise UserError("cjrc: split_ratio must be a number strictly between 0 and 1, got %r"
-                            % (self.split_ratio,))
+        if self.split_ratio is not None and not 0 < self.split_ratio < 1:
+            raise UserError("cjrc: --split_ratio must be a number > 0 and < 1, got %r" % (self.split_ratio,))
 
     # -- data ---------------------------------------------------------------------------------------
     def read_examples(self, path, is_training):
@@ -125,6 +120,21 @@ class Cjrc(SpanTask):
         example.gold_texts = example.gold_texts or [""]
         return example
 
+    # -- the class head's labels ---------------------------------------------------------------------
+    def label_shapes(self):
+        return {"answer_class": [], "class_weight": []}
+
+    def window_labels(self, example, span_in_window):
+        """The class of one window. A span question whose answer lies outside this window says nothing about
+        the class, so its class loss is switched off there (weight 0) instead of teaching the head 'unknown'
+        for an answerable question."""
+        answer_class = ANSWER_CLASSES.index(example.answer_type)
+        weight = 0 if example.answer_type == "span" and not span_in_window else 1
+        return {"answer_class": answer_class, "class_weight": weight}
+
+    def oracle_head_outputs(self, features):
+        return {"class_logits": np.where(np.arange(len(ANSWER_CLASSES)) == features["answer_class"], 10.0, -10.0)}
+
     # -- decoding ---------------------------------------------------------------------------------
     def postprocess(self, examples, sidecar, outputs, settings):
         """The class head decides between the best span, "YES", "NO" and "" (unknown).
@@ -149,9 +159,9 @@ class Cjrc(SpanTask):
             windows = class_logits.get(example_index, [])
             ranked_spans = spans[example.qid]
             if ranked_spans:
-                probabilities = _softmax(windows[ranked_spans[0]["window"]])
+                probabilities = softmax(windows[ranked_spans[0]["window"]])
             elif windows:
-                probabilities = np.mean([_softmax(logits) for logits in windows], axis=0)
+                probabilities = np.mean([softmax(logits) for logits in windows], axis=0)
             else:
                 predictions[example.qid], nbest[example.qid] = "", []
                 continue

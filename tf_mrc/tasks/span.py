@@ -6,11 +6,14 @@ from every converted character back to the original ones.
 """
 import collections
 import dataclasses
+import json
 from typing import List, Optional
 
 import numpy as np
 
-from tf_mrc.tasks.base import DataError, Featurized, QuestionIds, Task, is_blank, load_json, question_id
+from tf_mrc.errors import UserError
+from tf_mrc.tasks.base import (DataError, QuestionIds, Task, check_text, is_blank, iter_json_lines, load_json,
+                               question_id, softmax, text_lines)
 
 ANSWER_CLASSES = ("span", "yes", "no", "unknown")
 
@@ -49,19 +52,39 @@ def align_answer(context, text, start):
     return best
 
 
-def read_squad_style(path, make_example):
-    """Walk ``data[].paragraphs[].qas[]``, validating the shape; ``make_example(record_id, article, paragraph,
-    qa, context)`` builds each example. Errors name the file, the question (or paragraph) and the field."""
-    dataset = load_json(path)
+def _squad_articles(path):
+    """(where, article) for each article of a SQuAD-style file: the ``data`` list of one JSON document, or one
+    article per line of a JSON-lines file, which is read as a stream (a large corpus never sits in memory whole;
+    the standard library has no streaming parser for one big document)."""
+    first_line = next((line for line in text_lines(path) if line.strip()), "")
+    try:
+        first = json.loads(first_line)
+    except (ValueError, RecursionError):   # not one JSON value per line: read below as one document
+        first = None
+    if isinstance(first, dict) and "paragraphs" in first:
+        for number, article in iter_json_lines(path):
+            yield "line %d" % number, article
+        return
+    dataset = check_text(path, "-", first, first_line) if isinstance(first, dict) and "data" in first \
+        else load_json(path)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
-        raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style)")
-    examples, ids = [], QuestionIds()
+        raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style) or one "
+                                           "article {paragraphs: [...]} per line")
     for a_index, article in enumerate(dataset["data"]):
+        yield "data[%d]" % a_index, article
+
+
+def iter_squad_style(path, make_example):
+    """Walk ``data[].paragraphs[].qas[]`` (see _squad_articles), validating the shape and yielding each example
+    as it is read; ``make_example(record_id, article, paragraph, qa, context)`` builds it. Errors name the
+    file, the question (or paragraph) and the field."""
+    ids, count = QuestionIds(), 0
+    for article_where, article in _squad_articles(path):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
-            raise DataError(path, "data[%d]" % a_index, "paragraphs", "missing or not a list")
+            raise DataError(path, article_where, "paragraphs", "missing or not a list")
         for p_index, paragraph in enumerate(paragraphs):
-            where = "data[%d].paragraphs[%d]" % (a_index, p_index)
+            where = "%s.paragraphs[%d]" % (article_where, p_index)
             context = paragraph.get("context") if isinstance(paragraph, dict) else None
             if not isinstance(context, str):
                 raise DataError(path, where, "context", "missing or not a string")
@@ -85,26 +108,38 @@ def read_squad_style(path, make_example):
                         not isinstance(a, dict) or not isinstance(a.get("text"), str) for a in answers):
                     raise DataError(path, record, "answers", "expected a list of {text, answer_start}")
                 for a in answers:
-                    if not isinstance(a.get("answer_start", -1), int):
-                        raise DataError(path, record, "answers.answer_start", "not an integer")
-                examples.append(make_example(record, article, paragraph, qa, context))
-    if not examples:
+                    start = a.get("answer_start", -1)
+                    if isinstance(start, bool) or not isinstance(start, int):  # true would count as 1
+                        raise DataError(path, record, "answers.answer_start", "not an integer: %s" % json.dumps(start))
+                count += 1
+                yield make_example(record, article, paragraph, qa, context)
+    if not count:
         raise DataError(path, "-", "data", "no questions")
-    return examples
 
 
-def _is_max_context(windows, window_index, position):
-    """Whether ``position`` sees the most context (on its nearer side) in this window among all windows
-    containing it; google BERT's rule, so each token is scored in one window only."""
-    best_score, best_index = None, None
+def read_squad_style(path, make_example):
+    """The examples of ``iter_squad_style`` as a list."""
+    return list(iter_squad_style(path, make_example))
+
+
+def max_context_flags(windows):
+    """Per window, 1 for each of its positions that sees the most context (on its nearer side) there among all
+    windows containing it, else 0: google BERT's rule, so each token is scored in one window only. Ties go to
+    the earlier window. Each window visits only its own positions, so the work grows with the passage length
+    times the windows' overlap, not with the passage length squared."""
+    if not windows:
+        return []
+    size = max(start + length for start, length in windows)
+    best_score = np.full(size, -np.inf)
+    best_window = np.full(size, -1)
     for index, (start, length) in enumerate(windows):
-        end = start + length - 1
-        if position < start or position > end:
-            continue
-        score = min(position - start, end - position) + 0.01 * length
-        if best_score is None or score > best_score:
-            best_score, best_index = score, index
-    return best_index == window_index
+        positions = np.arange(start, start + length)
+        score = np.minimum(positions - start, start + length - 1 - positions) + 0.01 * length
+        better = score > best_score[start:start + length]
+        best_score[start:start + length][better] = score[better]
+        best_window[start:start + length][better] = index
+    return [(best_window[start:start + length] == index).astype(int).tolist()
+            for index, (start, length) in enumerate(windows)]
 
 
 def _token_spans(offsets, char_map):
@@ -122,27 +157,78 @@ def _token_spans(offsets, char_map):
     return spans
 
 
+def pack_window(tokenizer, query_ids, passage_ids, max_seq_length):
+    """(PackedInput, position of the first passage token) of one window, in the order the encoder's layout
+    fine-tunes span tasks: question then passage (BERT's run_squad), or passage then question (XLNet's run_squad:
+    ``P <sep> Q <sep> <cls>``). The part read first is segment 0."""
+    if tokenizer.passage_first:
+        packed = tokenizer.pack([passage_ids, query_ids], [0, 1], max_seq_length)
+        return packed, packed.part_starts[0]
+    packed = tokenizer.pack([query_ids, passage_ids], [0, 1], max_seq_length)
+    return packed, packed.part_starts[1]
+
+
+def window_pairs(output, first, count, settings):
+    """Candidate (start, end, start score, end score) of one window, positions counted from the passage's first
+    token ``first`` (the passage has ``count`` tokens). Outputs of XLNet's head (``start_top_index``) name their
+    own beam: each of its top starts with each of that start's top ends, scored by log-probabilities. Otherwise
+    the n_best_size best start logits of the passage are paired with its n_best_size best end logits."""
+    if "start_top_index" in output:
+        starts, ends = np.asarray(output["start_top_index"]), np.asarray(output["end_top_index"])
+        start_scores, end_scores = np.asarray(output["start_top_log_probs"]), np.asarray(output["end_top_log_probs"])
+        per_start = len(ends) // len(starts)
+        return [(int(starts[i]) - first, int(ends[i * per_start + j]) - first, float(start_scores[i]),
+                 float(end_scores[i * per_start + j])) for i in range(len(starts)) for j in range(per_start)]
+    start_logits, end_logits = np.asarray(output["start_logits"]), np.asarray(output["end_logits"])
+    top_starts = np.argsort(-start_logits[first:first + count])[:settings.n_best_size]
+    top_ends = np.argsort(-end_logits[first:first + count])[:settings.n_best_size]
+    return [(int(s), int(e), float(start_logits[first + s]), float(end_logits[first + e]))
+            for s in top_starts for e in top_ends]
+
+
 class SpanTask(Task):
-    """Shared by every span task: subclasses implement ``read_examples`` (and CJRC the class head's decoding)."""
+    """Shared by every span task: subclasses implement ``iter_examples`` or ``read_examples``; a task whose head
+    predicts more than the span (CJRC) overrides the three hooks ``label_shapes``, ``window_labels`` and
+    ``oracle_head_outputs``."""
 
     head = "span"
     metric_names = ("f1", "em")
+
+    def label_shapes(self):
+        """{name: shape} of the labels this task adds to every window."""
+        return {}
+
+    def window_labels(self, example, span_in_window):
+        """The added labels of one window of ``example`` (``span_in_window``: its gold span lies inside)."""
+        return {}
+
+    def oracle_head_outputs(self, features):
+        """What a perfect model outputs for the added labels of one feature."""
+        return {}
+
+    def check_settings(self, settings, tokenizer):
+        room = settings.max_seq_length - settings.max_query_length - tokenizer.num_special_tokens(2)
+        if room < 1:
+            raise UserError("--max_seq_length must be >= %d (--max_query_length %d + %d special tokens + 1 passage "
+                            "token), got %d" % (settings.max_query_length + tokenizer.num_special_tokens(2) + 1,
+                                                settings.max_query_length, tokenizer.num_special_tokens(2),
+                                                settings.max_seq_length))
 
     def feature_shapes(self, settings):
         t = settings.max_seq_length
         shapes = {"input_ids": [t], "input_mask": [t], "segment_ids": [t], "example_index": [],
                   "start_position": [], "end_position": []}
-        if self.head == "span_class":
-            shapes.update({"answer_class": [], "class_weight": []})
+        shapes.update(self.label_shapes())
         return shapes
 
-    def featurize(self, examples, tokenizer, settings, is_training):
-        arrays, sidecar = [], []
-        stats = collections.Counter(examples=len(examples))
-        for example_index, example in enumerate(examples):
+    def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
+        passage = None   # (context, model text) last encoded: consecutive questions share their passage
+        for example_index, example in enumerate(examples, first_index):
             query_ids = tokenizer.encode(example.model_question or example.question)[0][:settings.max_query_length]
-            doc_ids, offsets = tokenizer.encode(example.model_text)
-            spans = _token_spans(offsets, example.char_map)
+            if passage != (example.context, example.model_text):
+                passage = (example.context, example.model_text)
+                doc_ids, offsets = tokenizer.encode(example.model_text)
+                spans = _token_spans(offsets, example.char_map)
             if not doc_ids:
                 stats["empty_passage"] += 1
                 continue
@@ -158,10 +244,8 @@ class SpanTask(Task):
                 stats["unaligned"] += 1
                 if is_training:
                     continue
+            # >= 1 passage token: check_settings ensures it before any work
             max_doc = settings.max_seq_length - len(query_ids) - tokenizer.num_special_tokens(2)
-            if max_doc <= 0:
-                raise ValueError("max_seq_length %d leaves no room for the passage after a %d-token question"
-                                 % (settings.max_seq_length, len(query_ids)))
             windows, start = [], 0
             while True:
                 length = min(len(doc_ids) - start, max_doc)
@@ -170,9 +254,10 @@ class SpanTask(Task):
                     break
                 start += min(length, settings.doc_stride)
             answer_fits = False
+            max_context = max_context_flags(windows)
             for window_index, (start, length) in enumerate(windows):
-                packed = tokenizer.pack([query_ids, doc_ids[start:start + length]], [0, 1], settings.max_seq_length)
-                doc_offset = packed.part_starts[1]
+                packed, doc_offset = pack_window(tokenizer, query_ids, doc_ids[start:start + length],
+                                                 settings.max_seq_length)
                 start_pos = end_pos = packed.cls_index
                 if answer_tokens and start <= answer_tokens[0] and answer_tokens[1] < start + length:
                     start_pos = answer_tokens[0] - start + doc_offset
@@ -181,17 +266,13 @@ class SpanTask(Task):
                 features = {"input_ids": packed.input_ids, "input_mask": packed.input_mask,
                             "segment_ids": packed.segment_ids, "example_index": example_index,
                             "start_position": start_pos, "end_position": end_pos}
-                if self.head == "span_class":
-                    features.update(self._class_labels(example, start_pos != packed.cls_index))
-                arrays.append(features)
-                sidecar.append({
+                features.update(self.window_labels(example, start_pos != packed.cls_index))
+                yield features, {
                     "example_index": example_index, "doc_offset": doc_offset, "cls_index": packed.cls_index,
                     "spans": spans[start:start + length],
-                    "max_context": [int(_is_max_context(windows, window_index, start + i)) for i in range(length)]})
+                    "max_context": max_context[window_index]}
             if answer_tokens and not answer_fits:
                 stats["truncated"] += 1
-        stats["features"] = len(arrays)
-        return Featurized(arrays, sidecar, dict(stats))
 
     @staticmethod
     def _answer_tokens(example, spans):
@@ -202,18 +283,11 @@ class SpanTask(Task):
         covering = [i for i, (s, e) in enumerate(spans) if e > begin and s < end]
         return (covering[0], covering[-1]) if covering else None
 
-    def _class_labels(self, example, span_in_window):
-        """CJRC's class labels for one window. A span question whose answer lies outside this window says
-        nothing about the class, so its class loss is switched off there (weight 0) instead of teaching
-        the head 'unknown' for an answerable question."""
-        answer_class = ANSWER_CLASSES.index(example.answer_type)
-        weight = 0 if example.answer_type == "span" and not span_in_window else 1
-        return {"answer_class": answer_class, "class_weight": weight}
-
     # -- decoding ---------------------------------------------------------------------------------
     def span_candidates(self, examples, sidecar, outputs, settings):
-        """Per example, the n-best spans over all its windows: end >= start, at most max_answer_length
-        tokens, inside the passage, start token scored in its max-context window; text cut from the passage.
+        """Per example, the n-best spans over all its windows (see window_pairs): end >= start, at most
+        max_answer_length tokens, inside the passage, start token scored in its max-context window; text cut from
+        the passage. ``start_logit`` / ``end_logit`` are the head's scores (XLNet's: log-probabilities).
         Each candidate names its ``window`` (the index among the example's features, in sidecar order)."""
         by_example = collections.defaultdict(list)
         for record, output in zip(sidecar, outputs):
@@ -222,29 +296,20 @@ class SpanTask(Task):
         for example_index, example in enumerate(examples):
             found = {}
             for window, (record, output) in enumerate(by_example.get(example_index, [])):
-                starts, ends = np.asarray(output["start_logits"]), np.asarray(output["end_logits"])
-                first, count = record["doc_offset"], len(record["spans"])
-                top_starts = np.argsort(-starts[first:first + count])[:settings.n_best_size]
-                top_ends = np.argsort(-ends[first:first + count])[:settings.n_best_size]
-                for s in top_starts:
-                    if not record["max_context"][s]:
+                count = len(record["spans"])
+                for s, e, start_score, end_score in window_pairs(output, record["doc_offset"], count, settings):
+                    if not (0 <= s <= e < count) or not record["max_context"][s] or \
+                            e - s + 1 > settings.max_answer_length:
                         continue
-                    for e in top_ends:
-                        if e < s or e - s + 1 > settings.max_answer_length:
-                            continue
-                        begin, end = record["spans"][s][0], record["spans"][e][1]
-                        text = example.context[begin:end]
-                        score = float(starts[first + s] + ends[first + e])
-                        if text not in found or found[text]["score"] < score:
-                            found[text] = {"text": text, "score": score, "start": begin, "window": window,
-                                           "start_logit": float(starts[first + s]),
-                                           "end_logit": float(ends[first + e])}
+                    begin, end = record["spans"][s][0], record["spans"][e][1]
+                    text = example.context[begin:end]
+                    score = start_score + end_score
+                    if text not in found or found[text]["score"] < score:
+                        found[text] = {"text": text, "score": score, "start": begin, "window": window,
+                                       "start_logit": start_score, "end_logit": end_score}
             ranked = sorted(found.values(), key=lambda c: -c["score"])[:settings.n_best_size]
             if ranked:
-                scores = np.array([c["score"] for c in ranked])
-                probs = np.exp(scores - scores.max())
-                probs /= probs.sum()
-                for candidate, p in zip(ranked, probs):
+                for candidate, p in zip(ranked, softmax([c["score"] for c in ranked])):
                     candidate["probability"] = float(p)
             candidates[example.qid] = ranked
         return candidates
@@ -262,9 +327,7 @@ class SpanTask(Task):
             start, end = np.full(length, -10.0), np.full(length, -10.0)
             start[features["start_position"]] = end[features["end_position"]] = 10.0
             output = {"start_logits": start, "end_logits": end}
-            if self.head == "span_class":
-                output["class_logits"] = np.where(np.arange(len(ANSWER_CLASSES)) == features["answer_class"],
-                                                  10.0, -10.0)
+            output.update(self.oracle_head_outputs(features))
             outputs.append(output)
         return outputs
 
@@ -273,16 +336,7 @@ class SpanTask(Task):
 
     def evaluate(self, examples, predictions):
         from tf_mrc import metrics
-        f1 = em = 0.0
-        missing = 0
-        for example in examples:
-            if example.qid not in predictions:
-                missing += 1
-                continue
-            f1 += metrics.cmrc_f1(example.gold_texts, predictions[example.qid])
-            em += metrics.cmrc_em(example.gold_texts, predictions[example.qid])
-        total = max(len(examples), 1)
-        return {"f1": 100.0 * f1 / total, "em": 100.0 * em / total, "total": len(examples), "skipped": missing}
+        return metrics.evaluate_cmrc([(example.qid, example.gold_texts) for example in examples], predictions)
 
 
 def squad_example(qa, context, **extra):
