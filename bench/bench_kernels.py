@@ -6,8 +6,8 @@
 Cases: softmax over [B, N=12, T, T] scores with a [B, 1, T] padding mask (scale 1/8), GELU over [B*T, 3072]
 (tanh form, google BERT's), and LayerNorm of [B*T, 768] + a residual, each applied --layers times in a chain.
 Inputs and the upstream gradient are variables, so they exist before the step and are not counted; the
-upstream gradient is released only after the forward pass, as in a network. Each step computes the ops and their gradient
-(tf.gradients with that upstream gradient) and fetches a scalar sum of the input gradient.
+upstream gradient is released only after the forward pass, as in a network. Each step computes the ops and their
+gradient (tf.gradients with that upstream gradient) and fetches a scalar sum of the input gradient.
 
 Memory, three figures:
   saved   bytes of the forward tensors the backward ops read, from the graph (gradient ops traced back to

@@ -13,7 +13,8 @@ PyTorch naming: transformers' BertModel / AlbertModel and their ``...ForQuestion
 (BERT names with ``embeddings.word_embeddings_2`` and ``encoder.layer_shared``); XLNetModel,
 XLNetForQuestionAnswering (``start_logits.dense``, ``end_logits.{dense_0,LayerNorm,dense_1}``,
 ``answer_class.{dense_0,dense_1}`` <-> zihangdai/xlnet run_squad's ``start_logits/dense``, ``end_logits/...``,
-``answer_class/...``) and XLNetForMultipleChoice (``sequence_summary.summary``, ``logits_proj``). Earlier ports' spellings (``module.``, ``LayerNorm.gamma|beta``) are read too. The TF side is
+``answer_class/...``) and XLNetForMultipleChoice (``sequence_summary.summary``, ``logits_proj``). Earlier ports'
+spellings (``module.``, ``LayerNorm.gamma|beta``) are read too. The TF side is
 what ``tf_mrc.modeling`` builds, under the published names.
 """
 import collections

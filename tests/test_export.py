@@ -495,6 +495,25 @@ def round_trip(tmp_path, state, config_dict, use_safetensors=False):
 
 
 @needs_torch
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_model_directory_as_init_checkpoint_converts_like_the_command(tmp_path, monkeypatch, variant):
+    """A transformers-format directory given to --init_checkpoint (tf_mrc.pretrained) is the conversion command's
+    checkpoint, the weight variant (brightmart's albert_zh port included) detected from the weights."""
+    from tf_mrc import pretrained
+    monkeypatch.setenv("TF_MRC_HOME", str(tmp_path / "home"))
+    state, config_dict, _, safetensors = pytorch_case(variant)
+    directory = save_pytorch(str(tmp_path / "hf"), state, config_dict, safetensors)
+    converted = pretrained.convert_cached(directory, log=lambda line: None)
+    direct, direct_config = from_pytorch.convert(directory, os.path.join(directory, "config.json"),
+                                                 str(tmp_path / "direct" / "model.ckpt"), log=lambda line: None)
+    assert json.load(open(converted.config_file)) == json.load(open(direct_config))
+    names = [name for name, _ in tf.train.list_variables(direct)]
+    assert names == [name for name, _ in tf.train.list_variables(converted.checkpoint)]
+    assert all(np.array_equal(tf.train.load_variable(direct, name), tf.train.load_variable(converted.checkpoint, name))
+               for name in names)
+
+
+@needs_torch
 @pytest.mark.parametrize("variant", PARITY_CASES + ("base", "xlnet_base"))
 def test_round_trip_is_bitwise_exact(tmp_path, variant):
     if variant == "base":

@@ -1,7 +1,8 @@
 """The demo's HTML page in a real browser: headless Chromium (Debian's package, installed by
 scripts/browser_deps.sh) loads the page from ``python -m serving_demo --serve``, a passage and question are
 submitted, and the answer appears highlighted in the passage with the n-best list (CJRC: the answer-type
-probabilities; C3: every choice's probability). Chromium is driven through its DevTools protocol over a pipe: no Python package needed.
+probabilities; C3: every choice's probability). Chromium is driven through its DevTools protocol over a pipe: no
+Python package needed.
 ``TF_MRC_SCREENSHOT=path.png`` also saves the span page's screenshot there (the README's picture).
 """
 import base64

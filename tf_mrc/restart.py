@@ -18,7 +18,8 @@ SAME_RUN_KEYS = ("task", "model_config", "lower_case")
 
 
 def check_output_dir(spec, record):
-    """Before anything is written: --output_dir (and --cache_dir) must be a writable directory, and a run already in it must be
+    """Before anything is written: --output_dir (and --cache_dir) must be a writable directory, and a run already
+    in it must be
     this run (same task, model config, vocabulary, casing) with readable checkpoints. Otherwise one line says
     what differs and nothing on disk changes (run_config.json stays the stored run's, so it can still be
     exported)."""

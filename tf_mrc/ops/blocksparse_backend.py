@@ -16,7 +16,8 @@ Mapping, from blocksparse 1.13.1's blocksparse/ewops.py, blocksparse/transformer
   (MaskedSoftmaxGrad) reads only the output and the kernels compute in fp32 for fp16/bf16 tensors.
   blocksparse's own ``mask`` input cannot carry padding masks: it is a float multiplier indexed with no
   stride over the leading (batch) axis ("m: 1, D1, D2, D3"). So the -10000 bias is added to the scores
-  before the kernel: masked logits become (s - 10000) * scale instead of s * scale - 10000. Both underflow exp() to exactly 0 in fp32 and fp16 unless a row's unmasked logits
+  before the kernel: masked logits become (s - 10000) * scale instead of s * scale - 10000. Both underflow exp() to
+  exactly 0 in fp32 and fp16 unless a row's unmasked logits
   spread by over 10000 * scale (1250 at head size 64), so the probabilities are the same; pre-dividing
   the bias by scale instead would overflow fp16 (-10000 / 0.125 = -80000). In fp16, s - 10000 rounds to a
   multiple of 8, which changes only rows whose every key is masked (outputs BERT never uses).
