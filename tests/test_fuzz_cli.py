@@ -388,8 +388,12 @@ def test_interrupt_names_the_last_checkpoint(tmp_path, signum, status):
     env.pop("PYTHONUNBUFFERED", None)
     log = tmp_path / "stdout.log"
     with open(str(log), "w") as stdout_file:
+        # A test run started in the background by a non-interactive shell (as CI may be) inherits SIGINT ignored,
+        # and Python keeps an ignored SIGINT ignored: the child gets the default disposition back, as a terminal's
+        # process has it.
         child = subprocess.Popen([sys.executable, str(ROOT / "run_finetune.py")] + shlex.split(flags), env=env,
-                                 stdout=stdout_file, stderr=subprocess.PIPE, universal_newlines=True)
+                                 stdout=stdout_file, stderr=subprocess.PIPE, universal_newlines=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint").exists() and child.poll() is None and time.time() < deadline:
