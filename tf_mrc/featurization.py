@@ -12,6 +12,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import sys
 import traceback
 
 from tf_mrc.errors import UserError
@@ -138,6 +139,11 @@ def _chunks(examples, first_index):
         yield start, chunk
 
 
+# A process pool needs fork (Linux) and Python >= 3.8: 3.7's Pool.terminate() was seen to hang after its
+# workers had exited when a stream was closed early; there featurization stays in this process.
+POOL_AVAILABLE = "fork" in multiprocessing.get_all_start_methods() and sys.version_info >= (3, 8)
+
+
 def encode_stream(examples, encoder, workers, first_index=0):
     """Yield EncodedChunks for ``examples`` (any iterable, consumed lazily) in example order; example indices
     count from ``first_index``. ``workers`` > 1 featurizes in that many forked processes (fork: the workers
@@ -146,7 +152,7 @@ def encode_stream(examples, encoder, workers, first_index=0):
     chunks = _chunks(examples, first_index)
     head = list(itertools.islice(chunks, 3))
     chunks = itertools.chain(head, chunks)
-    if workers <= 1 or len(head) <= 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1 or len(head) <= 2 or not POOL_AVAILABLE:
         for start, chunk in chunks:
             yield encoder(start, chunk)
         return
