@@ -331,10 +331,11 @@ def _read_transformers_directory(args):
     from tf_mrc import pretrained
     converted = pretrained.convert_cached(args.checkpoint) if args.checkpoint else None
     if converted:
+        flag_names = {"config_file": "config"}  # RunSpec's name -> this command's
         args.checkpoint = converted.checkpoint
-        args.config = args.config or converted.config_file
-        args.vocab_file = args.vocab_file or converted.vocab_file
-        args.spm_model = args.spm_model or converted.spm_model
+        for flag, value in pretrained.unset_defaults(
+                converted, lambda flag: getattr(args, flag_names.get(flag, flag))).items():
+            setattr(args, flag_names.get(flag, flag), value)
 
 
 def _spec_from_flags(args):

@@ -109,17 +109,22 @@ def _convert_into(target, weights, config_path, log):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def unset_defaults(converted, current):
+    """{flag: value} of the directory's config and vocabulary for the flags ``current(flag)`` leaves unset
+    (flags in RunSpec's names: config_file, vocab_file, spm_model); explicit flags win."""
+    offered = {"config_file": converted.config_file, "vocab_file": converted.vocab_file,
+               "spm_model": converted.spm_model}
+    return {flag: value for flag, value in offered.items() if value is not None and current(flag) is None}
+
+
 def with_converted_checkpoint(spec, converted, log=print):
-    """``spec`` (a RunSpec) reading the converted checkpoint; the directory's config and vocabulary become the
-    defaults for --config_file / --vocab_file / --spm_model (explicit flags still win)."""
+    """``spec`` (a RunSpec) reading the converted checkpoint, with the directory's config and vocabulary as the
+    defaults of --config_file / --vocab_file / --spm_model."""
     import dataclasses
-    changes = {"init_checkpoint": converted.checkpoint}
-    for flag, value in (("config_file", converted.config_file), ("vocab_file", converted.vocab_file),
-                        ("spm_model", converted.spm_model)):
-        if getattr(spec, flag) is None and value is not None:
-            changes[flag] = value
-            log("[init] --%s defaults to %s" % (flag, value))
-    return dataclasses.replace(spec, **changes)
+    changes = unset_defaults(converted, lambda flag: getattr(spec, flag))
+    for flag, value in changes.items():
+        log("[init] --%s defaults to %s" % (flag, value))
+    return dataclasses.replace(spec, init_checkpoint=converted.checkpoint, **changes)
 
 
 def resolve_init_checkpoint(spec, dist, log=print):
