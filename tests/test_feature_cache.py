@@ -246,3 +246,24 @@ def test_two_horovod_ranks_write_shards_that_read_as_one_process(built, tmp_path
     assert file_bytes(cache.sidecar.paths) == file_bytes(one.sidecar.paths)
     assert (cache.num_features, cache.stats) == (one.num_features, one.stats)
     assert "in 2 shard(s)" in output
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_shard_records_read_by_offset_equal_the_record_iterator(built, tmp_path, size):
+    """The training reader keeps only offsets and reads records back by position: across several files (one
+    split mid-way, a record of every length the cache holds), rank r of ``size`` gets positions r, r + size, ...
+    of TensorFlow's own record iterator, byte for byte, in any access order."""
+    from tf_mrc.compat import tf
+    from tf_mrc.data import ShardRecords
+    expected = [record for path in built["one"].record_files for record in tf.python_io.tf_record_iterator(path)]
+    paths = [str(tmp_path / "a.tfrecord"), str(tmp_path / "b.tfrecord")]
+    for path, part in zip(paths, (expected[:7], expected[7:])):
+        with tf.python_io.TFRecordWriter(path) as writer:
+            for record in part:
+                writer.write(record)
+    for rank in range(size):
+        with ShardRecords(paths, rank, size) as shard:
+            assert len(shard) == len(expected[rank::size])
+            assert list(shard) == expected[rank::size]
+            backwards = [shard[index] for index in reversed(range(len(shard)))]
+            assert backwards == expected[rank::size][::-1]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tf_mrc import distributed, experiment, presets
-from tf_mrc.data import FeatureCache, shard_records, training_order
+from tf_mrc.data import FeatureCache, ShardRecords, training_order
 from tf_mrc.errors import UserError
 from tf_mrc.tasks import FeatureSettings, get_task
 from tf_mrc.tokenization import load_tokenizer
@@ -52,7 +52,8 @@ def feature_keys(arrays):
 
 def file_order(cache):
     from tf_mrc.compat import tf
-    records = [tf.train.Example.FromString(record) for record in shard_records(cache.record_files, 0, 1)]
+    with ShardRecords(cache.record_files, 0, 1) as shard:
+        records = [tf.train.Example.FromString(record) for record in shard]
     arrays = {name: np.array([list(r.features.feature[name].int64_list.value) for r in records], dtype=np.int32)
               for name in ("example_index", "input_ids")}
     arrays["example_index"] = arrays["example_index"][:, 0]

@@ -15,6 +15,7 @@ verify, saying why in one line. Building streams: examples are read, featurized 
 rank featurizes one contiguous block of the examples into its own shard and rank 0 writes the index once every
 rank is done; the shards read in order are exactly the features of one process.
 """
+import array
 import collections
 import contextlib
 import hashlib
@@ -55,23 +56,33 @@ def _blocks(path):
             yield block
 
 
-def scan_records(path):
-    """(record count, SHA-256 of the file) of a TFRecord file, reading it in large blocks and walking the record
-    framing (8-byte length, CRC, data, CRC) through them; CacheInvalid when the file ends inside a record."""
-    digest, count = hashlib.sha256(), 0
+def walk_records(path, digest=None):
+    """(offset, data length) of each record of a TFRecord file, in order, reading the file in large blocks and
+    walking the record framing (8-byte length, CRC, data, CRC) through them; every block also goes to
+    ``digest`` when given. CacheInvalid when the file ends inside a record."""
+    count = 0
     next_header = end = 0           # file offsets: the next record's header, the end of what was read
     tail, tail_start = b"", 0       # the unwalked bytes of a header cut by a block boundary
     for block in _blocks(path):
-        digest.update(block)
+        if digest is not None:
+            digest.update(block)
         data, data_start = tail + block, tail_start
         end += len(block)
         while next_header + 12 <= end:
-            next_header += 16 + struct.unpack_from("<Q", data, next_header - data_start)[0]
+            length = struct.unpack_from("<Q", data, next_header - data_start)[0]
+            yield next_header, length
+            next_header += 16 + length
             count += 1
         tail, tail_start = (data[next_header - data_start:], next_header) if next_header < end else (b"", end)
     if next_header != end:
         raise CacheInvalid("%s ends inside record %d" % (os.path.basename(path),
                                                           count if next_header > end else count + 1))
+
+
+def scan_records(path):
+    """(record count, SHA-256 of the file) of a TFRecord file; CacheInvalid when it ends inside a record."""
+    digest = hashlib.sha256()
+    count = sum(1 for _ in walk_records(path, digest))
     return count, digest.hexdigest()
 
 
@@ -261,14 +272,14 @@ class FeatureCache:
         spec = {name: tf.FixedLenFeature(shape, tf.int64) for name, shape in shapes.items()}
         paths, is_training = self.record_files, self.is_training
 
-        def parse(record):
-            parsed = tf.parse_single_example(record, spec)
+        def parse(records):  # a batch at a time: one vectorized op per batch, not one per record
+            parsed = tf.parse_example(records, spec)
             return {name: tf.cast(value, tf.int32) for name, value in parsed.items()}
 
         def shuffled_records():
-            records = shard_records(paths, dist.rank, dist.size)
-            for index in training_order(len(records), seed, dist.rank, consumed):
-                yield records[index]
+            with ShardRecords(paths, dist.rank, dist.size) as records:
+                for index in training_order(len(records), seed, dist.rank, consumed):
+                    yield records[index]
 
         def input_fn(params=None):
             if is_training:
@@ -277,18 +288,49 @@ class FeatureCache:
                 dataset = tf.data.TFRecordDataset(paths)
                 if dist.size > 1:
                     dataset = dataset.shard(dist.size, dist.rank)
-            dataset = dataset.map(parse, num_parallel_calls=2)
             dataset = dataset.batch(batch_size, drop_remainder=is_training)
-            return dataset.prefetch(2)
+            return dataset.map(parse, num_parallel_calls=2).prefetch(2)
 
         return input_fn
 
 
-def shard_records(paths, rank, size):
-    """Rank ``rank``'s serialized records (positions rank, rank + size, ... of the files read in order), in
-    memory: the whole shard is the shuffle buffer, so every epoch can draw any order."""
-    records = (record for path in paths for record in tf.python_io.tf_record_iterator(path))
-    return [record for position, record in enumerate(records) if position % size == rank]
+class ShardRecords:
+    """Rank ``rank``'s serialized records (positions rank, rank + size, ... of the files read in order) as a
+    sequence read by position from the files: memory holds 20 bytes per record (file, offset, length), not the
+    records, so the whole shard is the shuffle buffer whatever the corpus size. A context manager (closes the
+    files)."""
+
+    def __init__(self, paths, rank, size):
+        files, offsets, lengths = array.array("i"), array.array("q"), array.array("q")
+        position = 0
+        for number, path in enumerate(paths):
+            for offset, length in walk_records(path):
+                if position % size == rank:
+                    files.append(number)
+                    offsets.append(offset + 12)  # past the length and its CRC
+                    lengths.append(length)
+                position += 1
+        self.files, self.offsets, self.lengths = files, offsets, lengths
+        self.handles = [open(path, "rb", buffering=0) for path in paths]
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def __getitem__(self, index):
+        return os.pread(self.handles[self.files[index]].fileno(), self.lengths[index], self.offsets[index])
+
+    def __iter__(self):
+        return (self[index] for index in range(len(self)))
+
+    def close(self):
+        for handle in self.handles:
+            handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def training_order(shard_size, seed, rank, consumed=0):
