@@ -331,3 +331,14 @@ def test_export_takes_the_best_checkpoint_by_default(evaluated_runs):
         os.path.join("best", "model.ckpt-%d" % best))
     assert spec_from_run(out, last=True, log=lambda line: None).checkpoint.endswith(
         os.path.join("evaluated", "model.ckpt-8"))
+
+
+def test_fewer_features_than_workers_is_one_line_naming_the_file():
+    """A rank with an empty share would fail inside the input pipeline (a traceback on that rank, found with one
+    training question on -np 2); the plan refuses it first."""
+    hparams = presets.hyperparameters("roberta_wwm_ext_base", "cmrc2018")
+    experiment.plan_training(experiment.RunSpec(), hparams, 4, 4, "train.json")  # one feature each: fine
+    with pytest.raises(UserError) as error:
+        experiment.plan_training(experiment.RunSpec(), hparams, 1, 2, "train.json")
+    assert str(error.value) == ("train.json has 1 training feature(s), fewer than the 2 workers: each worker trains "
+                                "on its own share, so run at most 1")

@@ -107,12 +107,16 @@ class TrainingPlan:
         return step * self.grad_accum_steps * self.micro_batch
 
 
-def plan_training(spec, hparams, num_features, workers):
+def plan_training(spec, hparams, num_features, workers, data_file="the training file"):
     """The TrainingPlan for ``num_features`` training features on ``workers`` ranks; a global batch that does not
-    split evenly into workers x accumulation micro-batches is a user error naming counts that would work."""
+    split evenly into workers x accumulation micro-batches is a user error naming counts that would work, and so
+    is a rank left without features (each rank trains on its own share)."""
     global_batch, accumulation = hparams["train_batch_size"], hparams["grad_accum_steps"]
     if global_batch % (workers * accumulation):
         raise UserError(_batch_split_error(global_batch, workers, accumulation))
+    if num_features < workers:
+        raise UserError("%s has %d training feature(s), fewer than the %d workers: each worker trains on its own "
+                        "share, so run at most %d" % (data_file, num_features, workers, num_features))
     num_train_steps = spec.max_train_steps or max(
         1, int(math.ceil(num_features * hparams["num_train_epochs"] / float(global_batch))))
     plan = TrainingPlan(learning_rate=hparams["learning_rate"] * (workers if spec.lr_scale_with_workers else 1),
@@ -246,7 +250,7 @@ def _run_one(run, run_dir, seed):
     spec, dist, log = run.spec, run.dist, run.log
     plan = TrainingPlan(learning_rate=run.hparams["learning_rate"], grad_accum_steps=run.hparams["grad_accum_steps"])
     if spec.do_train:
-        plan = plan_training(spec, run.hparams, run.cache("train").num_features, dist.size)
+        plan = plan_training(spec, run.hparams, run.cache("train").num_features, dist.size, run.files["train"])
         if dist.is_chief:
             log("[train] %d features, global batch %d = micro-batch %d x %d workers x %d accumulated, %d steps "
                 "(%.2f per epoch), %d warmup, lr %g%s, dev evaluation at steps %s" % (
