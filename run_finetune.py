@@ -11,7 +11,7 @@ import time
 from absl import app, flags
 
 from tf_mrc import options
-from tf_mrc.errors import UserError, fail
+from tf_mrc.errors import UserError, fail, one_line_errors
 from tf_mrc.tasks import all_task_options, task_options_from
 
 FLAGS = flags.FLAGS
@@ -46,7 +46,8 @@ def main(argv):
                           "tf_mrc/resources/tiny/passages.json)")
             else:
                 spec = spec_from_flags()
-            experiment.run(spec, dist=dist)
+            with one_line_errors():
+                experiment.run(spec, dist=dist)
         except UserError as err:
             fail(err)
         except KeyboardInterrupt as stop:   # Ctrl-C or SIGTERM: no traceback, say how to resume; 130 / 143

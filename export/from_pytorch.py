@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from tf_mrc import outputs
-from tf_mrc.errors import UserError, fail, first_line
+from tf_mrc.errors import UserError, first_line, one_line_errors
 from tf_mrc.modeling.layouts import LAYOUTS
 from export.mapping import ACTIVATION_WORDS, ConversionError, check_fixed_settings, heads_in, tf_config_dict, \
     torch_to_tf, variant_of
@@ -147,10 +147,8 @@ def main(argv=None):
                         help="default: brightmart when the weights have layer_shared / word_embeddings_2")
     parser.add_argument("--config_out", help="default: CKPT_PREFIX.config.json")
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors():
         convert(args.pytorch, args.config, args.output, args.layout, args.albert_variant, args.config_out)
-    except UserError as err:
-        fail(err)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import os
 import numpy as np
 
 from tf_mrc import outputs
-from tf_mrc.errors import UserError, fail
+from tf_mrc.errors import UserError, one_line_errors
 from tf_mrc.modeling.layouts import LAYOUTS
 from tf_mrc.restart import RUN_CONFIG
 from export.mapping import ConversionError, variant_of
@@ -295,7 +295,7 @@ def main(argv=None):
                         help="the encoder's compute precision in the graph (default fp32; bf16 needs TF 2, "
                              "inputs and logits stay int32 / float32)")
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors():
         if args.output_dir:
             ignored = [name for name in RUN_FLAGS + tuple(o.name for o in all_task_options())
                        if getattr(args, name) is not None]
@@ -314,8 +314,6 @@ def main(argv=None):
         options.check_precision(args.precision)
         spec.precision = args.precision
         export(spec, args.output, args.saved_model)
-    except UserError as err:
-        fail(err)
 
 
 # What a run's run_config.json supplies (with --output_dir these flags would go unused).

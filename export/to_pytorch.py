@@ -16,7 +16,7 @@ import argparse
 import os
 
 from tf_mrc import outputs
-from tf_mrc.errors import UserError, fail, first_line
+from tf_mrc.errors import UserError, first_line, one_line_errors
 from tf_mrc.modeling.layouts import LAYOUTS
 from export.from_pytorch import require_torch
 from export.mapping import ConversionError, hf_config_dict, tf_to_torch
@@ -80,11 +80,9 @@ def main(argv=None):
     parser.add_argument("--vocab_file", help="copied to DIR/vocab.txt")
     parser.add_argument("--spm_model", help="XLNet's SentencePiece model, copied to DIR/spiece.model")
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors():
         convert(args.checkpoint, args.config, args.output, args.layout, args.albert_variant, args.safetensors,
                 args.vocab_file, args.spm_model)
-    except UserError as err:
-        fail(err)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from tf_mrc.errors import UserError, fail
+from tf_mrc.errors import UserError, fail, one_line_errors
 from tf_mrc.outputs import write_json
 from tf_mrc.tasks.base import is_blank
 
@@ -72,7 +72,7 @@ def main(argv=None):
     if args.output:
         _check_output(args.output)
     from serving_demo.model import FrozenModel
-    try:
+    with one_line_errors():
         model = FrozenModel(args.pb, batch_size=args.batch_size)
         if args.serve is not None:
             limits = Limits(max_windows=args.max_windows, max_connections=args.max_connections,
@@ -93,8 +93,6 @@ def main(argv=None):
         _print_answers([(e.qid, getattr(e, "question", "")) for e in examples], predictions, nbest, timings)
         if args.output:
             write_json(args.output, predictions)
-    except UserError as err:
-        fail(err)
     return 0
 
 

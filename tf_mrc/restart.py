@@ -6,6 +6,8 @@ import json
 import os
 import signal
 
+import numpy as np
+
 from tf_mrc import outputs
 from tf_mrc.errors import UserError
 
@@ -43,10 +45,35 @@ def check_output_dir(spec, record):
         if differences:
             raise UserError("--output_dir %s holds another run (%s): pass a new --output_dir, or the stored "
                             "run's settings to resume it" % (out, "; ".join(differences)))
+    if spec.do_train:
+        check_free_space(spec)
     for run_dir in [out] + [os.path.join(out, "seed_%d" % k) for k in range(spec.seeds)]:
         latest = tf.train.latest_checkpoint(run_dir) if os.path.isdir(run_dir) else None
         if latest:
             verify_readable(latest)
+
+
+def check_free_space(spec):
+    """Training from a checkpoint writes checkpoints of its weights and Adam's two slots (about 3x the weights):
+    refuse a --output_dir without room for one before training starts, not when the first save fails."""
+    import shutil
+    from tf_mrc.compat import tf
+    from tf_mrc.modeling.checkpoint import is_training_state
+    prefix = spec.init_checkpoint
+    if prefix and os.path.isdir(prefix):
+        prefix = tf.train.latest_checkpoint(prefix)
+    if not prefix:
+        return
+    try:
+        weights = sum(4 * int(np.prod(shape)) for name, shape in tf.train.list_variables(prefix)
+                      if not is_training_state(name))
+    except (tf.errors.OpError, ValueError):
+        return  # an unreadable --init_checkpoint gets its own error when it is restored
+    need, free = 3 * weights, shutil.disk_usage(spec.output_dir).free
+    if free < need:
+        raise UserError("--output_dir %s has %.0f MB free, less than one checkpoint of this model needs (about "
+                        "%.0f MB: the weights of %s and Adam's two slots): free space or pass another --output_dir"
+                        % (spec.output_dir, free / 2.0 ** 20, need / 2.0 ** 20, prefix))
 
 
 def _differences(stored, record, keys):
