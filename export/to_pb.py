@@ -305,7 +305,7 @@ def main(argv=None):
                                 % (", --".join(ignored), RUN_CONFIG))
             spec = spec_from_run(args.output_dir, last=args.last)
         else:
-            _read_transformers_directory(args)
+            _read_model_directory(args)
             absent = [name for name in ("checkpoint", "config", "task", "max_seq_length") if not getattr(args, name)]
             if absent:
                 raise UserError("pass --output_dir, or all of --%s" % ", --".join(absent))
@@ -323,11 +323,13 @@ RUN_FLAGS = ("checkpoint", "config", "layout", "albert_variant", "task", "max_se
 SETTINGS = ("max_seq_length",) + WINDOW_FLAGS
 
 
-def _read_transformers_directory(args):
-    """--checkpoint in transformers' format (tf_mrc.pretrained): its cached conversion, and the directory's
-    config and vocabulary as the defaults of --config / --vocab_file / --spm_model."""
+def _read_model_directory(args):
+    """--checkpoint as run_finetune reads --init_checkpoint (tf_mrc.pretrained): a transformers directory's cached
+    conversion, or the checkpoint in a TF release directory; the directory's config and vocabulary as the
+    defaults of --config / --vocab_file / --spm_model."""
     from tf_mrc import pretrained
     converted = pretrained.convert_cached(args.checkpoint) if args.checkpoint else None
+    converted = converted or pretrained.release_directory(args.checkpoint)
     if converted:
         flag_names = {"config_file": "config"}  # RunSpec's name -> this command's
         args.checkpoint = converted.checkpoint
@@ -341,7 +343,8 @@ def _spec_from_flags(args):
     from tf_mrc.tasks import FeatureSettings
     from tf_mrc.modeling.config import config_from_json
     config = config_from_json(args.config, layout=args.layout, albert_variant=args.albert_variant)
-    checkpoint = tf.train.latest_checkpoint(args.checkpoint) if os.path.isdir(args.checkpoint) else args.checkpoint
+    from tf_mrc.modeling.checkpoint import checkpoint_in_directory
+    checkpoint = checkpoint_in_directory(args.checkpoint) if os.path.isdir(args.checkpoint) else args.checkpoint
     if checkpoint is None:
         raise UserError("no checkpoint in %s" % args.checkpoint)
     from tf_mrc.tasks import task_options_from

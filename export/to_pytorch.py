@@ -25,9 +25,9 @@ from export.mapping import ConversionError, hf_config_dict, tf_to_torch
 def read_tf_checkpoint(checkpoint):
     """{name: ndarray} of every variable in a checkpoint prefix (or a directory's latest checkpoint)."""
     from tf_mrc.compat import tf
-    path = tf.train.latest_checkpoint(checkpoint) if os.path.isdir(checkpoint) else checkpoint
+    from tf_mrc.modeling.checkpoint import resolve_checkpoint
     try:
-        reader = tf.train.load_checkpoint(path or checkpoint)
+        reader = tf.train.load_checkpoint(resolve_checkpoint(checkpoint))
         return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
     except Exception as err:  # OpErrors, or the IndexError / ValueError py_checkpoint_reader turns them into
         raise ConversionError("checkpoint %s cannot be read: %s" % (checkpoint, first_line(err)))

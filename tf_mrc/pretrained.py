@@ -5,10 +5,16 @@ plus ``vocab.txt`` or XLNet's ``spiece.model``), or one weights file beside its 
 by ``export.from_pytorch`` into a TF checkpoint under the published variable names. The result is cached under
 ``$TF_MRC_HOME/converted/<content hash>/`` (default ``~/.cache/tf_mrc``), keyed by the bytes of the weights and
 the config, so every later run and every Horovod rank reads the same converted files.
+
+A directory of TF checkpoints is read as published releases lay it out (google-research/bert's
+``chinese_L-12_H-768_A-12/``, ymcui's and brightmart's zips: ``bert_model.ckpt.*`` with no ``checkpoint`` state
+file, ``bert_config.json`` / ``albert_config*.json`` / ``xlnet_config.json``, ``vocab.txt`` / ``vocab_chinese.txt``
+/ ``spiece.model``): its checkpoint, and its config and vocabulary as the defaults of the flags left unset.
 """
 import collections
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 
@@ -16,6 +22,9 @@ from tf_mrc.errors import UserError
 
 CONFIG_NAME = "config.json"
 VOCAB_NAMES = {"vocab_file": "vocab.txt", "spm_model": "spiece.model"}
+# A TF release directory's files, as the published zips name them.
+RELEASE_CONFIG = re.compile(r"^(bert_config|albert_config(_\w+)?|xlnet_config)\.json$")
+RELEASE_VOCABS = {"vocab_file": ("vocab.txt", "vocab_chinese.txt"), "spm_model": ("spiece.model",)}
 
 Converted = collections.namedtuple("Converted", ["checkpoint", "config_file", "vocab_file", "spm_model", "source"])
 
@@ -127,11 +136,33 @@ def with_converted_checkpoint(spec, converted, log=print):
     return dataclasses.replace(spec, init_checkpoint=converted.checkpoint, **changes)
 
 
+def release_directory(path):
+    """``path`` as a directory of TF checkpoints: its checkpoint, and the config / vocabulary files a published
+    release puts beside it (Converted; None when ``path`` is not a directory)."""
+    from tf_mrc.modeling.checkpoint import checkpoint_in_directory
+    if not path or not os.path.isdir(path):
+        return None
+    checkpoint = checkpoint_in_directory(path)
+    if checkpoint is None:
+        raise UserError("--init_checkpoint %s holds no checkpoint (no *.index file) and no %s: pass a checkpoint "
+                        "prefix or a model directory" % (path, CONFIG_NAME))
+    names = sorted(os.listdir(path))
+    configs = [name for name in names if RELEASE_CONFIG.match(name)] or \
+        [name for name in names if name == os.path.basename(checkpoint) + ".config.json"]
+    found = {flag: next((os.path.join(path, n) for n in choices if n in names), None)
+             for flag, choices in RELEASE_VOCABS.items()}
+    return Converted(checkpoint, os.path.join(path, configs[0]) if len(configs) == 1 else None,
+                     found["vocab_file"], found["spm_model"], path)
+
+
 def resolve_init_checkpoint(spec, dist, log=print):
-    """``spec`` with a transformers-format --init_checkpoint replaced by its converted checkpoint (unchanged
-    otherwise). Rank 0 converts; the other ranks wait, then read the same cache entry."""
+    """``spec`` with --init_checkpoint as a checkpoint prefix: a transformers-format one replaced by its converted
+    checkpoint (rank 0 converts; the other ranks wait, then read the same cache entry), a directory of TF
+    checkpoints by the checkpoint in it; either's config and vocabulary become the defaults of unset flags."""
     if transformers_source(spec.init_checkpoint) is None:
-        return spec
+        release = release_directory(spec.init_checkpoint)
+        return with_converted_checkpoint(spec, release, log if dist.is_chief else (lambda line: None)) \
+            if release else spec
     converted = convert_cached(spec.init_checkpoint, log=log) if dist.is_chief else None
     dist.barrier("converted-checkpoint")
     if not dist.is_chief:

@@ -59,10 +59,9 @@ def check_free_space(spec):
     import shutil
     from tf_mrc.compat import tf
     from tf_mrc.modeling.checkpoint import is_training_state
-    prefix = spec.init_checkpoint
-    if prefix and os.path.isdir(prefix):
-        prefix = tf.train.latest_checkpoint(prefix)
-    if not prefix:
+    from tf_mrc.modeling.checkpoint import resolve_checkpoint
+    prefix = resolve_checkpoint(spec.init_checkpoint)
+    if not prefix or os.path.isdir(prefix):
         return
     try:
         weights = sum(4 * int(np.prod(shape)) for name, shape in tf.train.list_variables(prefix)

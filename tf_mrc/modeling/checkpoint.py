@@ -6,6 +6,7 @@ variables went unused. A variable whose shape differs is an error, not a skip, a
 lacks any encoder variable: only the parts fine-tuning adds (FRESH_PREFIXES) may start from initializers.
 """
 import dataclasses
+import os
 import re
 from typing import List
 
@@ -60,6 +61,25 @@ class CheckpointReport:
 def variable_name(variable):
     """A variable's checkpoint name: its graph name without the ``:0`` output suffix."""
     return re.sub(r":\d+$", "", variable.name)
+
+
+def checkpoint_in_directory(directory):
+    """The checkpoint prefix ``directory`` holds: the latest its ``checkpoint`` state file names, else its only
+    checkpoint (a published release, e.g. google's chinese_L-12_H-768_A-12/bert_model.ckpt.*, has no state
+    file); None when it holds none; a UserError when it holds several and no state file says which."""
+    latest = tf.train.latest_checkpoint(directory)
+    if latest:
+        return latest
+    prefixes = sorted(name[:-len(".index")] for name in os.listdir(directory) if name.endswith(".index"))
+    if len(prefixes) > 1:
+        raise UserError("%s holds %d checkpoints (%s) and no 'checkpoint' file naming the latest: pass one of them"
+                        % (directory, len(prefixes), ", ".join(prefixes)))
+    return os.path.join(directory, prefixes[0]) if prefixes else None
+
+
+def resolve_checkpoint(path):
+    """A checkpoint prefix for ``path``: itself, or the checkpoint in it when it is a directory."""
+    return (checkpoint_in_directory(path) or path) if path and os.path.isdir(path) else path
 
 
 def verify_readable(checkpoint):
