@@ -61,6 +61,8 @@ CASES = [
     Case("eval-chid-lone-surrogate", "evaluate", "--task=chid {w}/chid_lone_surrogate.json {w}/chid_predictions.json"),
     Case("eval-c3-subset-file-missing", "evaluate", "--task=c3 --c3_subsets=d,m {w}/c3-d-dev.json "
                                                     "{w}/c3_predictions.json"),
+    Case("eval-two-documents-concatenated", "evaluate", "--task=cmrc2018 {w}/concatenated.json {w}/predictions.json",
+         "Extra data"),
     # tf_mrc.evaluate: predictions files
     Case("eval-nbest-file", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/nbest_predictions.json"),
     Case("eval-data-file-as-predictions", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/passages.json"),
@@ -114,6 +116,8 @@ CASES = [
     Case("run-train-file-answers-unaligned", "run_finetune", TRAIN + " --train_file={w}/unaligned.json "
                                                                     "--output_dir={out}", "\"unaligned\": 2"),
     Case("run-train-file-missing", "run_finetune", TRAIN + " --train_file={w}/nothing.json --output_dir={out}"),
+    Case("run-train-file-two-documents-concatenated", "run_finetune",
+         TRAIN + " --train_file={w}/concatenated.json --output_dir={out}", "Extra data"),
     Case("run-vocab-not-wordpiece", "run_finetune", TRAIN + " --vocab_file={w}/broken.json --output_dir={out}"),
     Case("run-config-not-utf8", "run_finetune", TRAIN + " --config_file={w}/config_utf16.json --output_dir={out}",
          "config_utf16.json"),
@@ -237,7 +241,7 @@ def build_world(w):
     _write(w / "broken.json", '{"data": [')
     passages = json.loads((TINY / "passages.json").read_text(encoding="utf-8"))
     qids = [qa["id"] for a in passages["data"] for p in a["paragraphs"] for qa in p["qas"]]
-    _write(w / "predictions.json", {qid: "文" for qid in qids + ["7", "q"]})
+    _write(w / "predictions.json", {qid: "文" for qid in qids + ["7", "q", "c1", "c2"]})
     _write(w / "nbest_predictions.json", {qid: [{"text": "文", "probability": 1.0}] for qid in qids})
     _write(w / "foreign.json", {"other-%d" % k: "文" for k in range(3)})
     _write(w / "dup_ids.json", _squad([_question(7), _question("7")]))
@@ -245,6 +249,7 @@ def build_world(w):
     _write(w / "null_id.json", _squad([_question(None)]))
     _write(w / "blank_passage.json", _squad([_question("q")], context=" \u200b\u200d\ufeff\n"))
     _write(w / "empty_data.json", {"data": []})
+    _write(w / "concatenated.json", "".join(json.dumps(_squad([_question(qid)])) + "\n" for qid in ("c1", "c2")))
     _write(w / "unaligned.json", _squad([_question("q1", answer="湖"), _question("q2", answer="山")]))
     _write(w / "lone_surrogate.json", json.dumps(_squad([_question("q")], context="有\ud800文")))
     _write(w / "no_answers.json", _squad([_question("q", answer=None)]))
