@@ -63,6 +63,10 @@ CASES = [
                                                     "{w}/c3_predictions.json"),
     Case("eval-two-documents-concatenated", "evaluate", "--task=cmrc2018 {w}/concatenated.json {w}/predictions.json",
          "Extra data"),
+    Case("eval-c3-document-id-null", "evaluate", "--task=c3 {w}/c3_doc_id_null.json {w}/c3_predictions.json",
+         "document id"),
+    Case("eval-c3-answer-not-text", "evaluate", "--task=c3 {w}/c3_answer_0.json {w}/c3_predictions.json",
+         "questions[0].answer"),
     # tf_mrc.evaluate: predictions files
     Case("eval-nbest-file", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/nbest_predictions.json"),
     Case("eval-data-file-as-predictions", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/passages.json"),
@@ -269,6 +273,8 @@ def build_world(w):
     _write(w / "c3_null_id.json", _c3([_c3_question(None)]))
     _write(w / "c3_blank.json", _c3([_c3_question("absent")], sentences=["\u200b", " "]))
     _write(w / "c3-d-dev.json", _c3([_c3_question("absent")]))
+    _write(w / "c3_doc_id_null.json", [[["甲乙"], [_c3_question("absent")], None]])
+    _write(w / "c3_answer_0.json", [[["甲乙"], [dict(_c3_question("absent"), answer=0)], "doc1"]])
     _write(w / "c3_predictions.json", {"d-doc1-0": "甲"})
     _write(w / "c3_index_2.json", {"d-doc1-0": 2})
     _write(w / "c3_nbest.json", {"d-doc1-0": [{"index": 0, "text": "甲", "probability": 1.0}]})
