@@ -122,6 +122,8 @@ CASES = [
     Case("run-train-file-missing", "run_finetune", TRAIN + " --train_file={w}/nothing.json --output_dir={out}"),
     Case("run-train-file-two-documents-concatenated", "run_finetune",
          TRAIN + " --train_file={w}/concatenated.json --output_dir={out}", "Extra data"),
+    Case("run-learning-rate-diverges", "run_finetune", TRAIN + " --learning_rate=1e30 --max_train_steps=3 "
+                                                              "--output_dir={out}", "training diverged"),
     Case("run-vocab-not-wordpiece", "run_finetune", TRAIN + " --vocab_file={w}/broken.json --output_dir={out}"),
     Case("run-config-not-utf8", "run_finetune", TRAIN + " --config_file={w}/config_utf16.json --output_dir={out}",
          "config_utf16.json"),
@@ -139,6 +141,8 @@ CASES = [
     Case("run-save-checkpoints-steps-0", "run_finetune", TRAIN + " --save_checkpoints_steps=0 --output_dir={out}"),
     Case("run-max-train-steps-0", "run_finetune", TRAIN + " --max_train_steps=0 --output_dir={out}"),
     Case("run-negative-epochs", "run_finetune", TRAIN + " --num_train_epochs=-1 --output_dir={out}"),
+    Case("run-epochs-infinite", "run_finetune", TRAIN + " --num_train_epochs=inf --output_dir={out}",
+         "--num_train_epochs"),
     Case("run-n-best-0", "run_finetune", TRAIN + " --n_best_size=0 --output_dir={out}"),
     Case("run-warmup-over-1", "run_finetune", TRAIN + " --warmup_proportion=1.5 --output_dir={out}"),
     Case("run-precision-fp8", "run_finetune", TRAIN + " --precision=fp8 --output_dir={out}"),
