@@ -161,6 +161,12 @@ CASES = [
     Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
     Case("to_pb-doc-stride-0", "to_pb", "--checkpoint {w}/run --config {w}/tiny_config.json --task cmrc2018 "
                                         "--max_seq_length 128 --doc_stride 0 --output {out}/model.pb"),
+    Case("to_pb-config-with-fewer-layers", "to_pb", "--checkpoint {w}/run --config {w}/one_layer_config.json "
+                                                    "--task cmrc2018 --vocab_file {w}/vocab.txt --max_seq_length 128 "
+                                                    "--output {out}/model.pb", "layers the model lacks"),
+    Case("to_pb-config-negative-size", "to_pb", "--checkpoint {w}/run --config {w}/negative_config.json "
+                                                "--task cmrc2018 --vocab_file {w}/vocab.txt --max_seq_length 128 "
+                                                "--output {out}/model.pb", "hidden_size"),
     # export.to_pytorch
     Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
                                                           "{w}/tiny_config.json --output {out}"),
@@ -300,6 +306,8 @@ def build_world(w):
     stored = json.loads((w / "run" / "run_config.json").read_text(encoding="utf-8"))
     _write(w / "tiny_config.json", stored["model_config"])
     _write(w / "other_config.json", dict(stored["model_config"], intermediate_size=96))
+    _write(w / "one_layer_config.json", dict(stored["model_config"], num_hidden_layers=1))
+    _write(w / "negative_config.json", dict(stored["model_config"], hidden_size=-64))
     (w / "config_utf16.json").write_bytes(json.dumps(stored["model_config"]).encode("utf-16"))
     for name, how in (("run_truncated", "truncate"), ("run_flipped", "flip")):
         shutil.copytree(str(w / "run"), str(w / name))
