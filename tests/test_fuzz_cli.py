@@ -194,6 +194,10 @@ CASES = [
     # serving_demo: flags checked before the graph loads (corrupt.pb would be refused after them)
     Case("demo-port-negative", "serving_demo", "--pb {w}/corrupt.pb --serve -1", "0-65535"),
     Case("demo-port-above-65535", "serving_demo", "--pb {w}/corrupt.pb --serve 99999", "0-65535"),
+    Case("demo-batch-window-infinite", "serving_demo", "--pb {w}/corrupt.pb --serve 0 --batch_window_ms inf",
+         "--batch_window_ms"),
+    Case("demo-batch-window-nan", "serving_demo", "--pb {w}/corrupt.pb --serve 0 --batch_window_ms nan",
+         "--batch_window_ms"),
     Case("demo-output-is-a-directory", "serving_demo", "--pb {w}/corrupt.pb --output {w}/a_directory", "--output"),
     Case("demo-output-not-writable", "serving_demo", "--pb {w}/corrupt.pb --output /proc/tf_mrc_fuzz/p.json",
          "--output"),
