@@ -159,7 +159,7 @@ def shield_layer_norm_epsilon(graph_def, output_names):
 def freeze(spec, head, num_choices=None):
     """(frozen GraphDef, input names, output names) for ``spec``'s checkpoint."""
     from tf_mrc.compat import tf
-    from tf_mrc.modeling.checkpoint import verify_readable
+    from tf_mrc.modeling.checkpoint import surplus_layers, verify_readable
     from tf_mrc.modeling.layouts import check_max_seq_length
     max_seq_length = spec.feature_settings["max_seq_length"]
     check_max_seq_length(spec.config, max_seq_length)
@@ -174,11 +174,14 @@ def freeze(spec, head, num_choices=None):
         missing = sorted(name for name in needed if name not in stored)
         wrong = sorted("%s %s (model wants %s)" % (name, stored[name], v.shape.as_list())
                        for name, v in needed.items() if name in stored and list(stored[name]) != v.shape.as_list())
-        if missing or wrong:
+        surplus = surplus_layers(stored, needed)
+        if missing or wrong or surplus:
             raise ConversionError("checkpoint %s does not fit the %s model: %s" % (
                 spec.checkpoint, spec.config.layout, "; ".join(
                     (["missing: " + ", ".join(missing[:8])] if missing else []) +
-                    (["wrong shape: " + ", ".join(wrong[:4])] if wrong else []))))
+                    (["wrong shape: " + ", ".join(wrong[:4])] if wrong else []) +
+                    (["layers the model lacks (num_hidden_layers %d): %s" % (
+                        spec.config.num_hidden_layers, ", ".join(surplus[:4]))] if surplus else []))))
         saver = tf.train.Saver(var_list=needed)
         with tf.Session(graph=graph) as sess:
             saver.restore(sess, spec.checkpoint)

@@ -19,6 +19,7 @@ from tf_mrc.errors import UserError, fail, one_line_errors
 from tf_mrc.outputs import write_json
 from tf_mrc.tasks.base import is_blank
 
+MAX_BATCH_WINDOW_MS = 10000   # the default body deadline: a longer wait for company only delays answers
 SAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "samples.json")
 
 
@@ -63,8 +64,9 @@ def main(argv=None):
     for name in ("batch_size", "max_windows", "max_connections"):
         if getattr(args, name) <= 0:
             fail(UserError("--%s must be at least 1, got %d" % (name, getattr(args, name))))
-    if args.batch_window_ms < 0:
-        fail(UserError("--batch_window_ms must be >= 0, got %g" % args.batch_window_ms))
+    if not 0 <= args.batch_window_ms <= MAX_BATCH_WINDOW_MS:   # NaN and inf too: the batcher could never wait them
+        fail(UserError("--batch_window_ms must be a number of milliseconds in 0-%d, got %g"
+                       % (MAX_BATCH_WINDOW_MS, args.batch_window_ms)))
     if args.serve is not None and not 0 <= args.serve <= 65535:
         fail(UserError("--serve takes a port in 0-65535 (0: any free port), got %d" % args.serve))
     if args.passage is not None and is_blank(args.passage):

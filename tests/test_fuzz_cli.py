@@ -61,6 +61,12 @@ CASES = [
     Case("eval-chid-lone-surrogate", "evaluate", "--task=chid {w}/chid_lone_surrogate.json {w}/chid_predictions.json"),
     Case("eval-c3-subset-file-missing", "evaluate", "--task=c3 --c3_subsets=d,m {w}/c3-d-dev.json "
                                                     "{w}/c3_predictions.json"),
+    Case("eval-two-documents-concatenated", "evaluate", "--task=cmrc2018 {w}/concatenated.json {w}/predictions.json",
+         "Extra data"),
+    Case("eval-c3-document-id-null", "evaluate", "--task=c3 {w}/c3_doc_id_null.json {w}/c3_predictions.json",
+         "document id"),
+    Case("eval-c3-answer-not-text", "evaluate", "--task=c3 {w}/c3_answer_0.json {w}/c3_predictions.json",
+         "questions[0].answer"),
     # tf_mrc.evaluate: predictions files
     Case("eval-nbest-file", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/nbest_predictions.json"),
     Case("eval-data-file-as-predictions", "evaluate", "--task=cmrc2018 {w}/passages.json {w}/passages.json"),
@@ -114,6 +120,10 @@ CASES = [
     Case("run-train-file-answers-unaligned", "run_finetune", TRAIN + " --train_file={w}/unaligned.json "
                                                                     "--output_dir={out}", "\"unaligned\": 2"),
     Case("run-train-file-missing", "run_finetune", TRAIN + " --train_file={w}/nothing.json --output_dir={out}"),
+    Case("run-train-file-two-documents-concatenated", "run_finetune",
+         TRAIN + " --train_file={w}/concatenated.json --output_dir={out}", "Extra data"),
+    Case("run-learning-rate-diverges", "run_finetune", TRAIN + " --learning_rate=1e30 --max_train_steps=3 "
+                                                              "--output_dir={out}", "training diverged"),
     Case("run-vocab-not-wordpiece", "run_finetune", TRAIN + " --vocab_file={w}/broken.json --output_dir={out}"),
     Case("run-config-not-utf8", "run_finetune", TRAIN + " --config_file={w}/config_utf16.json --output_dir={out}",
          "config_utf16.json"),
@@ -131,6 +141,8 @@ CASES = [
     Case("run-save-checkpoints-steps-0", "run_finetune", TRAIN + " --save_checkpoints_steps=0 --output_dir={out}"),
     Case("run-max-train-steps-0", "run_finetune", TRAIN + " --max_train_steps=0 --output_dir={out}"),
     Case("run-negative-epochs", "run_finetune", TRAIN + " --num_train_epochs=-1 --output_dir={out}"),
+    Case("run-epochs-infinite", "run_finetune", TRAIN + " --num_train_epochs=inf --output_dir={out}",
+         "--num_train_epochs"),
     Case("run-n-best-0", "run_finetune", TRAIN + " --n_best_size=0 --output_dir={out}"),
     Case("run-warmup-over-1", "run_finetune", TRAIN + " --warmup_proportion=1.5 --output_dir={out}"),
     Case("run-precision-fp8", "run_finetune", TRAIN + " --precision=fp8 --output_dir={out}"),
@@ -149,6 +161,12 @@ CASES = [
     Case("to_pb-not-a-run", "to_pb", "--output_dir {w}/a_directory --output {out}/model.pb"),
     Case("to_pb-doc-stride-0", "to_pb", "--checkpoint {w}/run --config {w}/tiny_config.json --task cmrc2018 "
                                         "--max_seq_length 128 --doc_stride 0 --output {out}/model.pb"),
+    Case("to_pb-config-with-fewer-layers", "to_pb", "--checkpoint {w}/run --config {w}/one_layer_config.json "
+                                                    "--task cmrc2018 --vocab_file {w}/vocab.txt --max_seq_length 128 "
+                                                    "--output {out}/model.pb", "layers the model lacks"),
+    Case("to_pb-config-negative-size", "to_pb", "--checkpoint {w}/run --config {w}/negative_config.json "
+                                                "--task cmrc2018 --vocab_file {w}/vocab.txt --max_seq_length 128 "
+                                                "--output {out}/model.pb", "hidden_size"),
     # export.to_pytorch
     Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
                                                           "{w}/tiny_config.json --output {out}"),
@@ -176,6 +194,10 @@ CASES = [
     # serving_demo: flags checked before the graph loads (corrupt.pb would be refused after them)
     Case("demo-port-negative", "serving_demo", "--pb {w}/corrupt.pb --serve -1", "0-65535"),
     Case("demo-port-above-65535", "serving_demo", "--pb {w}/corrupt.pb --serve 99999", "0-65535"),
+    Case("demo-batch-window-infinite", "serving_demo", "--pb {w}/corrupt.pb --serve 0 --batch_window_ms inf",
+         "--batch_window_ms"),
+    Case("demo-batch-window-nan", "serving_demo", "--pb {w}/corrupt.pb --serve 0 --batch_window_ms nan",
+         "--batch_window_ms"),
     Case("demo-output-is-a-directory", "serving_demo", "--pb {w}/corrupt.pb --output {w}/a_directory", "--output"),
     Case("demo-output-not-writable", "serving_demo", "--pb {w}/corrupt.pb --output /proc/tf_mrc_fuzz/p.json",
          "--output"),
@@ -237,7 +259,7 @@ def build_world(w):
     _write(w / "broken.json", '{"data": [')
     passages = json.loads((TINY / "passages.json").read_text(encoding="utf-8"))
     qids = [qa["id"] for a in passages["data"] for p in a["paragraphs"] for qa in p["qas"]]
-    _write(w / "predictions.json", {qid: "文" for qid in qids + ["7", "q"]})
+    _write(w / "predictions.json", {qid: "文" for qid in qids + ["7", "q", "c1", "c2"]})
     _write(w / "nbest_predictions.json", {qid: [{"text": "文", "probability": 1.0}] for qid in qids})
     _write(w / "foreign.json", {"other-%d" % k: "文" for k in range(3)})
     _write(w / "dup_ids.json", _squad([_question(7), _question("7")]))
@@ -245,6 +267,7 @@ def build_world(w):
     _write(w / "null_id.json", _squad([_question(None)]))
     _write(w / "blank_passage.json", _squad([_question("q")], context=" \u200b\u200d\ufeff\n"))
     _write(w / "empty_data.json", {"data": []})
+    _write(w / "concatenated.json", "".join(json.dumps(_squad([_question(qid)])) + "\n" for qid in ("c1", "c2")))
     _write(w / "unaligned.json", _squad([_question("q1", answer="湖"), _question("q2", answer="山")]))
     _write(w / "lone_surrogate.json", json.dumps(_squad([_question("q")], context="有\ud800文")))
     _write(w / "no_answers.json", _squad([_question("q", answer=None)]))
@@ -264,6 +287,8 @@ def build_world(w):
     _write(w / "c3_null_id.json", _c3([_c3_question(None)]))
     _write(w / "c3_blank.json", _c3([_c3_question("absent")], sentences=["\u200b", " "]))
     _write(w / "c3-d-dev.json", _c3([_c3_question("absent")]))
+    _write(w / "c3_doc_id_null.json", [[["甲乙"], [_c3_question("absent")], None]])
+    _write(w / "c3_answer_0.json", [[["甲乙"], [dict(_c3_question("absent"), answer=0)], "doc1"]])
     _write(w / "c3_predictions.json", {"d-doc1-0": "甲"})
     _write(w / "c3_index_2.json", {"d-doc1-0": 2})
     _write(w / "c3_nbest.json", {"d-doc1-0": [{"index": 0, "text": "甲", "probability": 1.0}]})
@@ -285,6 +310,8 @@ def build_world(w):
     stored = json.loads((w / "run" / "run_config.json").read_text(encoding="utf-8"))
     _write(w / "tiny_config.json", stored["model_config"])
     _write(w / "other_config.json", dict(stored["model_config"], intermediate_size=96))
+    _write(w / "one_layer_config.json", dict(stored["model_config"], num_hidden_layers=1))
+    _write(w / "negative_config.json", dict(stored["model_config"], hidden_size=-64))
     (w / "config_utf16.json").write_bytes(json.dumps(stored["model_config"]).encode("utf-16"))
     for name, how in (("run_truncated", "truncate"), ("run_flipped", "flip")):
         shutil.copytree(str(w / "run"), str(w / name))

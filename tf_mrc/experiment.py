@@ -310,7 +310,10 @@ def _train(run, estimator, plan, run_dir, seed, best):
             [plan.num_train_steps]:
         if step < stop:
             input_fn = run.cache("train").input_fn_builder(plan.micro_batch, dist, seed, plan.consumed(step))
-            estimator.train(input_fn, max_steps=stop)
+            try:
+                estimator.train(input_fn, max_steps=stop)
+            except compat.tf.train.NanLossDuringTrainingError:   # the Estimator's NaN-loss check
+                raise UserError(_diverged_message(run_dir, plan, step, stop))
             step = stop
         if stop < plan.num_train_steps:
             checkpoint = dist.broadcast_object(_latest_checkpoint(run_dir) if dist.is_chief else None)
@@ -320,6 +323,14 @@ def _train(run, estimator, plan, run_dir, seed, best):
                 log("[eval] step %d (epoch %.2f): %s" % (step, step / plan.steps_per_epoch, json.dumps(metrics)))
                 _write_dev_summaries(run_dir, step, metrics, run.task.metric_names)
                 best.update(step, step / plan.steps_per_epoch, metrics, checkpoint, log)
+
+
+def _diverged_message(run_dir, plan, step, stop):
+    """The one line for a loss that became NaN (or inf) while training from ``step`` towards ``stop``."""
+    last = _latest_checkpoint(run_dir)
+    return ("training diverged: the loss became NaN between steps %d and %d (is the peak learning rate %g too "
+            "high?); %s" % (step, stop, plan.learning_rate,
+                            "the last checkpoint is %s" % last if last else "no checkpoint was written"))
 
 
 def _final_evaluation(run, estimator, plan, run_dir, best, checkpoint, predicted):

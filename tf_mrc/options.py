@@ -6,6 +6,7 @@
 Each failed check is one ``error:`` line naming the flag and the allowed range.
 """
 import dataclasses
+import math
 from typing import Optional
 
 from tf_mrc.errors import UserError
@@ -185,7 +186,8 @@ def check_value(name, value, field):
     kind = m["kind"]
     if kind in (int, float):
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not numeric or (kind is int and not isinstance(value, int)) or value != value:
+        finite = not isinstance(value, float) or math.isfinite(value)   # NaN and inf are no counts or rates
+        if not numeric or (kind is int and not isinstance(value, int)) or not finite:
             raise UserError("--%s must be %s, got %r" % (name, allowed_range(field), value))
         if ((m["above"] is not None and not value > m["above"]) or
                 (m["minimum"] is not None and value < m["minimum"]) or

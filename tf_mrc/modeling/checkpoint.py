@@ -33,6 +33,21 @@ def is_training_state(name):
     return bool(_TRAINING_STATE.search(name))
 
 
+_LAYER_INDEX = re.compile(r"(^|/)layer_\d+/")
+
+
+def surplus_layers(stored, model_names):
+    """The entries of checkpoint ``stored`` (names) that are weights of layers the model (variables
+    ``model_names``) does not have: e.g. bert/encoder/layer_11/... when the config says 6 layers. A model built
+    from such a checkpoint silently computes something else than the checkpoint was trained to."""
+    def pattern(name):
+        return _LAYER_INDEX.sub(r"\1layer_N/", name)
+    wanted = set(model_names)
+    layered = {pattern(name) for name in wanted if _LAYER_INDEX.search(name)}
+    return sorted(name for name in stored if name not in wanted and not is_training_state(name)
+                  and _LAYER_INDEX.search(name) and pattern(name) in layered)
+
+
 class CheckpointError(UserError):
     """The checkpoint cannot initialise this model; the message is one line for the user."""
 

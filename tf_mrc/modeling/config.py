@@ -36,12 +36,27 @@ class ModelConfig:
     # How the config's "gelu" is meant: google TF code and configs mean the tanh form; transformers means erf.
     gelu_convention: str = "tf"
 
+    # Sizes and counts (an ALBERT's embedding_size, an XLNet's d_head: when set) with their least value (a vocab_size
+    # of 0 is the tiny presets' "the tokenizer's"), and dropout probabilities.
+    COUNTS = dict({name: 1 for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                        "max_position_embeddings", "type_vocab_size", "embedding_size",
+                                        "num_hidden_groups", "inner_group_num", "d_head")}, vocab_size=0)
+    PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ConfigError("layout must be one of %s, got %r" % ("|".join(LAYOUTS), self.layout))
         if type(self).__name__ != descriptor(self).config_class:
             raise ConfigError("layout %s is configured by %s, not %s (build configs with model_config)"
                               % (self.layout, descriptor(self).config_class, type(self).__name__))
+        for name, least in self.COUNTS.items():
+            value = getattr(self, name, None)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ConfigError("%s must be an integer >= %d, got %s" % (name, least, json.dumps(value)))
+        for name in self.PROBABILITIES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError("%s must be a probability in [0, 1), got %s" % (name, json.dumps(value)))
         if self.hidden_size % self.num_attention_heads and getattr(self, "d_head", None) is None:
             raise ConfigError("hidden_size %d is not a multiple of num_attention_heads %d"
                               % (self.hidden_size, self.num_attention_heads))
@@ -160,5 +175,5 @@ def config_from_json(path, layout=None, base=None, **overrides):
     values.update({k: v for k, v in overrides.items() if v is not None and k in fields})
     try:
         return model_config(**values)
-    except TypeError as err:
+    except (TypeError, ConfigError) as err:   # name the file whose values do not describe a model
         raise ConfigError("config file %s: %s" % (path, err))

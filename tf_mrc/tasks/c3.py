@@ -14,6 +14,7 @@ map the question id to the text of the chosen choice; ``load_predictions`` also 
 submission lines.
 """
 import dataclasses
+import json
 import os
 import re
 
@@ -103,6 +104,9 @@ class C3Task(ChoiceTask):
             if not isinstance(document, list) or len(document) != 3:
                 raise DataError(path, where, "-", "expected [context sentences, questions, id]")
             sentences, questions, doc_id = document
+            if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):   # it makes the question ids
+                raise DataError(path, where, "id", "expected the document id, a string or integer, got %s"
+                                % json.dumps(doc_id, ensure_ascii=False))
             where = "%d (id %s)" % (number, doc_id)
             if not _is_text_list(sentences):
                 raise DataError(path, where, "context", "expected a list of sentences")
@@ -120,7 +124,12 @@ class C3Task(ChoiceTask):
                 if not _is_text_list(choices) or not 2 <= len(choices) <= self.num_choices:
                     raise DataError(path, where, field + ".choice", "expected 2 to %d choice strings"
                                     % self.num_choices)
-                answer = question.get("answer") or ""
+                answer = question.get("answer")
+                if answer is None:   # missing or null: a test question
+                    answer = ""
+                if not isinstance(answer, str):
+                    raise DataError(path, where, field + ".answer", "expected the text of one choice, got %s"
+                                    % json.dumps(answer, ensure_ascii=False))
                 if answer and answer not in choices:
                     raise DataError(path, where, field + ".answer", "%r is not among the choices %s"
                                     % (answer, choices))

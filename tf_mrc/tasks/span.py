@@ -56,7 +56,8 @@ def _squad_articles(path):
     """(where, article) for each article of a SQuAD-style file: the ``data`` list of one JSON document, or one
     article per line of a JSON-lines file, which is read as a stream (a large corpus never sits in memory whole;
     the standard library has no streaming parser for one big document)."""
-    first_line = next((line for line in text_lines(path) if line.strip()), "")
+    lines = (line for line in text_lines(path) if line.strip())
+    first_line = next(lines, "")
     try:
         first = json.loads(first_line)
     except (ValueError, RecursionError):   # not one JSON value per line: read below as one document
@@ -65,8 +66,10 @@ def _squad_articles(path):
         for number, article in iter_json_lines(path):
             yield "line %d" % number, article
         return
-    dataset = check_text(path, "-", first, first_line) if isinstance(first, dict) and "data" in first \
-        else load_json(path)
+    # A one-line document is the whole file only when nothing follows it (two files concatenated are not one
+    # document: load_json refuses the extra data instead of reading the first and dropping the rest).
+    whole = isinstance(first, dict) and "data" in first and next(lines, None) is None
+    dataset = check_text(path, "-", first, first_line) if whole else load_json(path)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise DataError(path, "-", "data", "expected a JSON object with a 'data' list (SQuAD-style) or one "
                                            "article {paragraphs: [...]} per line")
