@@ -223,3 +223,21 @@ def test_audit_passes_the_opencc_config_on(chinese_vocab, capsys):
         audit.main(arguments + ["--opencc_config=no_such_conversion"])
     assert exit_status.value.code == 2
     assert capsys.readouterr().err.startswith("error: drcd: --opencc_config 'no_such_conversion' is not an OpenCC")
+
+
+def test_the_reference_scripts_flag_names_set_the_same_options():
+    """A command written for google-research/bert's run_squad.py (or zihangdai/xlnet's) keeps working: its names
+    are aliases of ours, in run_finetune's absl flags and in the argparse tools alike."""
+    import argparse
+    values = flags.FlagValues()
+    options.define_absl_flags(flags, values)
+    values(["run_finetune.py", "--bert_config_file=c.json", "--nodo_lower_case", "--spiece_model_file=s.model"])
+    assert (values.config_file, values.lower_case, values.spm_model) == ("c.json", False, "s.model")
+    values(["run_finetune.py", "--model_config_path=x.json", "--do_lower_case"])
+    assert (values.config_file, values.lower_case) == ("x.json", True)
+    assert "Also --bert_config_file, --model_config_path." in values["config_file"].help
+    parser = argparse.ArgumentParser()
+    options.add_arguments(parser, ["lower_case"], defaults=False)
+    assert parser.parse_args(["--nodo_lower_case"]).lower_case is False
+    assert parser.parse_args(["--do_lower_case"]).lower_case is True
+    assert parser.parse_args([]).lower_case is None

@@ -19,17 +19,18 @@ ATTENTION_DROPOUT_PLACEMENTS = ("probs", "context")
 
 
 def option(default, help, group, kind, default_text=None, minimum=None, above=None, maximum=None, choices=None,
-           required=False):
+           required=False, aliases=()):
     """A RunSpec field with its command-line declaration.
 
     ``kind``: bool | int | float | str; ``default_text`` says in the help what a ``None`` default stands for;
     ``minimum`` / ``maximum`` are inclusive bounds, ``above`` an exclusive lower bound; ``choices`` the allowed
     values (a callable returns them, for lists that are only known at run time); ``required``: the command line
-    must give it."""
+    must give it; ``aliases``: the names the reference scripts (google-research/bert, zihangdai/xlnet) give the
+    same setting, accepted as well, so their users' commands work."""
     assert group in GROUPS, group
     return dataclasses.field(default=default, metadata={
         "help": help, "group": group, "kind": kind, "default_text": default_text, "minimum": minimum,
-        "above": above, "maximum": maximum, "choices": choices, "required": required})
+        "above": above, "maximum": maximum, "choices": choices, "required": required, "aliases": aliases})
 
 
 def _model_names():
@@ -59,7 +60,8 @@ class RunSpec:
         None, "Processes featurizing the data files on each rank; the cache is byte-identical for any number.",
         "data", int, minimum=1, default_text="the host's cores divided by its Horovod ranks")
     lower_case: Optional[bool] = option(None, "Lower-case input.", "data", bool,
-                                        default_text="the model's convention: BERT/ALBERT yes, XLNet no")
+                                        default_text="the model's convention: BERT/ALBERT yes, XLNet no",
+                                        aliases=("do_lower_case",))
     max_seq_length: Optional[int] = option(None, "Tokens per window.", "data", int, minimum=1,
                                            default_text="the task's, capped by the model's")
     doc_stride: int = option(128, "Stride between passage windows, in tokens.", "data", int, minimum=1)
@@ -70,9 +72,11 @@ class RunSpec:
                                             "model", str, default_text="none: random initialisation")
     vocab_file: Optional[str] = option(None, "WordPiece vocabulary of the checkpoint.", "model", str,
                                        default_text="none")
-    spm_model: Optional[str] = option(None, "SentencePiece model (XLNet).", "model", str, default_text="none")
+    spm_model: Optional[str] = option(None, "SentencePiece model (XLNet).", "model", str, default_text="none",
+                                      aliases=("spiece_model_file",))
     config_file: Optional[str] = option(None, "The checkpoint's BERT/ALBERT/XLNet JSON config; overrides the preset.",
-                                        "model", str, default_text="the preset's")
+                                        "model", str, default_text="the preset's",
+                                        aliases=("bert_config_file", "model_config_path"))
     # training
     do_train: bool = option(False, "Train.", "training", bool)
     seeds: int = option(1, "Run this many seeds (seed, seed+1, ...) and write results.md (mean and max).",
@@ -159,7 +163,8 @@ def help_text(help, default, kind, default_text=None, choices=None):
 
 def field_help(field):
     m = field.metadata
-    return help_text(m["help"], field.default, m["kind"], m["default_text"], choices_of(field))
+    text = help_text(m["help"], field.default, m["kind"], m["default_text"], choices_of(field))
+    return text + (" Also --%s." % ", --".join(m["aliases"]) if m["aliases"] else "")
 
 
 def allowed_range(field):
@@ -233,6 +238,8 @@ def define_absl_flags(flags, flag_values=None):
     where = {} if flag_values is None else {"flag_values": flag_values}
     for field in declared():
         definers[field.metadata["kind"]](field.name, field.default, field_help(field), **where)
+        for alias in field.metadata["aliases"]:
+            flags.DEFINE_alias(alias, field.name, **where)
     for task_option in all_task_options():
         definers[task_option.kind](task_option.name, None, task_option.help, **where)
 
@@ -263,12 +270,14 @@ def add_arguments(parser, names, defaults=True):
         field = fields[name]
         kind = field.metadata["kind"]
         default = field.default if defaults else None
+        names = [name] + list(field.metadata["aliases"])
         if kind is bool:
-            parser.add_argument("--" + name, dest=name, action="store_true", default=default, help=field_help(field))
-            parser.add_argument("--no" + name, dest=name, action="store_false")
-        else:
-            parser.add_argument("--" + name, type=kind, default=default, choices=choices_of(field),
+            parser.add_argument(*["--" + n for n in names], dest=name, action="store_true", default=default,
                                 help=field_help(field))
+            parser.add_argument(*["--no" + n for n in names], dest=name, action="store_false")
+        else:
+            parser.add_argument(*["--" + n for n in names], dest=name, type=kind, default=default,
+                                choices=choices_of(field), help=field_help(field))
 
 
 def check_arguments(args, names):
