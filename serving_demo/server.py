@@ -75,7 +75,8 @@ def _check_text(value, where, field):
 def parse_items(body, task, max_items):
     """The request body -> (items, whether it was a list). Raises BadRequest with a one-line message."""
     try:
-        request = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        # utf-8-sig: a leading byte-order mark (which some Windows clients send) is read as the data files are
+        request = json.loads(body.decode("utf-8-sig"), parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError as err:
         raise BadRequest("body is not UTF-8: %s" % err)
     except RecursionError:

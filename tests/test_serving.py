@@ -369,3 +369,12 @@ def test_cli_refuses_non_positive_limits_in_one_line(tiny_demo, flag):
     result = subprocess.run([sys.executable, "-m", "serving_demo", "--pb", tiny_demo["pb"], "--serve", "0", flag,
                              "0"], capture_output=True, text=True, cwd=str(ROOT), timeout=60)
     assert result.returncode == 2 and result.stderr.strip() == "error: %s must be at least 1, got 0" % flag
+
+
+def test_a_byte_order_mark_before_the_json_is_read_as_the_data_files_are():
+    """Some Windows clients send UTF-8 with a BOM; the file readers accept it, so the server does too."""
+    from serving_demo.server import parse_items
+    from tf_mrc.tasks import get_task
+    body = json.dumps({"passage": "杭州是浙江省的省会。", "question": "杭州是哪个省的省会？"}, ensure_ascii=False).encode()
+    task = get_task("cmrc2018")
+    assert parse_items(b"\xef\xbb\xbf" + body, task, 16) == parse_items(body, task, 16)
