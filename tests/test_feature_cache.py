@@ -267,3 +267,77 @@ def test_shard_records_read_by_offset_equal_the_record_iterator(built, tmp_path,
             assert list(shard) == expected[rank::size]
             backwards = [shard[index] for index in reversed(range(len(shard)))]
             assert backwards == expected[rank::size][::-1]
+
+
+INTERRUPTED_STREAM = r"""
+import multiprocessing, sys, time
+sys.path.insert(0, sys.argv[1])
+from tf_mrc import featurization, restart
+
+
+class SlowTask:
+    def feature_shapes(self, settings):
+        return {"x": []}
+
+    def iter_features(self, examples, tokenizer, settings, is_training, stats, first_index=0):
+        for index, example in enumerate(examples, first_index):
+            time.sleep(0.001)
+            yield {"x": index}, {"example_index": index}
+
+
+with restart.sigterm_as_interrupt():
+    try:
+        busy = sys.argv[2] == "busy"   # else the workers, done, wait for work while the parent is elsewhere
+        stream = featurization.encode_stream(range(10 ** 6 if busy else 4 * featurization.CHUNK_EXAMPLES),
+                                             featurization.ChunkEncoder(SlowTask(), None, None, True, False), 2)
+        next(stream)
+        print(" ".join(str(child.pid) for child in multiprocessing.active_children()), flush=True)
+        for _ in stream if busy else []:
+            pass
+        time.sleep(60)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(130)
+"""
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not featurization.POOL_AVAILABLE, reason="featurization stays in one process here")
+@pytest.mark.parametrize("workers_are", ["busy", "idle"])
+@pytest.mark.parametrize("how", ["ctrl_c", "sigterm", "sigkill"])
+def test_a_run_stopped_while_its_pool_featurizes_leaves_no_worker_and_no_traceback(how, workers_are):
+    """Ctrl-C reaches the whole process group, workers included; a scheduler's SIGTERM and the OOM killer's
+    SIGKILL reach the run's process alone. Either way the run stops with its own one line (no traceback from a
+    worker) and no worker outlives it: an orphaned worker would wait forever for work, holding the output pipe
+    of ``python run_finetune.py ... | tee log`` open, so that the pipeline never ended."""
+    import signal
+    import time
+    job = subprocess.Popen([sys.executable, "-c", INTERRUPTED_STREAM, ROOT, workers_are], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True, start_new_session=True)
+    workers = []
+    try:
+        workers = [int(pid) for pid in job.stdout.readline().split()]
+        assert len(workers) == 2, job.stderr.read()
+        time.sleep(1.0 if workers_are == "idle" else 0.3)
+        if how == "ctrl_c":
+            os.killpg(job.pid, signal.SIGINT)
+        else:
+            os.kill(job.pid, signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+        out, err = job.communicate(timeout=30)   # returns once nothing holds the pipes open
+        deadline = time.time() + 5
+        while any(_alive(pid) for pid in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in workers if _alive(pid)]
+    finally:   # whatever happened, leave nothing running
+        for pid in [job.pid] + workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    if how != "sigkill":
+        assert (job.returncode, out.strip(), err) == (130, "interrupted", "")

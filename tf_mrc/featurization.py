@@ -12,7 +12,10 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 
 from tf_mrc.errors import UserError
@@ -107,9 +110,22 @@ class ChunkEncoder:
 _WORKER_ENCODER = None
 
 
-def _set_worker_encoder(encoder):
+def _start_worker(encoder, parent):
+    """A pool worker's set-up. Only the parent handles Ctrl-C and SIGTERM (it then terminates the pool, whose
+    SIGTERM just ends the worker, with no traceback of its own); and a worker whose parent is gone (SIGKILL, the
+    OOM killer, a failing Horovod rank's os._exit) ends too, instead of waiting forever for work that will not
+    come while holding the run's output pipe open."""
     global _WORKER_ENCODER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _WORKER_ENCODER = encoder
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent, interval=0.5):
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _encode_in_worker(first_index, examples):
@@ -156,7 +172,8 @@ def encode_stream(examples, encoder, workers, first_index=0):
         for start, chunk in chunks:
             yield encoder(start, chunk)
         return
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_set_worker_encoder, initargs=(encoder,))
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker,
+                                                      initargs=(encoder, os.getpid()))
     try:
         pending = collections.deque()
         for item in chunks:
