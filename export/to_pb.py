@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -198,17 +199,22 @@ def write_saved_model(graph_def, export_dir, input_names, output_names):
     from tf_mrc.compat import tf
     if os.path.exists(export_dir):
         raise UserError("--saved_model %s already exists (SavedModel directories are written once)" % export_dir)
+    # Built beside it and renamed into place when complete: a killed export leaves no half SavedModel under the
+    # name (which the same command would then refuse as existing, and a server might load); a rerun clears it.
+    staging = export_dir.rstrip(os.sep) + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
     with tf.Graph().as_default() as graph:
         tf.import_graph_def(graph_def, name="")
         signature = tf.saved_model.signature_def_utils.predict_signature_def(
             inputs={name: graph.get_tensor_by_name(name + ":0") for name in input_names},
             outputs={name: graph.get_tensor_by_name(name + ":0") for name in output_names})
         with tf.Session(graph=graph) as sess:
-            builder = tf.saved_model.builder.SavedModelBuilder(export_dir)
+            builder = tf.saved_model.builder.SavedModelBuilder(staging)
             builder.add_meta_graph_and_variables(sess, [tf.saved_model.tag_constants.SERVING],
                                                  signature_def_map={"serving_default": signature},
                                                  strip_default_attrs=True)
             builder.save()
+    os.rename(staging, export_dir)
 
 
 def _tensor_info(graph_def, names):
@@ -241,6 +247,8 @@ def export(spec, output, saved_model=None, log=print):
             vocabulary, tokenizer.vocab_size, spec.config.vocab_size))
     num_choices = getattr(task, "num_choices", None) if task.head == "choice" else None
     graph_def, input_names, output_names = freeze(spec, task.head, num_choices)
+    if os.path.exists(output + SIDECAR_SUFFIX):   # written last: it never describes a graph it was not written for
+        os.remove(output + SIDECAR_SUFFIX)
     outputs.write_bytes(output, graph_def.SerializeToString())
     stem = os.path.splitext(os.path.basename(output))[0]
     copied = {}

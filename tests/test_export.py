@@ -820,3 +820,50 @@ def test_demo_model_matches_eval_and_reads_long_passages(request, run):
     qa = long_sample["qas"][0]
     answer = model.answer([{"passage": long_sample["context"], "question": qa["question"]}])[0]
     assert answer["answer"] == tiny["predictions"][qa["id"]] and answer["windows"] >= 2
+
+
+KILLED_EXPORT = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from export import to_pb
+from tf_mrc import outputs
+from tf_mrc.compat import tf
+
+
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if sys.argv[2] == "sidecar":   # the graph and the vocabulary are written, the sidecar not yet
+    write_json = outputs.write_json
+    outputs.write_json = lambda path, *a, **k: killed() if path.endswith(".pb.json") else write_json(path, *a, **k)
+else:                          # the SavedModel's variables are written, its saved_model.pb not yet
+    tf.saved_model.builder.SavedModelBuilder.save = killed
+to_pb.main(sys.argv[3:])
+"""
+
+
+@pytest.mark.parametrize("kill_in", ["sidecar", "saved_model"])
+def test_an_export_killed_midway_leaves_nothing_usable_half_written_and_reruns(tiny, tmp_path, kill_in):
+    """SIGKILL inside an export that overwrites an earlier one: the earlier sidecar does not survive beside the
+    new graph (the demo refuses the pair rather than serving a graph with a sidecar written for another), no
+    half SavedModel sits under the --saved_model name, and the same command then completes."""
+    from export import to_pb
+    from serving_demo.model import FrozenModel
+    from tf_mrc.errors import UserError
+    pb, saved_model = str(tmp_path / "model.pb"), str(tmp_path / "saved_model")
+    command = ["--output_dir", tiny["spec"].output_dir, "--output", pb]
+    to_pb.main(command)
+    command += ["--saved_model", saved_model]
+    job = subprocess.run([sys.executable, "-c", KILLED_EXPORT, str(ROOT), kill_in] + command, capture_output=True,
+                         text=True, timeout=300)
+    assert job.returncode == -9, job.stderr[-3000:]
+    assert not os.path.exists(saved_model)
+    if kill_in == "sidecar":
+        with pytest.raises(UserError, match="model.pb.json not found"):
+            FrozenModel(pb)
+    to_pb.main(command)
+    FrozenModel(pb)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+        tf.saved_model.loader.load(sess, [tf.saved_model.tag_constants.SERVING], saved_model)
+    assert sorted(os.listdir(str(tmp_path))) == ["model.pb", "model.pb.json", "model.vocab.txt", "saved_model"]
