@@ -340,7 +340,7 @@ def _read_model_directory(args):
     defaults of --config / --vocab_file / --spm_model."""
     from tf_mrc import pretrained
     converted = pretrained.convert_cached(args.checkpoint) if args.checkpoint else None
-    converted = converted or pretrained.release_directory(args.checkpoint)
+    converted = converted or pretrained.release_directory(args.checkpoint, "--checkpoint")
     if converted:
         flag_names = {"config_file": "config"}  # RunSpec's name -> this command's
         args.checkpoint = converted.checkpoint
@@ -350,18 +350,14 @@ def _read_model_directory(args):
 
 
 def _spec_from_flags(args):
-    from tf_mrc.compat import tf
+    """The ExportSpec of the flags; a --checkpoint directory is already its checkpoint (_read_model_directory)."""
     from tf_mrc.tasks import FeatureSettings
     from tf_mrc.modeling.config import config_from_json
     config = config_from_json(args.config, layout=args.layout, albert_variant=args.albert_variant)
-    from tf_mrc.modeling.checkpoint import checkpoint_in_directory
-    checkpoint = checkpoint_in_directory(args.checkpoint) if os.path.isdir(args.checkpoint) else args.checkpoint
-    if checkpoint is None:
-        raise UserError("no checkpoint in %s" % args.checkpoint)
     from tf_mrc.tasks import task_options_from
     settings = {name: getattr(args, name) for name in SETTINGS}
     settings.update({name: getattr(FeatureSettings(), name) for name in WINDOW_FLAGS if settings[name] is None})
-    return ExportSpec(checkpoint=checkpoint, config=config, task=args.task, feature_settings=settings,
+    return ExportSpec(checkpoint=args.checkpoint, config=config, task=args.task, feature_settings=settings,
                       vocab_file=args.vocab_file, spm_model=args.spm_model, lower_case=args.lower_case,
                       task_options=task_options_from(vars(args), args.task))
 

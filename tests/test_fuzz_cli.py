@@ -167,6 +167,9 @@ CASES = [
     Case("to_pb-config-negative-size", "to_pb", "--checkpoint {w}/run --config {w}/negative_config.json "
                                                 "--task cmrc2018 --vocab_file {w}/vocab.txt --max_seq_length 128 "
                                                 "--output {out}/model.pb", "hidden_size"),
+    Case("to_pb-checkpoint-directory-without-one", "to_pb", "--checkpoint {w}/a_directory --config "
+                                                            "{w}/tiny_config.json --task cmrc2018 --max_seq_length 128 "
+                                                            "--output {out}/model.pb", "a_directory holds no checkpoint"),
     # export.to_pytorch
     Case("to_pytorch-truncated-checkpoint", "to_pytorch", "--checkpoint {w}/run_truncated --config "
                                                           "{w}/tiny_config.json --output {out}"),

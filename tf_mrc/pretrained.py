@@ -136,16 +136,16 @@ def with_converted_checkpoint(spec, converted, log=print):
     return dataclasses.replace(spec, init_checkpoint=converted.checkpoint, **changes)
 
 
-def release_directory(path):
+def release_directory(path, flag="--init_checkpoint"):
     """``path`` as a directory of TF checkpoints: its checkpoint, and the config / vocabulary files a published
-    release puts beside it (Converted; None when ``path`` is not a directory)."""
+    release puts beside it (Converted; None when ``path`` is not a directory). ``flag`` names it in errors."""
     from tf_mrc.modeling.checkpoint import checkpoint_in_directory
     if not path or not os.path.isdir(path):
         return None
     checkpoint = checkpoint_in_directory(path)
     if checkpoint is None:
-        raise UserError("--init_checkpoint %s holds no checkpoint (no *.index file) and no %s: pass a checkpoint "
-                        "prefix or a model directory" % (path, CONFIG_NAME))
+        raise UserError("%s %s holds no checkpoint (no *.index file) and no %s: pass a checkpoint prefix or a "
+                        "model directory" % (flag, path, CONFIG_NAME))
     names = sorted(os.listdir(path))
     configs = [name for name in names if RELEASE_CONFIG.match(name)] or \
         [name for name in names if name == os.path.basename(checkpoint) + ".config.json"]

@@ -58,8 +58,7 @@ def check_free_space(spec):
     refuse a --output_dir without room for one before training starts, not when the first save fails."""
     import shutil
     from tf_mrc.compat import tf
-    from tf_mrc.modeling.checkpoint import is_training_state
-    from tf_mrc.modeling.checkpoint import resolve_checkpoint
+    from tf_mrc.modeling.checkpoint import is_training_state, resolve_checkpoint
     prefix = resolve_checkpoint(spec.init_checkpoint)
     if not prefix or os.path.isdir(prefix):
         return
