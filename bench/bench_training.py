@@ -9,7 +9,9 @@
 A step is what training runs: forward with dropout 0.1 (BERT's), span loss, backward, gradient clipping, AdamW
 update (tf_mrc.training.create_train_op). Inputs are constants (no input pipeline). Settings:
   reference   --kernels=reference                        autodiff of plain TF GELU and softmax
-  fused       --kernels=fused                            memory-lean GELU / softmax gradients (the default)
+  fused       --kernels=fused                            memory-lean GELU / softmax / LayerNorm gradients (the
+                                                         default): native C++ ops in fp32 on CPU
+  composite   fused with the native ops off (TF_MRC_NATIVE_KERNELS=0): the same ops as chains of stock TF ops
   context     fused + --attention_dropout_placement=context
   recompute   fused + --recompute                        gradient checkpointing per transformer block
   xla         fused + --xla (with TF_XLA_FLAGS=--tf_xla_cpu_global_jit, without which CPU is not clustered)
@@ -47,6 +49,7 @@ FLOPs of a step, counted analytically (matmuls only; 2 FLOPs per multiply-add; b
   of 5 before the steps and 5 after them, so that a loaded moment does not set the peak).
 """
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -59,20 +62,22 @@ sys.path.insert(0, BENCH)
 
 PLAIN = "plain"
 PRECISION_SUFFIXES = {"_fp16": "fp16", "_bf16": "bf16"}
-SETTINGS = {  # name: (kernels, attention dropout placement, recompute, xla)
-    "reference": ("reference", "probs", False, False),
-    "fused": ("fused", "probs", False, False),
-    "context": ("fused", "context", False, False),
-    "recompute": ("fused", "probs", True, False),
-    "xla": ("fused", "probs", False, True),
+SETTINGS = {  # name: (kernels, attention dropout placement, recompute, xla, native kernels)
+    "reference": ("reference", "probs", False, False, False),
+    "fused": ("fused", "probs", False, False, True),
+    "composite": ("fused", "probs", False, False, False),
+    "context": ("fused", "context", False, False, True),
+    "recompute": ("fused", "probs", True, False, True),
+    "xla": ("fused", "probs", False, True, False),
 }
 MB = 1024.0 * 1024.0
 
 
 def parse_setting(name):
-    """(kernels, placement, recompute, xla, precision) of a setting name; the plain baseline is (None, ..., fp32)."""
+    """(kernels, placement, recompute, xla, native, precision) of a setting name; the plain baseline is
+    (None, ..., fp32)."""
     if name == PLAIN:
-        return (None, "probs", False, False, "fp32")
+        return (None, "probs", False, False, False, "fp32")
     base, precision = name, "fp32"
     for suffix, value in PRECISION_SUFFIXES.items():
         if name.endswith(suffix):
@@ -115,9 +120,10 @@ class TFStep:
         from tf_mrc.estimator import session_config
         from tf_mrc.modeling import build_encoder
         from tf_mrc.modeling.heads import build_head
-        kernels, placement, recompute, xla, precision = parse_setting(name)
+        from tf_mrc.ops import native
+        kernels, placement, recompute, xla, use_native, precision = parse_setting(name)
         self.name, self.precision, self.graph = name, precision, tf.Graph()
-        with self.graph.as_default():
+        with self.graph.as_default(), (contextlib.nullcontext() if use_native else native.off()):
             tf.set_random_seed(1)
             tensors = {key: tf.constant(value) for key, value in features.items()}
             if name == PLAIN:
@@ -371,7 +377,7 @@ def main():
     print("FLOPs per step (6 tokens P + 12 L B T^2 H): %.1f G" % (flops / 1e9))
 
     peak_dtypes = {"fp32": "float32"}
-    if any(parse_setting(name)[4] == "bf16" for name in names):
+    if any(parse_setting(name)[-1] == "bf16" for name in names):
         peak_dtypes["bf16"] = "bfloat16"
     tf_peaks = {key: tf_matmul_flops(args.threads, dtype=dtype) for key, dtype in peak_dtypes.items()} \
         if args.repeats else {}
@@ -379,7 +385,7 @@ def main():
     steps, graph_only = [], []
     for name in names:
         start = time.time()
-        run = args.run_fp16 or parse_setting(name)[4] != "fp16"
+        run = args.run_fp16 or parse_setting(name)[-1] != "fp16"
         step = TFStep(name, config, features, args.threads, run=run)
         if not run:
             graph_only.append(step)

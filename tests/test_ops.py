@@ -18,18 +18,35 @@ from scipy.special import erf
 
 from tf_mrc import compat, ops
 from tf_mrc.compat import IS_TF1, blocksparse_available, tf
-from tf_mrc.ops import fused, reference
+from tf_mrc.ops import fused, native, reference
 
 BLOCKSPARSE = pytest.param("blocksparse", marks=pytest.mark.skipif(
     not blocksparse_available(), reason="blocksparse needs TF 1.13 + CUDA 10.0 and a GPU; not importable here"))
-BACKENDS = ["reference", "fused", BLOCKSPARSE]
-FAST_BACKENDS = ["fused", BLOCKSPARSE]
+# "composite" is the fused backend with its native C++ ops turned off (tf_mrc.ops.native.off): both forms of the
+# fused ops must match the references, and on this CPU "fused" runs the native ones.
+BACKENDS = ["reference", "fused", "composite", BLOCKSPARSE]
+FAST_BACKENDS = ["fused", "composite", BLOCKSPARSE]
 FORMS = ["tanh", "erf", "sigmoid"]
 DTYPES = [np.float32, np.float16]
 TOLERANCE = {  # (values atol, rtol), (gradients atol, rtol)
     np.float32: ((1e-6, 1e-5), (3e-5, 1e-5)),
     np.float16: ((1e-2, 1e-2), (1e-2, 1e-2)),
 }
+
+
+def kernels_of(backend):
+    return "fused" if backend == "composite" else backend
+
+
+@pytest.fixture(autouse=True)
+def native_switch(request):
+    """Tests parametrized with backend="composite" or native=False build their graphs with native.off()."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("backend") == "composite" or params.get("native") is False:
+        with native.off():
+            yield
+    else:
+        yield
 
 
 def numpy_gelu(x, form):
@@ -98,7 +115,7 @@ def test_gelu_value_and_gradient_match_numpy(backend, form, dtype):
 
     def build():
         x_t = tf.constant(x)
-        y = ops.gelu(x_t, form, kernels=backend)
+        y = ops.gelu(x_t, form, kernels=kernels_of(backend))
         return y, tf.gradients(y, x_t, grad_ys=tf.constant(upstream))[0]
 
     y, dx = run(build)
@@ -117,7 +134,7 @@ def test_gelu_matches_reference_backend_fp32(backend, form):
     def build():
         x_t = tf.constant(x)
         outputs = []
-        for kernels in ("reference", backend):
+        for kernels in ("reference", kernels_of(backend)):
             y = ops.gelu(x_t, form, kernels=kernels)
             outputs.append((y, tf.gradients(y, x_t, grad_ys=tf.constant(upstream))[0]))
         return outputs
@@ -136,7 +153,7 @@ def test_masked_softmax_value_and_gradient_match_numpy(backend, mask_kind, dtype
 
     def build():
         scores_t = tf.constant(scores)
-        p = ops.masked_softmax(scores_t, tf.constant(mask), 0.125, kernels=backend)
+        p = ops.masked_softmax(scores_t, tf.constant(mask), 0.125, kernels=kernels_of(backend))
         return p, tf.gradients(p, scores_t, grad_ys=tf.constant(upstream))[0]
 
     p, dscores = run(build)
@@ -154,7 +171,7 @@ def test_fully_masked_row_behaves_like_bert(backend):
     row up to fp32 rounding there (spacing 2**-10), not NaN and not zeros."""
     scores, mask, _ = softmax_inputs(np.float32, "full", seed=4)
     mask[1, 2, :] = 0.0
-    p = run(lambda: ops.masked_softmax(tf.constant(scores), tf.constant(mask), 0.125, kernels=backend))
+    p = run(lambda: ops.masked_softmax(tf.constant(scores), tf.constant(mask), 0.125, kernels=kernels_of(backend)))
     row = scores[1, :, 2].astype(np.float64) * 0.125
     expected = np.exp(row - row.max(axis=-1, keepdims=True))
     expected /= expected.sum(axis=-1, keepdims=True)
@@ -169,7 +186,7 @@ def test_masked_softmax_matches_reference_backend_fp32(backend, mask_kind):
     def build():
         scores_t, mask_t = tf.constant(scores), tf.constant(mask)
         outputs = []
-        for kernels in ("reference", backend):
+        for kernels in ("reference", kernels_of(backend)):
             p = ops.masked_softmax(scores_t, mask_t, 0.125, kernels=kernels)
             outputs.append((p, tf.gradients(p, scores_t, grad_ys=tf.constant(upstream))[0]))
         return outputs
@@ -242,9 +259,10 @@ def depends_on(op, tensor):
     return False
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float16])
 @pytest.mark.parametrize("form", FORMS)
-def test_fused_gelu_backward_keeps_only_its_input(form, dtype):
+def test_fused_gelu_backward_keeps_only_its_input(form, dtype, native):
     with tf.Graph().as_default():
         x = tf.placeholder(dtype, [64, 3072])
         upstream = tf.placeholder(dtype, [64, 3072])
@@ -258,8 +276,9 @@ def test_fused_gelu_backward_keeps_only_its_input(form, dtype):
         assert reference_reads - {x}
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float16])
-def test_fused_softmax_backward_keeps_only_its_output(dtype):
+def test_fused_softmax_backward_keeps_only_its_output(dtype, native):
     with tf.Graph().as_default():
         scores = tf.placeholder(dtype, [2, 12, 64, 64])
         upstream = tf.placeholder(dtype, [2, 12, 64, 64])
@@ -269,7 +288,8 @@ def test_fused_softmax_backward_keeps_only_its_output(dtype):
         assert len(reads) == 1
         (kept,) = reads
         assert kept.dtype == dtype and kept.shape.as_list() == [2, 12, 64, 64] and kept is not scores
-        assert kept.op.type in ("Cast", "Softmax")  # the probabilities, stored in the input dtype
+        # the probabilities, stored in the input dtype (the native op's own output)
+        assert kept.op.type in ("Cast", "Softmax", "TfMrcMaskedSoftmax")
         assert all(depends_on(op, upstream) for op in readers)
 
 
@@ -428,7 +448,7 @@ def test_layer_norm_value_and_gradients_match_numpy(backend, with_residual, dtyp
     def build():
         inputs = [tf.constant(x), tf.constant(residual), tf.constant(gamma), tf.constant(beta)]
         y = ops.layer_norm(inputs[0], inputs[2], inputs[3], 1e-12, inputs[1] if with_residual else None,
-                           kernels=backend)
+                           kernels=kernels_of(backend))
         grads = tf.gradients(y, inputs, grad_ys=tf.constant(upstream))
         return [y] + [tf.zeros([]) if g is None else g for g in grads]
 
@@ -463,8 +483,9 @@ def test_fused_layer_norm_passes_a_numeric_gradient_check(with_residual):
             assert np.abs(analytic).max() > 0.1
 
 
+@pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
-def test_fused_layer_norm_backward_keeps_only_the_normalized_input_and_rstd(dtype):
+def test_fused_layer_norm_backward_keeps_only_the_normalized_input_and_rstd(dtype, native):
     if dtype == tf.bfloat16 and IS_TF1:
         pytest.skip("bf16 compute needs TF 2")
     with tf.Graph().as_default():
@@ -473,7 +494,8 @@ def test_fused_layer_norm_backward_keeps_only_the_normalized_input_and_rstd(dtyp
         upstream = tf.placeholder(tf.float32, [64, 768])
         y = fused.layer_norm(x, gamma, beta, 1e-12, residual)
         reads, readers = gradient_reads(y, [x, residual, gamma], upstream)
-        assert sorted(t.shape.as_list() for t in reads if t is not gamma) == [[64, 1], [64, 768]]
+        # xhat and rstd per row ([64, 1] from the composite's keepdims, [64] from the native op)
+        assert sorted(t.shape.as_list() for t in reads if t is not gamma) in ([[64, 1], [64, 768]], [[64], [64, 768]])
         assert all(t.dtype == tf.float32 for t in reads)
         assert all(depends_on(op, upstream) for op in readers)
         # The check can fail: autodiff of the reference ops keeps more (the input and its moments).

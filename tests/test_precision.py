@@ -3,6 +3,7 @@
 References: AdamW's first step recomputed in NumPy (loss scaling), the same update with a doubled batch (grad
 accumulation), plain autodiff of the same block (recompute), the fp32 model on the fp16-trained checkpoint.
 """
+import contextlib
 import importlib.util
 import json
 import pathlib
@@ -16,6 +17,7 @@ from tf_mrc.modeling import build_encoder, layers
 from tf_mrc.modeling.checkpoint import _TRAINING_STATE, variable_name
 from tf_mrc.modeling.config import ModelConfig, model_config
 from tf_mrc.modeling.heads import build_head
+from tf_mrc.ops import native
 
 BATCH, LENGTH = 4, 16
 
@@ -144,20 +146,34 @@ def test_fp16_accumulated_steps_unscale_once_and_skip_whole_windows():
             assert session.run([scale.scale, scale.skipped_steps, tf.train.get_global_step()]) == [2.0 ** 14, 1, 2]
 
 
-def test_adamw_updates_wait_for_the_gradient_and_are_fused():
+@pytest.mark.parametrize("resource", [False, True])
+@pytest.mark.parametrize("use_native", [True, False])
+def test_adamw_updates_wait_for_the_gradient_and_are_fused(use_native, resource):
     """Each variable's update is the fused kernels only (no parameter-sized elementwise temporaries, which
-    bench_training once measured at 1.1 GB for BERT-base), and each runs only once the gradient exists."""
-    with tf.Graph().as_default() as graph:
-        w = tf.get_variable("layer/kernel", [8, 8])
-        b = tf.get_variable("layer/bias", [8])
+    bench_training once measured at 1.1 GB for BERT-base), and each runs only once the gradient exists. The
+    native op folds clipping's multiply in as well; the stock kernels leave one multiply per gradient."""
+    with tf.Graph().as_default() as graph, (contextlib.nullcontext() if use_native else native.off()):
+        with tf.variable_scope("", use_resource=resource):
+            w = tf.get_variable("layer/kernel", [8, 8])
+            b = tf.get_variable("layer/bias", [8])
         loss = tf.reduce_sum(tf.square(tf.matmul(tf.ones([2, 8]), w) + b))
         training.create_train_op(loss, 0.01, 100, 0, distributed.SingleProcess())
         optimizer_ops = [op for op in graph.get_operations() if op.name.startswith("AdamWeightDecay/")]
-        kernels = sorted(op.type for op in optimizer_ops if op.type.startswith("Apply"))
-        assert kernels == ["ApplyAdam", "ApplyAdam", "ApplyGradientDescent"]  # the bias is not decayed
-        parameter_sized = [op.name for op in optimizer_ops if op.type in ("Mul", "AddV2", "Add", "Sub", "RealDiv")
+        kernels = sorted(op.type.replace("Resource", "") for op in optimizer_ops
+                         if op.type.startswith(("Apply", "Resource", "TfMrc")))
+        # the resource-variable form of the native op exists on TF 2 only (see kernels.cc)
+        use_native = use_native and (not resource or hasattr(native.library(), "tf_mrc_apply_adam_w"))
+        if use_native:
+            assert kernels == 2 * ["TfMrcApplyAdamW" + ("" if resource else "Ref")]
+        else:
+            assert kernels == ["ApplyAdam", "ApplyAdam", "ApplyGradientDescent"]  # the bias is not decayed
+        elementwise = ("Mul", "AddV2", "Add", "Sub", "RealDiv")
+        parameter_sized = [op.name for op in optimizer_ops if op.type in elementwise
                            and op.outputs[0].shape.num_elements() not in (None, 1)]
         assert parameter_sized == []
+        clip_multiplies = [op for op in graph.get_operations() if op.name.startswith("clip_by_global_norm")
+                           and op.type == "Mul" and op.outputs[0].shape.num_elements() not in (None, 1)]
+        assert len(clip_multiplies) == (0 if use_native else 2)
 
         def depends_on_gradient(op, seen):
             for parent in [t.op for t in op.inputs] + list(op.control_inputs):
@@ -169,20 +185,22 @@ def test_adamw_updates_wait_for_the_gradient_and_are_fused():
                         return True
             return False
 
-        assert [op.name for op in optimizer_ops if op.type.startswith("Apply")
+        assert [op.name for op in optimizer_ops if op.type.startswith(("Apply", "Resource", "TfMrc"))
                 and not depends_on_gradient(op, set())] == []
 
 
 @pytest.mark.parametrize("resource", [False, True])
-def test_adamw_matches_google_bert_arithmetic_over_steps(resource):
+@pytest.mark.parametrize("use_native", [True, False])
+def test_adamw_matches_google_bert_arithmetic_over_steps(use_native, resource):
     """Three steps of create_train_op (clipping at norm 1, warmup then decay) against google BERT's
-    AdamWeightDecayOptimizer update recomputed in NumPy: decayed kernel, undecayed bias and LayerNorm gamma."""
+    AdamWeightDecayOptimizer update recomputed in NumPy: decayed kernel, undecayed bias and LayerNorm gamma;
+    the native AdamW op and the stock kernels alike."""
     rng = np.random.RandomState(3)
     values = {"dense/kernel": rng.randn(4, 3), "dense/bias": rng.randn(3), "LayerNorm/gamma": rng.randn(3)}
     targets = [rng.randn(5, 3) for _ in range(3)]
     inputs = rng.randn(5, 4)
     lr, steps, warmup, decay = 0.05, 10, 2, 0.01
-    with tf.Graph().as_default():
+    with tf.Graph().as_default(), (contextlib.nullcontext() if use_native else native.off()):
         with tf.variable_scope("", use_resource=resource):
             variables = {name: tf.get_variable(name, initializer=value.astype(np.float32))
                          for name, value in values.items()}
@@ -457,9 +475,10 @@ def test_attention_dropout_placement_reaches_the_attention_layer(placement, shap
     with tf.Graph().as_default() as graph:
         ids = tf.zeros([BATCH, LENGTH], tf.int32)
         build_encoder(config, ids, tf.ones_like(ids), ids, True, attention_dropout_placement=placement)
-        random = [op for op in graph.get_operations() if op.type == "RandomUniform"]
+        random = [op for op in graph.get_operations() if op.type in ("RandomUniform", "TfMrcDropout")]
         assert len(random) == 1 and "attention/self" in random[0].name
-        assert tf.get_default_graph().get_tensor_by_name(random[0].name + ":0").shape.as_list() == shape
+        masked = random[0].inputs[0] if random[0].type == "TfMrcDropout" else random[0].outputs[0]
+        assert masked.shape.as_list() == shape
 
 
 @pytest.mark.skipif(IS_TF1, reason="bf16 compute needs TF 2")

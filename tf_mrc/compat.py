@@ -103,3 +103,31 @@ def blocksparse_available():
         return True
     except RuntimeError:
         return False
+
+
+def gpu_visible():
+    """Whether TensorFlow may run on a GPU here: CPU-only kernels must not pull a GPU graph onto the host. TF 2
+    lists the GPUs without touching them; TF 1.13 can only list them by initializing every one (which takes
+    memory on all of them, in every Horovod rank), so there a CUDA build counts as having one unless
+    CUDA_VISIBLE_DEVICES hides them all."""
+    if not tf.test.is_built_with_cuda():
+        return False
+    if IS_TF1:
+        return os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() not in ("", "-1")
+    return bool(_tf.config.list_physical_devices("GPU"))
+
+
+def op_seeds():
+    """(seed, seed2) for a new random op, derived from the graph seed as TF's own random ops derive theirs."""
+    from tensorflow.python.framework import random_seed
+    seed, seed2 = random_seed.get_seed(None)
+    return (seed or 0), (seed2 or 0)
+
+
+def native_build_flags():
+    """g++ flags to build an op library against the installed TensorFlow: its headers, ABI and library. TF 1.13
+    names no C++ standard, and its headers predate C++17 (the compiler's default now)."""
+    compile_flags = list(tf.sysconfig.get_compile_flags())
+    if not any(flag.lstrip("-").startswith("std=") for flag in compile_flags):
+        compile_flags.append("-std=c++14")
+    return compile_flags, list(tf.sysconfig.get_link_flags())

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from tf_mrc import compat, distributed, options, outputs, presets, pretrained, restart
+from tf_mrc.ops import native
 from tf_mrc.errors import UserError
 from tf_mrc.modeling.config import config_from_json
 from tf_mrc.options import RunSpec
@@ -199,6 +200,9 @@ def run(spec, log=print, dist=None):
                                     else "predict", task)
     if not files:
         raise UserError("nothing to do: pass --do_train, --do_eval and/or --do_predict")
+    # Rank 0 builds the native kernels (cached per machine) while the other ranks wait, so a host's ranks do not
+    # all compile at once.
+    kernels_form = dist.broadcast_object(native.status() if dist.is_chief and spec.kernels != "reference" else None)
     if dist.is_chief:
         record = _run_record(spec, config, settings)
         restart.check_output_dir(spec, record)
@@ -207,6 +211,8 @@ def run(spec, log=print, dist=None):
             json.dumps(hparams), " eval_every_epochs=%g" % spec.eval_every_epochs if spec.do_train and spec.do_eval
             else ""))
         log("[run] CPU kernels: %s" % compat.cpu_kernels())
+        if kernels_form:
+            log("[run] fused kernels: %s" % kernels_form)
         outputs.write_json(os.path.join(spec.output_dir, restart.RUN_CONFIG), record)
         if dist.size > 1:
             scaling = ("x %d workers (--lr_scale_with_workers)" % dist.size if spec.lr_scale_with_workers else

@@ -7,8 +7,9 @@ names (``<var>/adam_m``, ``<var>/adam_v``) match google BERT's, so checkpoints o
 
 One optimizer step (``create_train_op``), in this order:
   loss (fp32) x loss scale -> gradients, allreduced across Horovod ranks inside dist's optimizer -> [summed over
-  K micro-batches in fp32 variables] -> global norm of the gradients / (loss scale x K) -> clip (one multiply per
-  gradient, with / (loss scale x K) folded in) -> AdamW unless the norm is not finite (fp16 only) ->
+  K micro-batches in fp32 variables] -> global norm of the gradients / (loss scale x K) -> clip (one scalar per
+  step, with / (loss scale x K) folded in, multiplied into each gradient inside the native AdamW op or by one
+  multiply per gradient) -> AdamW unless the norm is not finite (fp16 only) ->
   global_step + 1 -> loss-scale update.
 Every rank tests the allreduced gradients, so all ranks take the same skip decision.
 
@@ -22,6 +23,7 @@ import re
 
 from tf_mrc.compat import tf, training_ops
 from tf_mrc.modeling.checkpoint import variable_name
+from tf_mrc.ops import native
 
 NO_DECAY = ("LayerNorm", "layer_norm", "bias")
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --precision -> compute dtype
@@ -44,13 +46,14 @@ def learning_rate_schedule(base_rate, num_train_steps, num_warmup_steps, global_
     return rate
 
 
-def clip_by_global_norm(grads, clip_norm, multiplier=None):
-    """(grads x multiplier, scaled to global norm <= clip_norm; the norm of grads x multiplier).
+def global_norm_scale(grads, clip_norm, multiplier=None):
+    """(scale, norm): the one scalar every gradient is multiplied by to bring grads x multiplier to global norm
+    <= clip_norm, and the norm of grads x multiplier.
 
     tf.clip_by_global_norm's arithmetic without its TF 1.x check_numerics, which would abort a step that fp16
     loss scaling is meant to skip. ``multiplier`` (a scalar: 1 / loss scale, 1 / micro-batches) is folded into
-    the one scalar each gradient is multiplied by, so a step reads every gradient twice (its norm, its scaling)
-    whatever the precision and accumulation settings.
+    the scale, so a step reads every gradient twice (its norm, its update) whatever the precision and
+    accumulation settings; AdamWeightDecay applies the scale inside its update where the native kernel runs.
     """
     with tf.name_scope("clip_by_global_norm"):
         norm = tf.global_norm(grads)
@@ -59,8 +62,7 @@ def clip_by_global_norm(grads, clip_norm, multiplier=None):
         scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
         if multiplier is not None:
             scale *= multiplier
-        return [None if g is None else g * scale for g in grads], norm
-
+        return scale, norm
 
 
 def _state_variable(name, dtype, value, shape=()):
@@ -72,8 +74,10 @@ def _state_variable(name, dtype, value, shape=()):
 class AdamWeightDecay(tf.train.Optimizer):
     """Adam with decoupled weight decay and no bias correction (BERT's), decay skipped for NO_DECAY names.
 
-    google BERT's update, var -= lr * (m / (sqrt(v) + epsilon) + weight_decay * var), runs as two fused kernels
-    per variable instead of a chain of parameter-sized elementwise ops:
+    google BERT's update, var -= lr * (m / (sqrt(v) + epsilon) + weight_decay * var), runs as one native op per
+    variable where tf_mrc.ops.native applies (float32 on CPU): clipping's multiply, the decay and Adam in one pass
+    over var, m, v and the gradient. Elsewhere it runs as the clipping multiply and two stock fused kernels per
+    variable instead of a chain of parameter-sized elementwise ops:
       decay  ApplyGradientDescent(var, lr * weight_decay, delta=var): var <- var (1 - lr weight_decay)
              (decayed variables only);
       Adam   ApplyAdam(var, m, v, beta1_power=0, beta2_power=0, lr, ...): with both powers 0 its bias-corrected
@@ -94,31 +98,41 @@ class AdamWeightDecay(tf.train.Optimizer):
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         self.exclude_from_weight_decay = exclude_from_weight_decay
 
-    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None, gradient_scale=None):
+        """``gradient_scale``: a scalar every gradient is multiplied by first (clipping's)."""
+        grads_and_vars = [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
+                          for g, v in grads_and_vars if g is not None and v is not None]
+        native_update = [native.updates_variable(v, g) for g, v in grads_and_vars]
+        if gradient_scale is not None:
+            with tf.name_scope("clip_by_global_norm"):
+                grads_and_vars = [(g if fused else g * gradient_scale, v)
+                                  for (g, v), fused in zip(grads_and_vars, native_update)]
         with tf.name_scope(self.get_name()):
-            return self._adamw_updates(grads_and_vars, global_step, name)
+            return self._adamw_updates(grads_and_vars, native_update, gradient_scale, global_step, name)
 
     def _decays(self, param_name):
         return bool(self.weight_decay_rate) and not any(
             re.search(p, param_name) for p in self.exclude_from_weight_decay)
 
-    def _adamw_updates(self, grads_and_vars, global_step, name):
+    def _adamw_updates(self, grads_and_vars, native_update, gradient_scale, global_step, name):
         rate = tf.convert_to_tensor(self.learning_rate, tf.float32)
         decay_rate = rate * self.weight_decay_rate
         zero = tf.constant(0.0)  # beta1_power = beta2_power = 0: the step size is lr, no bias correction
         beta_1, beta_2, epsilon = (tf.constant(value, tf.float32) for value in (self.beta_1, self.beta_2,
                                                                                self.epsilon))
+        scale = tf.constant(1.0) if gradient_scale is None else tf.convert_to_tensor(gradient_scale, tf.float32)
         updates = []
-        for grad, var in grads_and_vars:
-            if grad is None or var is None:
-                continue
+        for (grad, var), fused in zip(grads_and_vars, native_update):
             param_name = variable_name(var)
             m, v = self._moments(param_name, var)
-            if isinstance(grad, tf.IndexedSlices):
-                grad = tf.convert_to_tensor(grad)
             resource = _is_resource(var)
+            decays = self._decays(param_name)
+            if fused:
+                updates.append(native.apply_adamw(var, m, v, grad, rate, decay_rate if decays else zero, scale,
+                                                  beta_1, beta_2, epsilon, resource))
+                continue
             after = [grad]
-            if self._decays(param_name):
+            if decays:
                 with tf.control_dependencies([grad]):
                     if resource:
                         after = [training_ops.resource_apply_gradient_descent(var.handle, decay_rate,
@@ -214,8 +228,8 @@ def create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, dist
         raise ValueError("--grad_accum_steps must be >= 1, got %d" % grad_accum_steps)
     global_step = tf.train.get_or_create_global_step()
     rate = learning_rate_schedule(learning_rate, num_train_steps, num_warmup_steps, global_step)
-    optimizer = dist.wrap_optimizer(AdamWeightDecay(rate, weight_decay_rate=weight_decay_rate),
-                                    fp16_allreduce=fp16_allreduce)
+    adamw = AdamWeightDecay(rate, weight_decay_rate=weight_decay_rate)
+    optimizer = dist.wrap_optimizer(adamw, fp16_allreduce=fp16_allreduce)
     variables = tf.trainable_variables()
     loss_scale = LossScale(growth_interval=loss_scale_growth_interval) if precision == "fp16" else None
     scaled_loss = loss_scale.scale_loss(loss) if loss_scale else loss
@@ -228,10 +242,10 @@ def create_train_op(loss, learning_rate, num_train_steps, num_warmup_steps, dist
     unscale = 1.0 / loss_scale.scale if loss_scale else None
 
     def optimizer_step(grads, multiplier):
-        clipped, norm = clip_by_global_norm(grads, clip_norm, multiplier)
+        scale, norm = global_norm_scale(grads, clip_norm, multiplier)
 
-        def apply():
-            return optimizer.apply_gradients(list(zip(clipped, variables)))
+        def apply():  # the gradients are allreduced already: the wrapper's apply_gradients would only delegate
+            return adamw.apply_gradients(list(zip(grads, variables)), gradient_scale=scale)
 
         if loss_scale is None:
             applied = apply()

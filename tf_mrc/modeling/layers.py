@@ -12,6 +12,7 @@ from a per-step seed (``SeededDropout``). Its variables are then resource variab
 requires in graph mode; they save and load under the same names.
 """
 import collections
+import functools
 import math
 
 from tf_mrc import ops
@@ -50,7 +51,8 @@ def make_settings(config, is_training, kernels, compute_dtype, initializer=None,
                     hidden_dropout=config.hidden_dropout_prob if is_training else 0.0,
                     attention_dropout=config.attention_probs_dropout_prob if is_training else 0.0,
                     activation=config.activation(), attention_dropout_placement=attention_dropout_placement,
-                    recompute=bool(recompute and is_training), dropout_fn=dropout)
+                    recompute=bool(recompute and is_training),
+                    dropout_fn=functools.partial(ops.dropout, kernels=kernels))
 
 
 def cast(x, dtype):
@@ -66,12 +68,6 @@ def variable(name, shape, settings, initializer=None):
 def weight(name, shape, settings, initializer=None):
     """A float32 variable cast to the compute dtype, so fp16/bf16 compute keeps fp32 master weights."""
     return cast(variable(name, shape, settings, initializer), settings.dtype)
-
-
-def dropout(x, rate):
-    if not rate:
-        return x
-    return tf.nn.dropout(x, rate=rate)
 
 
 def dense(x, units, settings, activation=None, use_bias=True):
@@ -135,7 +131,7 @@ def embeddings(input_ids, segment_ids, config, settings, embedding_size, project
         output = tf.reshape(output, [batch_size, seq_length, width]) + positions
         with tf.variable_scope("LayerNorm"):
             output = layer_norm(tf.reshape(output, [-1, width]), settings)
-        return dropout(output, settings.hidden_dropout)
+        return settings.dropout_fn(output, settings.hidden_dropout)
 
 
 def attention_mask(input_mask):

@@ -58,13 +58,13 @@ def _transformer(config, settings, input_ids, input_mask, segment_ids):
     seg_embed = layers.weight("seg_embed", [n_layer, 2, n_head, d_head], settings)
     with tf.variable_scope("word_embedding"):
         table = layers.variable("lookup_table", [config.vocab_size, config.hidden_size], settings)
-    hidden = layers.dropout(layers.cast(tf.gather(table, input_ids), settings.dtype), settings.hidden_dropout)
+    hidden = settings.dropout_fn(layers.cast(tf.gather(table, input_ids), settings.dtype), settings.hidden_dropout)
 
     # XLNet's non_tgt_mask: a query sees every real key and always itself (so padding rows stay defined).
     attend = tf.maximum(tf.cast(input_mask, tf.float32)[:, None, :], tf.eye(seq_length)[None])  # [B, T, T]
     different_segment = layers.cast(tf.not_equal(segment_ids[:, :, None], segment_ids[:, None, :]), settings.dtype)
     positions = _relative_positions(seq_length, config.hidden_size, config.clamp_len)
-    positions = layers.cast(layers.dropout(positions, settings.hidden_dropout), settings.dtype)
+    positions = layers.cast(settings.dropout_fn(positions, settings.hidden_dropout), settings.dtype)
 
     for index in range(n_layer):
         def per_layer(bias):
@@ -76,7 +76,7 @@ def _transformer(config, settings, input_ids, input_mask, segment_ids):
                                              config, settings)
             with tf.variable_scope("ff"):
                 hidden = _feed_forward(hidden, config, settings)
-    return layers.dropout(hidden, settings.hidden_dropout)
+    return settings.dropout_fn(hidden, settings.hidden_dropout)
 
 
 def _relative_positions(seq_length, d_model, clamp_len):
@@ -114,11 +114,9 @@ def _relative_attention(hidden, positions, attend, different_segment, r_w_bias, 
     # XLNet masks with -1e30, masked_softmax with -10000: in fp32 both give exactly 0 after exp (every row has
     # at least its own position), and -10000 also survives fp16.
     probs = ops.masked_softmax(scores, attend, 1.0 / math.sqrt(float(d_head)), settings.kernels)
-    probs = ops.attention_dropout(layers.cast(probs, settings.dtype), settings.attention_dropout, "probs",
-                                  settings.attention_dropout_placement)
-    attended = ops.attention_dropout(tf.einsum("bnij,bjnd->bind", probs, value), settings.attention_dropout,
-                                     "context", settings.attention_dropout_placement)
-    output = layers.dropout(tf.einsum("bind,hnd->bih", attended, kernel("o")), settings.hidden_dropout)
+    probs = layers.attention_dropout(layers.cast(probs, settings.dtype), "probs", settings)
+    attended = layers.attention_dropout(tf.einsum("bnij,bjnd->bind", probs, value), "context", settings)
+    output = settings.dropout_fn(tf.einsum("bind,hnd->bih", attended, kernel("o")), settings.hidden_dropout)
     with tf.variable_scope("LayerNorm"):
         return layers.layer_norm(output + hidden, settings)
 
@@ -135,6 +133,6 @@ def _feed_forward(hidden, config, settings):
     with tf.variable_scope("layer_1"):
         inner = layers.dense(hidden, config.intermediate_size, settings, layers.hidden_activation(settings))
     with tf.variable_scope("layer_2"):
-        output = layers.dense(layers.dropout(inner, settings.hidden_dropout), config.hidden_size, settings)
+        output = layers.dense(settings.dropout_fn(inner, settings.hidden_dropout), config.hidden_size, settings)
     with tf.variable_scope("LayerNorm"):
-        return layers.layer_norm(layers.dropout(output, settings.hidden_dropout) + hidden, settings)
+        return layers.layer_norm(settings.dropout_fn(output, settings.hidden_dropout) + hidden, settings)

@@ -1,16 +1,17 @@
-"""GELU, the attention softmax and LayerNorm (+ residual), each behind interchangeable backends.
+"""GELU, the attention softmax, LayerNorm (+ residual) and dropout, each behind interchangeable backends.
 
 Backends (``--kernels``):
   reference   plain TF ops; autodiff keeps every intermediate.
   fused       tf.custom_gradient versions whose backward pass keeps only what it needs
               (GELU keeps its input and recomputes; softmax keeps its output); fp16/bf16 computed in fp32.
-              Default.
+              Default. In float32 on CPU these run as native C++ ops (tf_mrc.ops.native: one pass forward and
+              one backward each, dropout with a bit mask), compiled on first use; elsewhere as TF composites.
   blocksparse OpenAI blocksparse GPU kernels (TF 1.13 + CUDA 10 only): softmax and the sigmoid GELU;
               the tanh and erf GELU forms run fused (see blocksparse_backend).
   auto        blocksparse when it imports, else fused.
 
-The encoders call only ``gelu``, ``masked_softmax``, ``layer_norm`` and ``attention_dropout``; which backend runs
-is a graph-construction choice.
+The encoders call only ``gelu``, ``masked_softmax``, ``layer_norm``, ``dropout`` and ``attention_dropout``; which
+backend runs is a graph-construction choice.
 """
 from tf_mrc.compat import tf
 from tf_mrc.ops import fused, reference
@@ -60,6 +61,11 @@ def masked_softmax(scores, mask, scale, kernels="fused"):
 def layer_norm(x, gamma, beta, epsilon, residual=None, kernels="fused"):
     """LayerNorm over the last axis of x (+ residual) with gamma, beta; fp16/bf16 computed and returned in fp32."""
     return resolve_backend(kernels).layer_norm(x, gamma, beta, epsilon, residual)
+
+
+def dropout(x, rate, kernels="fused"):
+    """tf.nn.dropout(x, rate) (identity at rate 0) as the backend implements it."""
+    return resolve_backend(kernels).dropout(x, rate)
 
 
 def attention_dropout(x, rate, site, placement="probs", dropout_fn=None):

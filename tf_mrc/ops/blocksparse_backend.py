@@ -36,6 +36,7 @@ def gelu(x, form):
 
 
 layer_norm = fused.layer_norm
+dropout = fused.dropout
 
 
 def masked_softmax(scores, mask, scale):

@@ -11,6 +11,10 @@ that is x, tanh(.), 1 + tanh(.) and 0.5 x, four [tokens, 3072] tensors per layer
                   dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = dy gamma, dgamma = sum(dy xhat),
                   dbeta = sum(dy); the residual gets dx. Autodiff of moments + batch_normalization keeps x and
                   its moments and differentiates every intermediate op.
+dropout         tf.nn.dropout, or the native op below.
+Where tf_mrc.ops.native applies (float32 on CPU, the library built), each op is instead one native C++ op pair
+with the same arithmetic and the same saved tensors (dropout: a bit mask instead of a bool mask); the composite
+spelling below is the portable form and the one the native ops are tested against.
 fp16/bf16 inputs are computed in fp32 and returned in the input dtype; the tensor kept for backprop stays in
 the input dtype, so this costs no saved memory, only short-lived fp32 copies inside one op. The GELU forms are
 spelled so that x << 0 does not cancel where the dtype would show it (see ``gelu``; the errors of each spelling are
@@ -22,6 +26,7 @@ keyword arguments), and they read no variables, so the TF 1.13 and TF 2.x decora
 import math
 
 from tf_mrc.compat import tf
+from tf_mrc.ops import native
 from tf_mrc.ops.reference import mask_bias
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -97,6 +102,9 @@ def gelu(x, form):
     x sigmoid(2u) for fp16 inputs (correctly rounded in fp16) and 0.5 x (1 + tanh u) for fp32 and bf16, whose
     1 + tanh cancellation for x << 0 stays below fp32 rounding of the result's magnitude and far below bf16's,
     and whose tanh kernel is the cheaper one on CPU."""
+    if native.usable(x):
+        with tf.name_scope("gelu_" + form):
+            return native.gelu(x, form)
     value_fn, derivative_fn = _GELU[form]
     if form == "tanh" and x.dtype == tf.float16:
         value_fn, derivative_fn = _gelu_tanh_sigmoid, _gelu_tanh_sigmoid_derivative
@@ -117,8 +125,10 @@ def gelu(x, form):
 def masked_softmax(scores, mask, scale):
     compute = _compute_dtype(scores.dtype)
     with tf.name_scope("masked_softmax"):
-        scale = tf.cast(scale, compute)
         bias = mask_bias(mask, compute)
+        if native.usable(scores) and _broadcasts_per_dimension(bias, scores):
+            return native.masked_softmax(scores, bias, scale)
+        scale = tf.cast(scale, compute)
 
         @tf.custom_gradient
         def lean_softmax(scores):
@@ -135,9 +145,30 @@ def masked_softmax(scores, mask, scale):
         return lean_softmax(scores)
 
 
+def _broadcasts_per_dimension(bias, scores):
+    """Whether ``bias`` has the rank of the 4-D ``scores`` and each dimension 1 or equal (unknown passes: the
+    native kernel checks at run time)."""
+    if bias.shape.ndims != 4 or scores.shape.ndims != 4:
+        return False
+    return all(b is None or s is None or b in (1, s) for b, s in zip(bias.shape.as_list(), scores.shape.as_list()))
+
+
+def dropout(x, rate):
+    """tf.nn.dropout's semantics; the native op where it applies (its mask is a bit per element)."""
+    if isinstance(rate, (int, float)) and rate == 0:
+        return x
+    if native.usable(x):
+        with tf.name_scope("dropout"):
+            return native.dropout(x, rate)
+    return tf.nn.dropout(x, rate=rate)
+
+
 def layer_norm(x, gamma, beta, epsilon, residual=None):
     """LayerNorm over the last axis of ``x`` (+ ``residual``), scaled by ``gamma``, shifted by ``beta`` (float32
     variables' values). fp16/bf16 inputs are computed (the residual added too) and returned in float32."""
+    if native.usable(*[t for t in (x, residual, gamma, beta) if t is not None]):
+        with tf.name_scope("layer_norm"):
+            return native.layer_norm(x, gamma, beta, epsilon, residual)
     compute = _compute_dtype(x.dtype)
 
     def forward(total, gamma, beta):

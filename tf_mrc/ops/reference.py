@@ -1,4 +1,4 @@
-"""Plain-TF GELU, masked softmax and LayerNorm: the ground truth the other backends are tested against."""
+"""Plain-TF GELU, masked softmax, LayerNorm and dropout: the ground truth the other backends are tested against."""
 import math
 
 from tf_mrc.compat import tf
@@ -36,3 +36,9 @@ def layer_norm(x, gamma, beta, epsilon, residual=None):
     gamma, beta = tf.cast(gamma, x.dtype), tf.cast(beta, x.dtype)
     mean, variance = tf.nn.moments(x, [x.shape.ndims - 1], keep_dims=True)
     return tf.nn.batch_normalization(x, mean, variance, beta, gamma, epsilon)
+
+
+def dropout(x, rate):
+    if isinstance(rate, (int, float)) and rate == 0:
+        return x
+    return tf.nn.dropout(x, rate=rate)
