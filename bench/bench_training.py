@@ -10,7 +10,7 @@ A step is what training runs: forward with dropout 0.1 (BERT's), span loss, back
 update (tf_mrc.training.create_train_op). Inputs are constants (no input pipeline). Settings:
   reference   --kernels=reference                        autodiff of plain TF GELU and softmax
   fused       --kernels=fused                            memory-lean GELU / softmax / LayerNorm gradients (the
-                                                         default): native C++ ops in fp32 on CPU
+                                                         default): native C++ ops in fp32 and bf16 on CPU
   composite   fused with the native ops off (TF_MRC_NATIVE_KERNELS=0): the same ops as chains of stock TF ops
   context     fused + --attention_dropout_placement=context
   recompute   fused + --recompute                        gradient checkpointing per transformer block

@@ -340,3 +340,75 @@ def test_resource_adamw_copies_a_buffer_that_a_reader_still_holds():
             old, new = session.run([before, after])
         np.testing.assert_array_equal(old, np.ones(1000))
         np.testing.assert_allclose(new, 1.0 - 0.1 * 0.1 / (np.sqrt(0.001) + 1e-6), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------- bfloat16
+
+def bf16_cases():
+    rng = np.random.RandomState(7)
+    x, upstream = (3.0 * rng.randn(33, 700)).astype(np.float32), rng.randn(33, 700).astype(np.float32)
+    scores, key_mask = (4.0 * rng.randn(2, 3, 5, 40)).astype(np.float32), (rng.rand(2, 1, 40) > 0.3)
+    gamma, beta = (1.0 + 0.3 * rng.randn(700)).astype(np.float32), rng.randn(700).astype(np.float32)
+
+    def bf16(value):
+        return tf.cast(tf.constant(value), tf.bfloat16)
+
+    def gradients(y, inputs, dy):
+        return [tf.cast(g, tf.float32) for g in tf.gradients(y, inputs, dy)]
+
+    def gelu(form):
+        def build():
+            x_t = bf16(x)
+            y = fused.gelu(x_t, form)
+            return [tf.cast(y, tf.float32)] + gradients(y, [x_t], bf16(upstream))
+        return build
+
+    def softmax():
+        s = bf16(scores)
+        p = fused.masked_softmax(s, tf.constant(key_mask.astype(np.float32)), 0.125)
+        return [tf.cast(p, tf.float32)] + gradients(p, [s], bf16(scores))
+
+    def layer_norm():
+        x_t, residual = bf16(x), bf16(upstream)
+        y = fused.layer_norm(x_t, tf.constant(gamma), tf.constant(beta), 1e-12, residual)
+        return [y] + gradients(y, [x_t, residual], tf.constant(upstream))
+
+    return {"gelu_tanh": gelu("tanh"), "gelu_erf": gelu("erf"), "gelu_sigmoid": gelu("sigmoid"),
+            "softmax": softmax, "layer_norm": layer_norm}
+
+
+@pytest.mark.skipif(IS_TF1, reason="bf16 compute needs TF 2")
+@pytest.mark.parametrize("case", ["gelu_tanh", "gelu_erf", "gelu_sigmoid", "softmax", "layer_norm"])
+def test_bfloat16_ops_equal_the_composite_ones_to_a_bf16_rounding(case):
+    """bf16 in, fp32 arithmetic, bf16 out (LayerNorm: fp32 out) in both forms: results differ at most by the
+    last bf16 bit (2^-8 relative) where the two spellings round differently."""
+    native_values, composite_values = both_forms(bf16_cases()[case])
+    for native_value, composite_value in zip(native_values, composite_values):
+        scale = np.abs(composite_value).max()
+        np.testing.assert_allclose(native_value, composite_value, rtol=2.0 ** -7, atol=scale * 2.0 ** -12)
+        if np.array_equal(session_free_bf16(composite_value), composite_value):  # a bf16 output: mostly identical
+            assert np.mean(native_value != composite_value) < 0.1
+
+
+@pytest.mark.skipif(IS_TF1, reason="bf16 compute needs TF 2")
+def test_bfloat16_dropout_scales_the_kept_values_in_bf16():
+    x = np.linspace(-4.0, 4.0, 6400).astype(np.float32)
+    with tf.Graph().as_default() as graph:
+        x_t = tf.cast(tf.constant(x), tf.bfloat16)
+        y = fused.dropout(x_t, 0.1)
+        dx = tf.gradients(y, x_t, tf.ones_like(y))[0]
+        assert y.dtype == tf.bfloat16 and native_types(graph) == ["TfMrcDropout", "TfMrcDropoutGrad"]
+        with tf.Session() as session:
+            y_value, dx_value, x_bf16 = session.run([tf.cast(t, tf.float32) for t in (y, dx, x_t)])
+    kept = dx_value != 0
+    assert 0.85 < kept.mean() < 0.95
+    expected = session_free_bf16(x_bf16[kept] / np.float32(0.9))
+    np.testing.assert_array_equal(y_value[kept], expected)
+    np.testing.assert_array_equal(y_value[~kept], 0.0)
+
+
+def session_free_bf16(values):
+    """float32 -> bfloat16 (round to nearest even) -> float32 in NumPy: TF's Cast, by its definition."""
+    bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return rounded.astype(np.uint32).view(np.float32)

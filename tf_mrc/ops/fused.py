@@ -12,7 +12,7 @@ that is x, tanh(.), 1 + tanh(.) and 0.5 x, four [tokens, 3072] tensors per layer
                   dbeta = sum(dy); the residual gets dx. Autodiff of moments + batch_normalization keeps x and
                   its moments and differentiates every intermediate op.
 dropout         tf.nn.dropout, or the native op below.
-Where tf_mrc.ops.native applies (float32 on CPU, the library built), each op is instead one native C++ op pair
+Where tf_mrc.ops.native applies (float32 or bfloat16 on CPU, the library built), each op is instead one native C++ op pair
 with the same arithmetic and the same saved tensors (dropout: a bit mask instead of a bool mask); the composite
 spelling below is the portable form and the one the native ops are tested against.
 fp16/bf16 inputs are computed in fp32 and returned in the input dtype; the tensor kept for backprop stays in
@@ -166,7 +166,8 @@ def dropout(x, rate):
 def layer_norm(x, gamma, beta, epsilon, residual=None):
     """LayerNorm over the last axis of ``x`` (+ ``residual``), scaled by ``gamma``, shifted by ``beta`` (float32
     variables' values). fp16/bf16 inputs are computed (the residual added too) and returned in float32."""
-    if native.usable(*[t for t in (x, residual, gamma, beta) if t is not None]):
+    if native.usable(*[t for t in (x, residual, gamma, beta) if t is not None]) and (
+            residual is None or residual.dtype.base_dtype == x.dtype.base_dtype):
         with tf.name_scope("layer_norm"):
             return native.layer_norm(x, gamma, beta, epsilon, residual)
     compute = _compute_dtype(x.dtype)

@@ -1,5 +1,6 @@
 """tf_mrc's native CPU kernels (kernels.cc): the fused backend's GELU, masked softmax and LayerNorm (+ residual),
-dropout with a bit mask, and AdamW, each one pass over memory forward and one backward.
+dropout with a bit mask, and AdamW, each one pass over memory forward and one backward, for float32 and (TF 2)
+bfloat16 tensors.
 
 The fused backend's composite ops (fused.py) chain stock elementwise kernels: a tanh GELU is eight passes over
 [tokens, 3072] forward, a LayerNorm nine, dropout four. Here each is one C++ op with the same arithmetic, so the
@@ -9,7 +10,7 @@ The library is compiled on first use on the machine that runs it (g++ against th
 about 15 s) and cached under ``$TF_MRC_HOME/native/<key>/`` (default ``~/.cache/tf_mrc``), keyed by the source,
 the TensorFlow and Python versions, the compiler and the CPU's flags (it is built with -march=native); a
 concurrent build by another rank or process is harmless (each renames its own complete file into place).
-It is used only where it applies: float32 tensors, no GPU visible (the kernels are CPU-only), the fused backend,
+It is used only where it applies: float32 or bfloat16 tensors, no GPU visible (the kernels are CPU-only), the fused backend,
 and ``TF_MRC_NATIVE_KERNELS`` not set to 0. Anywhere else, or if the build fails (the reason is logged once), the
 composite ops run: the same results up to float rounding, as the tests check op by op.
 """
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import time
 
-from tf_mrc.compat import gpu_visible, native_build_flags, op_seeds, tf
+from tf_mrc.compat import IS_TF1, gpu_visible, native_build_flags, op_seeds, tf
 
 SWITCH = "TF_MRC_NATIVE_KERNELS"
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cc")
@@ -136,8 +137,10 @@ def off():
 
 
 def usable(*tensors):
-    """Whether the native kernels apply to these tensors: all float32, no GPU, the library loads."""
-    if _state["off"] or not all(t.dtype.base_dtype == tf.float32 for t in tensors):
+    """Whether the native kernels apply to these tensors: all float32 or bfloat16 (TF 2), no GPU, the library
+    loads."""
+    types = (tf.float32,) if IS_TF1 else (tf.float32, tf.bfloat16)
+    if _state["off"] or not all(t.dtype.base_dtype in types for t in tensors):
         return False
     return library() is not None and not _on_gpu()
 
@@ -157,6 +160,7 @@ def masked_softmax(scores, bias, scale):
 
 
 def layer_norm(x, gamma, beta, epsilon, residual=None):
+    """Returns float32 whatever x's type (as fused.layer_norm); x and residual must share a type."""
     inputs = [x, gamma, beta] if residual is None else [x, residual, gamma, beta]
     y, _, _ = library().tf_mrc_layer_norm(inputs, epsilon=epsilon)
     return y
@@ -203,7 +207,8 @@ def _register_gradients(library):
     @tf.RegisterGradient("TfMrcLayerNorm")
     def _layer_norm_grad(op, dy, unused_dxhat, unused_drstd):
         gamma = op.inputs[-2]
-        dx, dgamma, dbeta = library.tf_mrc_layer_norm_grad(dy, op.outputs[1], op.outputs[2], gamma)
+        dx, dgamma, dbeta = library.tf_mrc_layer_norm_grad(dy, op.outputs[1], op.outputs[2], gamma,
+                                                           T=op.inputs[0].dtype)
         return [dx, dx, dgamma, dbeta] if len(op.inputs) == 4 else [dx, dgamma, dbeta]
 
     @tf.RegisterGradient("TfMrcDropout")

@@ -1,11 +1,13 @@
 // tf_mrc's native CPU kernels: the memory-lean ops of tf_mrc/ops/fused.py, each forward and each backward one
 // pass over memory instead of a chain of stock elementwise ops, plus dropout with a bit mask and AdamW in one pass
 // per variable. Built on the user's machine by tf_mrc/ops/native/__init__.py (g++ against the installed TF's
-// headers, TF 1.13 and 2.x alike) and used only for float32 on CPU; everything here has a composite twin in
-// fused.py / training.py that the tests compare it with.
+// headers, TF 1.13 and 2.x alike) and used on CPU for float32 and (TF 2) bfloat16 tensors; everything here has a
+// composite twin in fused.py / training.py that the tests compare it with.
 //
 // Parallelism: every kernel splits its rows or elements over TF's intra-op thread pool (Shard); within a range,
-// arithmetic runs on Eigen arrays (vectorized exp / tanh) or in plain loops the compiler vectorizes.
+// arithmetic runs on Eigen arrays (vectorized exp) or in plain loops the compiler vectorizes.
+// Precision: arithmetic is float32 whatever the tensors' type; bfloat16 elements are widened on the way in and
+// rounded to nearest even on the way out, as TF's Cast rounds (the composite ops cast around fp32 arithmetic).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -47,6 +49,55 @@ void Parallel(OpKernelContext* ctx, int64_t total, int64_t cost_per_unit, Work w
 
 const int64_t kChunk = 1024;  // elementwise kernels work through their range in chunks that stay in L1/L2
 
+// Element types. float is read and written in place; bfloat16 (held as its raw 16 bits) goes through a float
+// scratch array.
+typedef uint16_t bf16;
+
+template <typename T>
+struct Elements;
+
+template <>
+struct Elements<float> {
+  static ConstRow In(const float* data, int64_t n, Array* /* scratch */) { return ConstRow(data, n); }
+  template <typename Values>
+  static void Out(const Values& values, float* data, int64_t n) { Row(data, n) = values; }
+};
+
+template <>
+struct Elements<bf16> {
+  static ConstRow In(const bf16* data, int64_t n, Array* scratch) {
+    scratch->resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t bits = static_cast<uint32_t>(data[i]) << 16;
+      std::memcpy(scratch->data() + i, &bits, sizeof(float));
+    }
+    return ConstRow(scratch->data(), n);
+  }
+  template <typename Values>
+  static void Out(const Values& values, bf16* data, int64_t n) {
+    const Array evaluated = values;
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, evaluated.data() + i, sizeof(float));
+      if ((bits & 0x7fffffffu) > 0x7f800000u) {
+        data[i] = static_cast<bf16>((bits >> 16) | 0x40u);  // NaN stays a (quiet) NaN
+      } else {
+        data[i] = static_cast<bf16>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);  // round to nearest even
+      }
+    }
+  }
+};
+
+template <typename T>
+const T* Data(const Tensor& tensor) {
+  return reinterpret_cast<const T*>(tensor.tensor_data().data());
+}
+
+template <typename T>
+T* MutableData(Tensor* tensor) {
+  return reinterpret_cast<T*>(const_cast<char*>(tensor->tensor_data().data()));
+}
+
 // ---------------------------------------------------------------------------------------------------- GELU
 // The three forms of fused.py: tanh (google BERT), erf (exact), sigmoid (x sigmoid(1.702 x)). The tanh form is
 // spelled x sigmoid(2u) (= 0.5 x (1 + tanh u)), whose derivative s + 2 c x s (1 - s)(1 + 3 k x^2) has no 1 + tanh
@@ -79,36 +130,40 @@ void NormalCdf(const ConstRow& x, Array* cdf, Array* density) {
   *cdf = (x >= 0.0f).select(1.0f - half_erfc, half_erfc);
 }
 
-void GeluChunk(GeluForm form, const float* in, float* out, int64_t n) {
-  ConstRow x(in, n);
-  Row y(out, n);
+template <typename T>
+void GeluChunk(GeluForm form, const T* in, T* out, int64_t n) {
+  Array scratch;
+  ConstRow x = Elements<T>::In(in, n, &scratch);
   if (form == kTanh) {
-    y = x / (1.0f + (-2.0f * kSqrt2OverPi * (x + kTanhCubic * x.cube())).exp());
+    Elements<T>::Out(x / (1.0f + (-2.0f * kSqrt2OverPi * (x + kTanhCubic * x.cube())).exp()), out, n);
   } else if (form == kSigmoid) {
-    y = x / (1.0f + (-kSigmoidSlope * x).exp());
+    Elements<T>::Out(x / (1.0f + (-kSigmoidSlope * x).exp()), out, n);
   } else {
     Array cdf, density;
     NormalCdf(x, &cdf, &density);
-    y = x * cdf;
+    Elements<T>::Out(x * cdf, out, n);
   }
 }
 
-void GeluGradChunk(GeluForm form, const float* dy_in, const float* x_in, float* out, int64_t n) {
-  ConstRow dy(dy_in, n), x(x_in, n);
-  Row dx(out, n);
+template <typename T>
+void GeluGradChunk(GeluForm form, const T* dy_in, const T* x_in, T* out, int64_t n) {
+  Array dy_scratch, x_scratch;
+  ConstRow dy = Elements<T>::In(dy_in, n, &dy_scratch), x = Elements<T>::In(x_in, n, &x_scratch);
   if (form == kTanh) {
     Array s = 1.0f / (1.0f + (-2.0f * kSqrt2OverPi * (x + kTanhCubic * x.cube())).exp());
-    dx = dy * (s + 2.0f * kSqrt2OverPi * x * s * (1.0f - s) * (1.0f + 3.0f * kTanhCubic * x.square()));
+    Elements<T>::Out(
+        dy * (s + 2.0f * kSqrt2OverPi * x * s * (1.0f - s) * (1.0f + 3.0f * kTanhCubic * x.square())), out, n);
   } else if (form == kSigmoid) {
     Array s = 1.0f / (1.0f + (-kSigmoidSlope * x).exp());
-    dx = dy * s * (1.0f + kSigmoidSlope * x * (1.0f - s));
+    Elements<T>::Out(dy * s * (1.0f + kSigmoidSlope * x * (1.0f - s)), out, n);
   } else {
     Array cdf, density;
     NormalCdf(x, &cdf, &density);
-    dx = dy * (cdf + x * kInvSqrt2Pi * density);
+    Elements<T>::Out(dy * (cdf + x * kInvSqrt2Pi * density), out, n);
   }
 }
 
+template <typename T>
 class GeluOp : public OpKernel {
  public:
   explicit GeluOp(OpKernelConstruction* ctx) : OpKernel(ctx), form_(ReadForm(ctx)) {}
@@ -117,13 +172,14 @@ class GeluOp : public OpKernel {
     const Tensor& x = ctx->input(0);
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
-    const float* in = x.flat<float>().data();
-    float* out = y->flat<float>().data();
+    const T* in = Data<T>(x);
+    T* out = MutableData<T>(y);
     const GeluForm form = form_;
-    Parallel(ctx, (x.NumElements() + kChunk - 1) / kChunk, kChunk * 40, [&](int64_t begin, int64_t end) {
+    const int64_t total = x.NumElements();
+    Parallel(ctx, (total + kChunk - 1) / kChunk, kChunk * 40, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
-        const int64_t start = c * kChunk, n = std::min<int64_t>(kChunk, x.NumElements() - start);
-        GeluChunk(form, in + start, out + start, n);
+        const int64_t start = c * kChunk;
+        GeluChunk<T>(form, in + start, out + start, std::min<int64_t>(kChunk, total - start));
       }
     });
   }
@@ -132,6 +188,7 @@ class GeluOp : public OpKernel {
   GeluForm form_;
 };
 
+template <typename T>
 class GeluGradOp : public OpKernel {
  public:
   explicit GeluGradOp(OpKernelConstruction* ctx) : OpKernel(ctx), form_(ReadForm(ctx)) {}
@@ -142,14 +199,15 @@ class GeluGradOp : public OpKernel {
     OP_REQUIRES(ctx, dy.shape() == x.shape(), InvalidArgument("TfMrcGeluGrad: dy and x differ in shape"));
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
-    const float* dy_in = dy.flat<float>().data();
-    const float* x_in = x.flat<float>().data();
-    float* out = dx->flat<float>().data();
+    const T* dy_in = Data<T>(dy);
+    const T* x_in = Data<T>(x);
+    T* out = MutableData<T>(dx);
     const GeluForm form = form_;
-    Parallel(ctx, (x.NumElements() + kChunk - 1) / kChunk, kChunk * 60, [&](int64_t begin, int64_t end) {
+    const int64_t total = x.NumElements();
+    Parallel(ctx, (total + kChunk - 1) / kChunk, kChunk * 60, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
-        const int64_t start = c * kChunk, n = std::min<int64_t>(kChunk, x.NumElements() - start);
-        GeluGradChunk(form, dy_in + start, x_in + start, out + start, n);
+        const int64_t start = c * kChunk;
+        GeluGradChunk<T>(form, dy_in + start, x_in + start, out + start, std::min<int64_t>(kChunk, total - start));
       }
     });
   }
@@ -159,10 +217,11 @@ class GeluGradOp : public OpKernel {
 };
 
 // ------------------------------------------------------------------------------------------ masked softmax
-// probs = softmax(scores * scale + bias) over the last axis; scores [B, N, Tq, Tk], bias [B', N', Tq', Tk] with
-// each of B', N', Tq' either 1 (broadcast) or equal to the scores' dimension (attention masks are [B, 1, 1, Tk]
-// or [B, 1, Tq, Tk]). The gradient keeps only probs: dscores = scale * p * (dp - sum(dp * p)).
+// probs = softmax(scores * scale + bias) over the last axis; scores [B, N, Tq, Tk], bias [B', N', Tq', Tk]
+// (float32) with each of B', N', Tq' either 1 (broadcast) or equal to the scores' dimension (attention masks are
+// [B, 1, 1, Tk] or [B, 1, Tq, Tk]). The gradient keeps only probs: dscores = scale * p * (dp - sum(dp * p)).
 
+template <typename T>
 class MaskedSoftmaxOp : public OpKernel {
  public:
   explicit MaskedSoftmaxOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -188,23 +247,24 @@ class MaskedSoftmaxOp : public OpKernel {
     const float scale = scale_tensor.scalar<float>()();
     const int64_t heads = scores.dim_size(1), queries = scores.dim_size(2), keys = scores.dim_size(3);
     const int64_t rows = scores.NumElements() / std::max<int64_t>(keys, 1);
-    const float* in = scores.flat<float>().data();
-    const float* bias_in = bias.flat<float>().data();
-    float* out = probs->flat<float>().data();
+    const T* in = Data<T>(scores);
+    const float* bias_in = Data<float>(bias);
+    T* out = MutableData<T>(probs);
     Parallel(ctx, rows, keys * 30, [&](int64_t begin, int64_t end) {
+      Array scratch, p;
       for (int64_t r = begin; r < end; ++r) {
         const int64_t q = r % queries, n = (r / queries) % heads, b = r / (queries * heads);
-        ConstRow s(in + r * keys, keys);
+        ConstRow s = Elements<T>::In(in + r * keys, keys, &scratch);
         ConstRow m(bias_in + b * bias_stride[0] + n * bias_stride[1] + q * bias_stride[2], keys);
-        Row p(out + r * keys, keys);
         p = s * scale + m;
         p = (p - p.maxCoeff()).exp();
-        p *= 1.0f / p.sum();
+        Elements<T>::Out(p * (1.0f / p.sum()), out + r * keys, keys);
       }
     });
   }
 };
 
+template <typename T>
 class MaskedSoftmaxGradOp : public OpKernel {
  public:
   explicit MaskedSoftmaxGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -219,15 +279,16 @@ class MaskedSoftmaxGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, probs.shape(), &dscores));
     const int64_t keys = probs.dims() ? probs.dim_size(probs.dims() - 1) : 1;
     const int64_t rows = probs.NumElements() / std::max<int64_t>(keys, 1);
-    const float* dp_in = dprobs.flat<float>().data();
-    const float* p_in = probs.flat<float>().data();
-    float* out = dscores->flat<float>().data();
+    const T* dp_in = Data<T>(dprobs);
+    const T* p_in = Data<T>(probs);
+    T* out = MutableData<T>(dscores);
     Parallel(ctx, rows, keys * 8, [&](int64_t begin, int64_t end) {
+      Array dp_scratch, p_scratch;
       for (int64_t r = begin; r < end; ++r) {
-        ConstRow dp(dp_in + r * keys, keys), p(p_in + r * keys, keys);
-        Row dx(out + r * keys, keys);
+        ConstRow dp = Elements<T>::In(dp_in + r * keys, keys, &dp_scratch);
+        ConstRow p = Elements<T>::In(p_in + r * keys, keys, &p_scratch);
         const float dot = (dp * p).sum();
-        dx = (scale * p) * (dp - dot);
+        Elements<T>::Out((scale * p) * (dp - dot), out + r * keys, keys);
       }
     });
   }
@@ -235,7 +296,9 @@ class MaskedSoftmaxGradOp : public OpKernel {
 
 // ------------------------------------------------------------------------------------- LayerNorm (+ residual)
 // y = xhat * gamma + beta with xhat = (t - mean(t)) / sqrt(var(t) + epsilon), t = x (+ residual), over the last
-// axis; the inputs are [x, residual, gamma, beta] or [x, gamma, beta]. Outputs y, xhat and rstd = 1 / sqrt(var + epsilon) per row: the gradient needs only xhat and rstd.
+// axis; the inputs are [x, residual, gamma, beta] or [x, gamma, beta] (x and residual of type T, gamma and beta
+// float32). Outputs y, xhat (float32, as fused.py returns and keeps them) and rstd = 1 / sqrt(var + epsilon) per
+// row: the gradient needs only xhat and rstd.
 
 class LayerNormOp : public OpKernel {
  public:
@@ -244,9 +307,29 @@ class LayerNormOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
     OP_REQUIRES(ctx, ctx->num_inputs() <= 4, InvalidArgument("TfMrcLayerNorm: 3 or 4 inputs"));
     const bool with_residual = ctx->num_inputs() == 4;  // [x, residual, gamma, beta] or [x, gamma, beta]
+    const tensorflow::DataType type = ctx->input(0).dtype();
+    OP_REQUIRES(ctx, !with_residual || ctx->input(1).dtype() == type,
+                InvalidArgument("TfMrcLayerNorm: x and residual differ in type"));
+    OP_REQUIRES(ctx, ctx->input(ctx->num_inputs() - 2).dtype() == tensorflow::DT_FLOAT &&
+                         ctx->input(ctx->num_inputs() - 1).dtype() == tensorflow::DT_FLOAT,
+                InvalidArgument("TfMrcLayerNorm: gamma and beta must be float32"));
+    if (type == tensorflow::DT_FLOAT) {
+      Run<float>(ctx, with_residual);
+#if TF_MAJOR_VERSION >= 2
+    } else if (type == tensorflow::DT_BFLOAT16) {
+      Run<bf16>(ctx, with_residual);
+#endif
+    } else {
+      ctx->CtxFailure(InvalidArgument("TfMrcLayerNorm: x must be float32 or bfloat16"));
+    }
+  }
+
+ private:
+  template <typename T>
+  void Run(OpKernelContext* ctx, bool with_residual) {
+    const Tensor& x = ctx->input(0);
     const int first_param = with_residual ? 2 : 1;
     const Tensor& gamma = ctx->input(first_param);
     const Tensor& beta = ctx->input(first_param + 1);
@@ -254,11 +337,11 @@ class LayerNormOp : public OpKernel {
     const int64_t width = x.dim_size(x.dims() - 1);
     OP_REQUIRES(ctx, gamma.NumElements() == width && beta.NumElements() == width,
                 InvalidArgument("TfMrcLayerNorm: gamma and beta must have the last axis' size"));
-    const float* residual = nullptr;
+    const T* residual = nullptr;
     if (with_residual) {
       OP_REQUIRES(ctx, ctx->input(1).shape() == x.shape(),
                   InvalidArgument("TfMrcLayerNorm: x and residual differ in shape"));
-      residual = ctx->input(1).flat<float>().data();
+      residual = Data<T>(ctx->input(1));
     }
     const int64_t rows = width ? x.NumElements() / width : 0;
     Tensor *y = nullptr, *xhat = nullptr, *rstd = nullptr;
@@ -267,20 +350,18 @@ class LayerNormOp : public OpKernel {
     TensorShape row_shape = x.shape();
     row_shape.RemoveLastDims(1);
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, row_shape, &rstd));
-    const float* in = x.flat<float>().data();
-    ConstRow g(gamma.flat<float>().data(), width), b(beta.flat<float>().data(), width);
-    float* y_out = y->flat<float>().data();
-    float* xhat_out = xhat->flat<float>().data();
-    float* rstd_out = rstd->flat<float>().data();
+    const T* in = Data<T>(x);
+    ConstRow g(Data<float>(gamma), width), b(Data<float>(beta), width);
+    float* y_out = MutableData<float>(y);
+    float* xhat_out = MutableData<float>(xhat);
+    float* rstd_out = MutableData<float>(rstd);
     const float epsilon = epsilon_;
     Parallel(ctx, rows, width * 12, [&](int64_t begin, int64_t end) {
+      Array x_scratch, residual_scratch;
       for (int64_t r = begin; r < end; ++r) {
         Row normalized(xhat_out + r * width, width);
-        if (residual != nullptr) {
-          normalized = ConstRow(in + r * width, width) + ConstRow(residual + r * width, width);
-        } else {
-          normalized = ConstRow(in + r * width, width);
-        }
+        normalized = Elements<T>::In(in + r * width, width, &x_scratch);
+        if (residual != nullptr) normalized += Elements<T>::In(residual + r * width, width, &residual_scratch);
         normalized -= normalized.mean();
         const float inverse = 1.0f / std::sqrt(normalized.square().mean() + epsilon);
         normalized *= inverse;
@@ -290,13 +371,14 @@ class LayerNormOp : public OpKernel {
     });
   }
 
- private:
   float epsilon_;
 };
 
 // dx = rstd (g - mean(g) - xhat mean(g xhat)) with g = dy gamma; dgamma = sum over rows of dy xhat; dbeta = sum
-// of dy. Rows are split into fixed blocks, each summing dgamma / dbeta into its own slot, then the slots are added
-// in block order: the result does not depend on the thread count.
+// of dy. dy, xhat, rstd and gamma are float32; dx is T. Rows are split into fixed blocks, each summing dgamma /
+// dbeta into its own slot, then the slots are added in block order: the result does not depend on the thread
+// count.
+template <typename T>
 class LayerNormGradOp : public OpKernel {
  public:
   explicit LayerNormGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -319,11 +401,11 @@ class LayerNormGradOp : public OpKernel {
     const int64_t block_rows = 64;
     const int64_t blocks = (rows + block_rows - 1) / block_rows;
     std::vector<float> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1) * 2 * width), 0.0f);
-    const float* dy_in = dy.flat<float>().data();
-    const float* xhat_in = xhat.flat<float>().data();
-    const float* rstd_in = rstd.flat<float>().data();
-    ConstRow g(gamma.flat<float>().data(), width);
-    float* dx_out = dx->flat<float>().data();
+    const float* dy_in = Data<float>(dy);
+    const float* xhat_in = Data<float>(xhat);
+    const float* rstd_in = Data<float>(rstd);
+    ConstRow g(Data<float>(gamma), width);
+    T* dx_out = MutableData<T>(dx);
     Parallel(ctx, blocks, block_rows * width * 16, [&](int64_t begin, int64_t end) {
       Array scaled(width);
       for (int64_t block = begin; block < end; ++block) {
@@ -333,13 +415,13 @@ class LayerNormGradOp : public OpKernel {
           ConstRow d(dy_in + r * width, width), h(xhat_in + r * width, width);
           scaled = d * g;
           const float mean_g = scaled.mean(), mean_gh = (scaled * h).mean();
-          Row(dx_out + r * width, width) = rstd_in[r] * (scaled - mean_g - h * mean_gh);
+          Elements<T>::Out(rstd_in[r] * (scaled - mean_g - h * mean_gh), dx_out + r * width, width);
           sum_dgamma += d * h;
           sum_dbeta += d;
         }
       }
     });
-    Row dgamma_out(dgamma->flat<float>().data(), width), dbeta_out(dbeta->flat<float>().data(), width);
+    Row dgamma_out(MutableData<float>(dgamma), width), dbeta_out(MutableData<float>(dbeta), width);
     dgamma_out.setZero();
     dbeta_out.setZero();
     for (int64_t block = 0; block < blocks; ++block) {
@@ -358,6 +440,7 @@ class LayerNormGradOp : public OpKernel {
 // counter-based generator that passes BigCrush, at two multiplies per four elements (Philox-4x32-10 takes twenty
 // per eight), and vectorizable. Element i is kept when its draw is >= round(rate * 2^16): the drop probability
 // is the rate to within 2^-17 (TF's float draws resolve 2^-23; the difference is far below any rate's meaning).
+// Both directions work in words of 64 elements (8 mask bytes), so any split over threads gives the same result.
 
 const int64_t kWord = 64;
 const uint64_t kGoldenGamma = 0x9e3779b97f4a7c15ULL;
@@ -368,6 +451,7 @@ inline uint64_t SplitMix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+template <typename T>
 class DropoutOp : public OpKernel {
  public:
   explicit DropoutOp(OpKernelConstruction* ctx) : OpKernel(ctx) { OP_REQUIRES_OK(ctx, generator_.Init(ctx)); }
@@ -385,12 +469,12 @@ class DropoutOp : public OpKernel {
     const uint64_t key = (static_cast<uint64_t>(four[0]) << 32) | four[1];
     const uint32_t threshold = static_cast<uint32_t>(std::lround(double(rate) * 65536.0));
     const float scale = 1.0f / (1.0f - rate);
-    const float* in = x.flat<float>().data();
-    float* out = y->flat<float>().data();
-    uint8_t* bits = mask->flat<uint8_t>().data();
+    const T* in = Data<T>(x);
+    T* out = MutableData<T>(y);
+    uint8_t* bits = MutableData<uint8_t>(mask);
     Parallel(ctx, (n + kWord - 1) / kWord, kWord * 4, [&](int64_t begin, int64_t end) {
       uint64_t draws[kWord / 4];
-      float factor[kWord];
+      Array factor(kWord), scratch;
       for (int64_t word = begin; word < end; ++word) {
         const uint64_t counter = key + static_cast<uint64_t>(word) * (kWord / 4) * kGoldenGamma;
         for (int64_t k = 0; k < kWord / 4; ++k) draws[k] = SplitMix64(counter + (k + 1) * kGoldenGamma);
@@ -398,7 +482,7 @@ class DropoutOp : public OpKernel {
           factor[j] = static_cast<uint32_t>((draws[j >> 2] >> (16 * (j & 3))) & 0xffff) >= threshold ? scale : 0.0f;
         }
         const int64_t start = word * kWord, count = std::min<int64_t>(kWord, n - start);
-        for (int64_t j = 0; j < count; ++j) out[start + j] = in[start + j] * factor[j];
+        Elements<T>::Out(Elements<T>::In(in + start, count, &scratch) * factor.head(count), out + start, count);
         for (int64_t byte = 0; byte < (count + 7) / 8; ++byte) {
           uint8_t packed = 0;
           for (int j = 0; j < 8; ++j) packed |= static_cast<uint8_t>(factor[8 * byte + j] != 0.0f) << j;
@@ -412,6 +496,7 @@ class DropoutOp : public OpKernel {
   tensorflow::GuardedPhiloxRandom generator_;
 };
 
+template <typename T>
 class DropoutGradOp : public OpKernel {
  public:
   explicit DropoutGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -426,13 +511,15 @@ class DropoutGradOp : public OpKernel {
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, dy.shape(), &dx));
     const float scale = 1.0f / (1.0f - rate);
-    const float* in = dy.flat<float>().data();
-    const uint8_t* bits = mask.flat<uint8_t>().data();
-    float* out = dx->flat<float>().data();
-    Parallel(ctx, (n + 7) / 8, 8 * 2, [&](int64_t begin, int64_t end) {
-      for (int64_t byte = begin; byte < end; ++byte) {
-        const int64_t start = byte * 8, count = std::min<int64_t>(8, n - start);
-        for (int64_t j = 0; j < count; ++j) out[start + j] = ((bits[byte] >> j) & 1) ? in[start + j] * scale : 0.0f;
+    const T* in = Data<T>(dy);
+    const uint8_t* bits = Data<uint8_t>(mask);
+    T* out = MutableData<T>(dx);
+    Parallel(ctx, (n + kWord - 1) / kWord, kWord * 2, [&](int64_t begin, int64_t end) {
+      Array factor(kWord), scratch;
+      for (int64_t word = begin; word < end; ++word) {
+        const int64_t start = word * kWord, count = std::min<int64_t>(kWord, n - start);
+        for (int64_t j = 0; j < count; ++j) factor[j] = ((bits[(start + j) >> 3] >> (j & 7)) & 1) ? scale : 0.0f;
+        Elements<T>::Out(Elements<T>::In(in + start, count, &scratch) * factor.head(count), out + start, count);
       }
     });
   }
@@ -524,34 +611,38 @@ using tensorflow::Status;
 using tensorflow::shape_inference::InferenceContext;
 
 REGISTER_OP("TfMrcGelu")
-    .Input("x: float")
-    .Output("y: float")
+    .Input("x: T")
+    .Output("y: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .Attr("form: {'tanh', 'erf', 'sigmoid'}")
     .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 REGISTER_OP("TfMrcGeluGrad")
-    .Input("dy: float")
-    .Input("x: float")
-    .Output("dx: float")
+    .Input("dy: T")
+    .Input("x: T")
+    .Output("dx: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .Attr("form: {'tanh', 'erf', 'sigmoid'}")
     .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 REGISTER_OP("TfMrcMaskedSoftmax")
-    .Input("scores: float")
+    .Input("scores: T")
     .Input("bias: float")
     .Input("scale: float")
-    .Output("probs: float")
+    .Output("probs: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 REGISTER_OP("TfMrcMaskedSoftmaxGrad")
-    .Input("dprobs: float")
-    .Input("probs: float")
+    .Input("dprobs: T")
+    .Input("probs: T")
     .Input("scale: float")
-    .Output("dscores: float")
+    .Output("dscores: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 REGISTER_OP("TfMrcLayerNorm")
-    .Input("inputs: N * float")
+    .Input("inputs: Tinputs")
     .Output("y: float")
     .Output("xhat: float")
     .Output("rstd: float")
-    .Attr("N: int >= 3")
+    .Attr("Tinputs: list({float, bfloat16}) >= 3")
     .Attr("epsilon: float")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
@@ -566,9 +657,10 @@ REGISTER_OP("TfMrcLayerNormGrad")
     .Input("xhat: float")
     .Input("rstd: float")
     .Input("gamma: float")
-    .Output("dx: float")
+    .Output("dx: T")
     .Output("dgamma: float")
     .Output("dbeta: float")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(3));
@@ -576,10 +668,11 @@ REGISTER_OP("TfMrcLayerNormGrad")
       return Status();
     });
 REGISTER_OP("TfMrcDropout")
-    .Input("x: float")
+    .Input("x: T")
     .Input("rate: float")
-    .Output("y: float")
+    .Output("y: T")
     .Output("mask: uint8")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .Attr("seed: int = 0")
     .Attr("seed2: int = 0")
     .SetIsStateful()
@@ -595,10 +688,11 @@ REGISTER_OP("TfMrcDropout")
       return Status();
     });
 REGISTER_OP("TfMrcDropoutGrad")
-    .Input("dy: float")
+    .Input("dy: T")
     .Input("mask: uint8")
     .Input("rate: float")
-    .Output("dx: float")
+    .Output("dx: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 #if TF_MAJOR_VERSION >= 2
 REGISTER_OP("TfMrcApplyAdamW")
@@ -628,14 +722,29 @@ REGISTER_OP("TfMrcApplyAdamWRef")
     .Input("epsilon: float")
     .SetShapeFn(tensorflow::shape_inference::NoOutputs);
 
-REGISTER_KERNEL_BUILDER(Name("TfMrcGelu").Device(tensorflow::DEVICE_CPU), tf_mrc::GeluOp);
-REGISTER_KERNEL_BUILDER(Name("TfMrcGeluGrad").Device(tensorflow::DEVICE_CPU), tf_mrc::GeluGradOp);
-REGISTER_KERNEL_BUILDER(Name("TfMrcMaskedSoftmax").Device(tensorflow::DEVICE_CPU), tf_mrc::MaskedSoftmaxOp);
-REGISTER_KERNEL_BUILDER(Name("TfMrcMaskedSoftmaxGrad").Device(tensorflow::DEVICE_CPU), tf_mrc::MaskedSoftmaxGradOp);
-REGISTER_KERNEL_BUILDER(Name("TfMrcLayerNorm").Device(tensorflow::DEVICE_CPU), tf_mrc::LayerNormOp);
-REGISTER_KERNEL_BUILDER(Name("TfMrcLayerNormGrad").Device(tensorflow::DEVICE_CPU), tf_mrc::LayerNormGradOp);
-REGISTER_KERNEL_BUILDER(Name("TfMrcDropout").Device(tensorflow::DEVICE_CPU), tf_mrc::DropoutOp);
-REGISTER_KERNEL_BUILDER(Name("TfMrcDropoutGrad").Device(tensorflow::DEVICE_CPU), tf_mrc::DropoutGradOp);
+// TfMrcLayerNorm's inputs are a typed list (x [, residual] of one type, gamma and beta float32): one kernel that
+// dispatches on x's type.
+#define TF_MRC_ELEMENTWISE_KERNELS(TYPE, RAW)                                                                     \
+  REGISTER_KERNEL_BUILDER(Name("TfMrcGelu").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"), tf_mrc::GeluOp<RAW>); \
+  REGISTER_KERNEL_BUILDER(Name("TfMrcGeluGrad").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),                    \
+                          tf_mrc::GeluGradOp<RAW>);                                                              \
+  REGISTER_KERNEL_BUILDER(Name("TfMrcMaskedSoftmax").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),               \
+                          tf_mrc::MaskedSoftmaxOp<RAW>);                                                         \
+  REGISTER_KERNEL_BUILDER(Name("TfMrcMaskedSoftmaxGrad").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),           \
+                          tf_mrc::MaskedSoftmaxGradOp<RAW>);                                                     \
+  REGISTER_KERNEL_BUILDER(Name("TfMrcLayerNormGrad").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),               \
+                          tf_mrc::LayerNormGradOp<RAW>);                                                         \
+  REGISTER_KERNEL_BUILDER(Name("TfMrcDropout").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),                     \
+                          tf_mrc::DropoutOp<RAW>);                                                               \
+  REGISTER_KERNEL_BUILDER(Name("TfMrcDropoutGrad").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),                 \
+                          tf_mrc::DropoutGradOp<RAW>);
+
+using tensorflow::DEVICE_CPU;
+TF_MRC_ELEMENTWISE_KERNELS(float, float)
+REGISTER_KERNEL_BUILDER(Name("TfMrcLayerNorm").Device(DEVICE_CPU), tf_mrc::LayerNormOp);
+#if TF_MAJOR_VERSION >= 2
+TF_MRC_ELEMENTWISE_KERNELS(tensorflow::bfloat16, tf_mrc::bf16)
+#endif
 #if TF_MAJOR_VERSION >= 2
 REGISTER_KERNEL_BUILDER(Name("TfMrcApplyAdamW").Device(tensorflow::DEVICE_CPU),
                         tf_mrc::ApplyAdamWOp<tf_mrc::ResourceData>);
