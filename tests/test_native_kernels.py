@@ -412,3 +412,41 @@ def session_free_bf16(values):
     bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
     return rounded.astype(np.uint32).view(np.float32)
+
+
+# ------------------------------------------------------------------------------------ dropped attention
+
+@pytest.mark.parametrize("keys", [7, 64])
+def test_dropped_attention_matches_numpy_and_keeps_no_dropped_probabilities(keys):
+    """context = dropout(softmax(s * scale + bias)) @ V and its gradients for s and V, recomputed in float64 from
+    the op's own keep mask; the backward pass reads the probabilities and the mask, never the dropped
+    probabilities. 64 keys take the one-op softmax + dropout pair, 7 the separate ops."""
+    rng = np.random.RandomState(8)
+    scores = (3.0 * rng.randn(2, 3, 7, keys)).astype(np.float32)
+    value, upstream = rng.randn(2, 3, keys, 5).astype(np.float32), rng.randn(2, 3, 7, 5).astype(np.float32)
+    mask = (np.arange(keys)[None, None, :] < np.array([keys, 4])[:, None, None]).astype(np.float32)
+    rate, scale = 0.3, 0.5
+    with tf.Graph().as_default() as graph:
+        s, v = tf.constant(scores), tf.constant(value)
+        context = ops.dropped_attention(s, tf.constant(mask), scale, rate, v)
+        forward = set(graph.get_operations())
+        dscores, dvalue = tf.gradients(context, [s, v], tf.constant(upstream))
+        (dropout_op,) = [op for op in forward if op.type in ("TfMrcDropout", "TfMrcMaskedSoftmaxDropout")]
+        assert (dropout_op.type == "TfMrcMaskedSoftmaxDropout") == (keys == 64)
+        mask_output = dropout_op.outputs[-1]
+        backward = [op for op in graph.get_operations() if op not in forward]
+        assert not [op.name for op in backward if dropout_op.outputs[0] in list(op.inputs)]
+        with tf.Session() as session:
+            values = session.run([context, dscores, dvalue, mask_output])
+    context_value, dscores_value, dvalue_value, bits = values
+    keep = ((bits[:, None] >> np.arange(8)) & 1).reshape(-1)[:scores.size].reshape(scores.shape).astype(np.float64)
+    logits = scores * scale + (1.0 - mask[:, None]) * -10000.0
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    dropped = p * keep / (1 - rate)
+    np.testing.assert_allclose(context_value, dropped @ value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dvalue_value, np.swapaxes(dropped, -1, -2) @ upstream, rtol=1e-5, atol=1e-6)
+    dprobs = (upstream @ np.swapaxes(value, -1, -2)) * keep / (1 - rate)
+    expected = scale * p * (dprobs - (dprobs * p).sum(-1, keepdims=True))
+    np.testing.assert_allclose(dscores_value, expected, rtol=1e-5, atol=1e-6)
+    assert 0.5 < keep.mean() < 0.9

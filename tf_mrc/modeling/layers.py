@@ -152,9 +152,14 @@ def self_attention(x, mask, batch_size, seq_length, config, settings):
     scores = tf.matmul(query, key, transpose_b=True)  # [B, N, T, T]
     if settings.kernels == "reference":  # the other backends compute fp16/bf16 in fp32 inside and keep for
         scores = cast(scores, tf.float32)  # backprop only their output, in the compute dtype (half the bytes)
-    probs = ops.masked_softmax(scores, mask, 1.0 / math.sqrt(float(head_size)), settings.kernels)
-    probs = attention_dropout(cast(probs, settings.dtype), "probs", settings)
-    context = tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])  # [B, T, N, D]
+    scale = 1.0 / math.sqrt(float(head_size))
+    if (settings.attention_dropout and settings.attention_dropout_placement == "probs" and
+            not isinstance(settings.dropout_fn, SeededDropout)):
+        context = ops.dropped_attention(scores, mask, scale, settings.attention_dropout, value, settings.kernels)
+    else:  # no dropout on the probabilities, or a recomputed block's seeded dropout
+        probs = ops.masked_softmax(scores, mask, scale, settings.kernels)
+        context = tf.matmul(attention_dropout(cast(probs, settings.dtype), "probs", settings), value)
+    context = tf.transpose(context, [0, 2, 1, 3])  # [B, T, N, D]
     return attention_dropout(tf.reshape(context, [-1, heads * head_size]), "context", settings)
 
 

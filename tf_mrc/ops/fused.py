@@ -153,6 +153,17 @@ def _broadcasts_per_dimension(bias, scores):
     return all(b is None or s is None or b in (1, s) for b, s in zip(bias.shape.as_list(), scores.shape.as_list()))
 
 
+def dropped_attention(scores, mask, scale, rate, value):
+    """dropout(masked_softmax(scores, mask, scale), rate) @ value. With the native ops its backward keeps the
+    probabilities and the dropout's bit mask, not also the dropped probabilities (tf_mrc.ops.native)."""
+    with tf.name_scope("attention"):
+        bias = mask_bias(mask, tf.float32)
+        if (native.usable(scores, value) and scores.dtype.base_dtype == value.dtype.base_dtype and
+                _broadcasts_per_dimension(bias, scores)):
+            return native.dropped_attention(scores, bias, scale, rate, value)
+        return tf.matmul(dropout(masked_softmax(scores, mask, scale), rate), value)
+
+
 def dropout(x, rate):
     """tf.nn.dropout's semantics; the native op where it applies (its mask is a bit per element)."""
     if isinstance(rate, (int, float)) and rate == 0:

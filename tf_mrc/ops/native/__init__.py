@@ -182,6 +182,41 @@ def updates_variable(var, grad):
     return var.op.type != "VarHandleOp" or hasattr(library(), "tf_mrc_apply_adam_w")
 
 
+def dropped_attention(scores, bias, scale, rate, value):
+    """dropout(softmax(scores * scale + bias), rate) @ value, keeping for backprop only the probabilities, the bit
+    mask and ``value``: the dropped probabilities (as large as the probabilities, [B, N, Tq, Tk]) are recomputed
+    from those two in the backward pass instead of being kept, as autodiff of the matmul would keep them. Where
+    the keys are a multiple of 64 (whole mask words per row), softmax and dropout are one op each way."""
+    seed, seed2 = op_seeds()
+    scale = tf.convert_to_tensor(scale, tf.float32)
+    rate = tf.convert_to_tensor(rate, tf.float32)
+    keys = scores.shape.as_list()[-1]
+    one_op = keys is not None and keys % 64 == 0
+
+    @tf.custom_gradient
+    def attend(scores, value):
+        if one_op:
+            dropped, probs, mask = library().tf_mrc_masked_softmax_dropout(scores, bias, scale, rate, seed=seed,
+                                                                           seed2=seed2)
+        else:
+            probs = library().tf_mrc_masked_softmax(scores, bias, scale)
+            dropped, mask = library().tf_mrc_dropout(probs, rate, seed=seed, seed2=seed2)
+
+        def gradients(dcontext):
+            with tf.control_dependencies([dcontext]):  # recompute in the backward pass, not as soon as possible
+                dropped_again = library().tf_mrc_dropout_grad(probs, mask, rate)  # probs x mask / (1 - rate)
+            dvalue = tf.matmul(dropped_again, dcontext, transpose_a=True)
+            ddropped = tf.matmul(dcontext, value, transpose_b=True)
+            if one_op:
+                return library().tf_mrc_masked_softmax_dropout_grad(ddropped, probs, mask, rate, scale), dvalue
+            dprobs = library().tf_mrc_dropout_grad(ddropped, mask, rate)
+            return library().tf_mrc_masked_softmax_grad(dprobs, probs, scale), dvalue
+
+        return tf.matmul(dropped, value), gradients
+
+    return attend(scores, value)
+
+
 def apply_adamw(var, m, v, grad, lr, decay, grad_scale, beta1, beta2, epsilon, resource):
     """One op: var, m, v (all resource or all reference variables) updated by AdamW, the gradient multiplied by
     ``grad_scale`` (clipping) on the way."""
@@ -219,6 +254,8 @@ def _register_gradients(library):
     tf.NotDifferentiable("TfMrcMaskedSoftmaxGrad")
     tf.NotDifferentiable("TfMrcLayerNormGrad")
     tf.NotDifferentiable("TfMrcDropoutGrad")
+    tf.NotDifferentiable("TfMrcMaskedSoftmaxDropout")  # used only inside dropped_attention's custom gradient
+    tf.NotDifferentiable("TfMrcMaskedSoftmaxDropoutGrad")
     tf.NotDifferentiable("TfMrcApplyAdamW")
     tf.NotDifferentiable("TfMrcApplyAdamWRef")
 

@@ -221,6 +221,34 @@ class GeluGradOp : public OpKernel {
 // (float32) with each of B', N', Tq' either 1 (broadcast) or equal to the scores' dimension (attention masks are
 // [B, 1, 1, Tk] or [B, 1, Tq, Tk]). The gradient keeps only probs: dscores = scale * p * (dp - sum(dp * p)).
 
+// The masked softmax's bias broadcast, shared by the two softmax forward kernels.
+struct BiasRows {
+  int64_t stride[3], heads, queries;
+
+  tensorflow::Status Init(const Tensor& scores, const Tensor& bias) {
+    if (scores.dims() != 4 || bias.dims() != 4) return InvalidArgument("masked softmax: scores and bias must be 4-D");
+    if (bias.dim_size(3) != scores.dim_size(3)) {
+      return InvalidArgument("masked softmax: bias and scores differ in their last dimension");
+    }
+    int64_t size = bias.dim_size(3);
+    for (int d = 2; d >= 0; --d) {
+      if (bias.dim_size(d) != 1 && bias.dim_size(d) != scores.dim_size(d)) {
+        return InvalidArgument("masked softmax: bias does not broadcast to scores");
+      }
+      stride[d] = bias.dim_size(d) == 1 ? 0 : size;
+      size *= bias.dim_size(d);
+    }
+    heads = scores.dim_size(1);
+    queries = scores.dim_size(2);
+    return tensorflow::Status();
+  }
+
+  int64_t Offset(int64_t row) const {
+    const int64_t q = row % queries, n = (row / queries) % heads, b = row / (queries * heads);
+    return b * stride[0] + n * stride[1] + q * stride[2];
+  }
+};
+
 template <typename T>
 class MaskedSoftmaxOp : public OpKernel {
  public:
@@ -229,23 +257,12 @@ class MaskedSoftmaxOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& scores = ctx->input(0);
     const Tensor& bias = ctx->input(1);
-    const Tensor& scale_tensor = ctx->input(2);
-    OP_REQUIRES(ctx, scores.dims() == 4 && bias.dims() == 4,
-                InvalidArgument("TfMrcMaskedSoftmax: scores and bias must be 4-D"));
-    int64_t bias_stride[3];
-    int64_t stride = bias.dim_size(3);
-    OP_REQUIRES(ctx, bias.dim_size(3) == scores.dim_size(3),
-                InvalidArgument("TfMrcMaskedSoftmax: bias and scores differ in their last dimension"));
-    for (int d = 2; d >= 0; --d) {
-      OP_REQUIRES(ctx, bias.dim_size(d) == 1 || bias.dim_size(d) == scores.dim_size(d),
-                  InvalidArgument("TfMrcMaskedSoftmax: bias does not broadcast to scores"));
-      bias_stride[d] = bias.dim_size(d) == 1 ? 0 : stride;
-      stride *= bias.dim_size(d);
-    }
+    const float scale = ctx->input(2).scalar<float>()();
+    BiasRows bias_rows;
+    OP_REQUIRES_OK(ctx, bias_rows.Init(scores, bias));
     Tensor* probs = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, scores.shape(), &probs));
-    const float scale = scale_tensor.scalar<float>()();
-    const int64_t heads = scores.dim_size(1), queries = scores.dim_size(2), keys = scores.dim_size(3);
+    const int64_t keys = scores.dim_size(3);
     const int64_t rows = scores.NumElements() / std::max<int64_t>(keys, 1);
     const T* in = Data<T>(scores);
     const float* bias_in = Data<float>(bias);
@@ -253,10 +270,7 @@ class MaskedSoftmaxOp : public OpKernel {
     Parallel(ctx, rows, keys * 30, [&](int64_t begin, int64_t end) {
       Array scratch, p;
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t q = r % queries, n = (r / queries) % heads, b = r / (queries * heads);
-        ConstRow s = Elements<T>::In(in + r * keys, keys, &scratch);
-        ConstRow m(bias_in + b * bias_stride[0] + n * bias_stride[1] + q * bias_stride[2], keys);
-        p = s * scale + m;
+        p = Elements<T>::In(in + r * keys, keys, &scratch) * scale + ConstRow(bias_in + bias_rows.Offset(r), keys);
         p = (p - p.maxCoeff()).exp();
         Elements<T>::Out(p * (1.0f / p.sum()), out + r * keys, keys);
       }
@@ -451,6 +465,40 @@ inline uint64_t SplitMix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// The dropout of one run: its key, the 16-bit threshold and the keep scale.
+struct DropoutDraws {
+  uint64_t key;
+  uint32_t threshold;
+  float scale;
+
+  DropoutDraws(tensorflow::GuardedPhiloxRandom* generator, float rate)
+      : threshold(static_cast<uint32_t>(std::lround(double(rate) * 65536.0))), scale(1.0f / (1.0f - rate)) {
+    tensorflow::random::PhiloxRandom philox = generator->ReserveSamples128(1);
+    const auto four = philox();
+    key = (static_cast<uint64_t>(four[0]) << 32) | four[1];
+  }
+
+  // factor[j] = scale if element word * 64 + j is kept, else 0; its mask bytes into bits[0 .. (count + 7) / 8).
+  void Word(int64_t word, int64_t count, float* factor, uint8_t* bits) const {
+    uint64_t draws[kWord / 4];
+    const uint64_t counter = key + static_cast<uint64_t>(word) * (kWord / 4) * kGoldenGamma;
+    for (int64_t k = 0; k < kWord / 4; ++k) draws[k] = SplitMix64(counter + (k + 1) * kGoldenGamma);
+    for (int64_t j = 0; j < kWord; ++j) {
+      factor[j] = static_cast<uint32_t>((draws[j >> 2] >> (16 * (j & 3))) & 0xffff) >= threshold ? scale : 0.0f;
+    }
+    for (int64_t byte = 0; byte < (count + 7) / 8; ++byte) {
+      uint8_t packed = 0;
+      for (int j = 0; j < 8; ++j) packed |= static_cast<uint8_t>(factor[8 * byte + j] != 0.0f) << j;
+      bits[byte] = packed;
+    }
+  }
+};
+
+// factor[j] = scale if element start + j is kept according to the packed mask, else 0 (start a multiple of 8).
+inline void MaskFactors(const uint8_t* bits, int64_t start, int64_t count, float scale, float* factor) {
+  for (int64_t j = 0; j < count; ++j) factor[j] = ((bits[(start + j) >> 3] >> (j & 7)) & 1) ? scale : 0.0f;
+}
+
 template <typename T>
 class DropoutOp : public OpKernel {
  public:
@@ -464,30 +512,16 @@ class DropoutOp : public OpKernel {
     Tensor *y = nullptr, *mask = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({(n + 7) / 8}), &mask));
-    tensorflow::random::PhiloxRandom philox = generator_.ReserveSamples128(1);
-    const auto four = philox();
-    const uint64_t key = (static_cast<uint64_t>(four[0]) << 32) | four[1];
-    const uint32_t threshold = static_cast<uint32_t>(std::lround(double(rate) * 65536.0));
-    const float scale = 1.0f / (1.0f - rate);
+    const DropoutDraws draws(&generator_, rate);
     const T* in = Data<T>(x);
     T* out = MutableData<T>(y);
     uint8_t* bits = MutableData<uint8_t>(mask);
     Parallel(ctx, (n + kWord - 1) / kWord, kWord * 4, [&](int64_t begin, int64_t end) {
-      uint64_t draws[kWord / 4];
       Array factor(kWord), scratch;
       for (int64_t word = begin; word < end; ++word) {
-        const uint64_t counter = key + static_cast<uint64_t>(word) * (kWord / 4) * kGoldenGamma;
-        for (int64_t k = 0; k < kWord / 4; ++k) draws[k] = SplitMix64(counter + (k + 1) * kGoldenGamma);
-        for (int64_t j = 0; j < kWord; ++j) {
-          factor[j] = static_cast<uint32_t>((draws[j >> 2] >> (16 * (j & 3))) & 0xffff) >= threshold ? scale : 0.0f;
-        }
         const int64_t start = word * kWord, count = std::min<int64_t>(kWord, n - start);
+        draws.Word(word, count, factor.data(), bits + start / 8);
         Elements<T>::Out(Elements<T>::In(in + start, count, &scratch) * factor.head(count), out + start, count);
-        for (int64_t byte = 0; byte < (count + 7) / 8; ++byte) {
-          uint8_t packed = 0;
-          for (int j = 0; j < 8; ++j) packed |= static_cast<uint8_t>(factor[8 * byte + j] != 0.0f) << j;
-          bits[start / 8 + byte] = packed;
-        }
       }
     });
   }
@@ -518,8 +552,100 @@ class DropoutGradOp : public OpKernel {
       Array factor(kWord), scratch;
       for (int64_t word = begin; word < end; ++word) {
         const int64_t start = word * kWord, count = std::min<int64_t>(kWord, n - start);
-        for (int64_t j = 0; j < count; ++j) factor[j] = ((bits[(start + j) >> 3] >> (j & 7)) & 1) ? scale : 0.0f;
+        MaskFactors(bits, start, count, scale, factor.data());
         Elements<T>::Out(Elements<T>::In(in + start, count, &scratch) * factor.head(count), out + start, count);
+      }
+    });
+  }
+};
+
+// --------------------------------------------------------------------------- masked softmax + dropout
+// The attention probabilities and their dropout in one pass per row: outputs dropped = dropout(probs), probs and
+// the packed mask, with exactly TfMrcMaskedSoftmax's probabilities and TfMrcDropout's draws for the same
+// elements (so the gradient may recompute dropped from probs and the mask with TfMrcDropoutGrad). Rows must be a
+// multiple of 64 keys long (whole mask words per row; the Python side checks). The gradient, from the dropped
+// probabilities' gradient: dp = ddropped * mask / (1 - rate); dscores = scale * p * (dp - sum(dp * p)).
+
+template <typename T>
+class MaskedSoftmaxDropoutOp : public OpKernel {
+ public:
+  explicit MaskedSoftmaxDropoutOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, generator_.Init(ctx));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& scores = ctx->input(0);
+    const Tensor& bias = ctx->input(1);
+    const float scale = ctx->input(2).scalar<float>()();
+    const float rate = ctx->input(3).scalar<float>()();
+    OP_REQUIRES(ctx, rate >= 0.0f && rate < 1.0f,
+                InvalidArgument("TfMrcMaskedSoftmaxDropout: rate must be in [0, 1)"));
+    BiasRows bias_rows;
+    OP_REQUIRES_OK(ctx, bias_rows.Init(scores, bias));
+    const int64_t keys = scores.dim_size(3), n = scores.NumElements();
+    OP_REQUIRES(ctx, keys % kWord == 0, InvalidArgument("TfMrcMaskedSoftmaxDropout: keys must be a multiple of 64"));
+    Tensor *dropped = nullptr, *probs = nullptr, *mask = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, scores.shape(), &dropped));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, scores.shape(), &probs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({(n + 7) / 8}), &mask));
+    const DropoutDraws draws(&generator_, rate);
+    const T* in = Data<T>(scores);
+    const float* bias_in = Data<float>(bias);
+    T* dropped_out = MutableData<T>(dropped);
+    T* probs_out = MutableData<T>(probs);
+    uint8_t* bits = MutableData<uint8_t>(mask);
+    Parallel(ctx, keys ? n / keys : 0, keys * 40, [&](int64_t begin, int64_t end) {
+      Array scratch, p, factor(keys);
+      for (int64_t r = begin; r < end; ++r) {
+        ConstRow s = Elements<T>::In(in + r * keys, keys, &scratch);
+        p = s * scale + ConstRow(bias_in + bias_rows.Offset(r), keys);
+        p = (p - p.maxCoeff()).exp();
+        Elements<T>::Out(p * (1.0f / p.sum()), probs_out + r * keys, keys);
+        ConstRow stored = Elements<T>::In(probs_out + r * keys, keys, &scratch);  // as rounded to T
+        for (int64_t w = 0; w < keys / kWord; ++w) {
+          const int64_t start = r * keys + w * kWord;
+          draws.Word(start / kWord, kWord, factor.data() + w * kWord, bits + start / 8);
+        }
+        Elements<T>::Out(stored * factor, dropped_out + r * keys, keys);
+      }
+    });
+  }
+
+ private:
+  tensorflow::GuardedPhiloxRandom generator_;
+};
+
+template <typename T>
+class MaskedSoftmaxDropoutGradOp : public OpKernel {
+ public:
+  explicit MaskedSoftmaxDropoutGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& ddropped = ctx->input(0);
+    const Tensor& probs = ctx->input(1);
+    const Tensor& mask = ctx->input(2);
+    const float rate = ctx->input(3).scalar<float>()();
+    const float scale = ctx->input(4).scalar<float>()();
+    const int64_t n = probs.NumElements();
+    OP_REQUIRES(ctx, ddropped.shape() == probs.shape() && probs.dims() >= 1 && mask.NumElements() == (n + 7) / 8,
+                InvalidArgument("TfMrcMaskedSoftmaxDropoutGrad: shapes do not match"));
+    const int64_t keys = probs.dim_size(probs.dims() - 1);
+    OP_REQUIRES(ctx, keys % 8 == 0, InvalidArgument("TfMrcMaskedSoftmaxDropoutGrad: keys must be a multiple of 8"));
+    Tensor* dscores = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, probs.shape(), &dscores));
+    const float keep_scale = 1.0f / (1.0f - rate);
+    const T* dd_in = Data<T>(ddropped);
+    const T* p_in = Data<T>(probs);
+    const uint8_t* bits = Data<uint8_t>(mask);
+    T* out = MutableData<T>(dscores);
+    Parallel(ctx, keys ? n / keys : 0, keys * 10, [&](int64_t begin, int64_t end) {
+      Array dd_scratch, p_scratch, dp, factor(keys);
+      for (int64_t r = begin; r < end; ++r) {
+        MaskFactors(bits, r * keys, keys, keep_scale, factor.data());
+        dp = Elements<T>::In(dd_in + r * keys, keys, &dd_scratch) * factor;
+        ConstRow p = Elements<T>::In(p_in + r * keys, keys, &p_scratch);
+        const float dot = (dp * p).sum();
+        Elements<T>::Out((scale * p) * (dp - dot), out + r * keys, keys);
       }
     });
   }
@@ -687,6 +813,39 @@ REGISTER_OP("TfMrcDropout")
       c->set_output(1, c->Vector(size));
       return Status();
     });
+REGISTER_OP("TfMrcMaskedSoftmaxDropout")
+    .Input("scores: T")
+    .Input("bias: float")
+    .Input("scale: float")
+    .Input("rate: float")
+    .Output("dropped: T")
+    .Output("probs: T")
+    .Output("mask: uint8")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
+    .Attr("seed: int = 0")
+    .Attr("seed2: int = 0")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(0));
+      int64_t size = c->kUnknownDim;
+      if (c->FullyDefined(c->input(0))) {
+        size = 1;
+        for (int i = 0; i < c->Rank(c->input(0)); ++i) size *= c->Value(c->Dim(c->input(0), i));
+        size = (size + 7) / 8;
+      }
+      c->set_output(2, c->Vector(size));
+      return Status();
+    });
+REGISTER_OP("TfMrcMaskedSoftmaxDropoutGrad")
+    .Input("ddropped: T")
+    .Input("probs: T")
+    .Input("mask: uint8")
+    .Input("rate: float")
+    .Input("scale: float")
+    .Output("dscores: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
+    .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
 REGISTER_OP("TfMrcDropoutGrad")
     .Input("dy: T")
     .Input("mask: uint8")
@@ -737,7 +896,11 @@ REGISTER_OP("TfMrcApplyAdamWRef")
   REGISTER_KERNEL_BUILDER(Name("TfMrcDropout").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),                     \
                           tf_mrc::DropoutOp<RAW>);                                                               \
   REGISTER_KERNEL_BUILDER(Name("TfMrcDropoutGrad").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),                 \
-                          tf_mrc::DropoutGradOp<RAW>);
+                          tf_mrc::DropoutGradOp<RAW>);                                                           \
+  REGISTER_KERNEL_BUILDER(Name("TfMrcMaskedSoftmaxDropout").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),        \
+                          tf_mrc::MaskedSoftmaxDropoutOp<RAW>);                                                  \
+  REGISTER_KERNEL_BUILDER(Name("TfMrcMaskedSoftmaxDropoutGrad").Device(DEVICE_CPU).TypeConstraint<TYPE>("T"),    \
+                          tf_mrc::MaskedSoftmaxDropoutGradOp<RAW>);
 
 using tensorflow::DEVICE_CPU;
 TF_MRC_ELEMENTWISE_KERNELS(float, float)
