@@ -450,3 +450,21 @@ def test_dropped_attention_matches_numpy_and_keeps_no_dropped_probabilities(keys
     expected = scale * p * (dprobs - (dprobs * p).sum(-1, keepdims=True))
     np.testing.assert_allclose(dscores_value, expected, rtol=1e-5, atol=1e-6)
     assert 0.5 < keep.mean() < 0.9
+
+
+@pytest.mark.skipif(IS_TF1 or "avx512bw" not in open("/proc/cpuinfo").read(),
+                    reason="the default build here already is the portable one (or the legacy leg: once is enough)")
+def test_the_portable_build_passes_the_dropout_tests(tmp_path):
+    """The dropout and attention tests again with the library built without AVX-512 (the plain C++ loops that
+    AVX2-only machines run)."""
+    compiler = tmp_path / "g++"
+    compiler.write_text('#!/bin/sh\nexec g++ "$@" -mno-avx512f -mno-avx512bw\n')
+    compiler.chmod(0o755)
+    env = dict(os.environ, CXX=str(compiler), TF_MRC_HOME=str(tmp_path / "home"), PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                             "(dropout or dropped or library_builds) and not portable"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, timeout=600)
+    output = result.stdout.decode()
+    assert result.returncode == 0, output[-3000:]
+    assert " passed" in output and "failed" not in output
+    assert list((tmp_path / "home" / "native").glob("*/tf_mrc_kernels.so"))

@@ -14,6 +14,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "Eigen/Core"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -465,6 +469,18 @@ inline uint64_t SplitMix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// Keep bits of 64 elements (bit j = element j) -> factor[j] = scale or 0.
+inline void Factors(uint64_t keep, float scale, float* factor) {
+#if defined(__AVX512F__)
+  const __m512 scales = _mm512_set1_ps(scale);
+  for (int q = 0; q < 4; ++q) {
+    _mm512_storeu_ps(factor + 16 * q, _mm512_maskz_mov_ps(static_cast<__mmask16>(keep >> (16 * q)), scales));
+  }
+#else
+  for (int j = 0; j < kWord; ++j) factor[j] = ((keep >> j) & 1) ? scale : 0.0f;
+#endif
+}
+
 // The dropout of one run: its key, the 16-bit threshold and the keep scale.
 struct DropoutDraws {
   uint64_t key;
@@ -472,31 +488,39 @@ struct DropoutDraws {
   float scale;
 
   DropoutDraws(tensorflow::GuardedPhiloxRandom* generator, float rate)
-      : threshold(static_cast<uint32_t>(std::lround(double(rate) * 65536.0))), scale(1.0f / (1.0f - rate)) {
+      : threshold(static_cast<uint32_t>(std::min(65535L, std::lround(double(rate) * 65536.0)))),
+        scale(1.0f / (1.0f - rate)) {
     tensorflow::random::PhiloxRandom philox = generator->ReserveSamples128(1);
     const auto four = philox();
     key = (static_cast<uint64_t>(four[0]) << 32) | four[1];
   }
 
-  // factor[j] = scale if element word * 64 + j is kept, else 0; its mask bytes into bits[0 .. (count + 7) / 8).
+  // The keep bits of word ``word`` (elements word * 64 + j), factor[j] = scale or 0 for them, and their mask
+  // bytes into bits[0 .. (count + 7) / 8).
   void Word(int64_t word, int64_t count, float* factor, uint8_t* bits) const {
-    uint64_t draws[kWord / 4];
+    uint64_t draws[kWord / 4];  // 64 draws of 16 bits: draw j is bits 16 (j % 4) .. of draws[j / 4]
     const uint64_t counter = key + static_cast<uint64_t>(word) * (kWord / 4) * kGoldenGamma;
     for (int64_t k = 0; k < kWord / 4; ++k) draws[k] = SplitMix64(counter + (k + 1) * kGoldenGamma);
-    for (int64_t j = 0; j < kWord; ++j) {
-      factor[j] = static_cast<uint32_t>((draws[j >> 2] >> (16 * (j & 3))) & 0xffff) >= threshold ? scale : 0.0f;
-    }
-    for (int64_t byte = 0; byte < (count + 7) / 8; ++byte) {
-      uint8_t packed = 0;
-      for (int j = 0; j < 8; ++j) packed |= static_cast<uint8_t>(factor[8 * byte + j] != 0.0f) << j;
-      bits[byte] = packed;
-    }
+    uint16_t draw16[kWord];
+    std::memcpy(draw16, draws, sizeof(draw16));  // little-endian: draw16[j] is draw j
+    uint64_t keep = 0;
+#if defined(__AVX512BW__)
+    const __m512i thresholds = _mm512_set1_epi16(static_cast<int16_t>(static_cast<uint16_t>(threshold)));
+    keep = static_cast<uint64_t>(_mm512_cmpge_epu16_mask(_mm512_loadu_si512(draw16), thresholds)) |
+           (static_cast<uint64_t>(_mm512_cmpge_epu16_mask(_mm512_loadu_si512(draw16 + 32), thresholds)) << 32);
+#else
+    for (int j = 0; j < kWord; ++j) keep |= static_cast<uint64_t>(draw16[j] >= threshold) << j;
+#endif
+    Factors(keep, scale, factor);
+    std::memcpy(bits, &keep, static_cast<size_t>((count + 7) / 8));
   }
 };
 
-// factor[j] = scale if element start + j is kept according to the packed mask, else 0 (start a multiple of 8).
+// factor[j] = scale if element start + j is kept according to the packed mask, else 0 (start a multiple of 64).
 inline void MaskFactors(const uint8_t* bits, int64_t start, int64_t count, float scale, float* factor) {
-  for (int64_t j = 0; j < count; ++j) factor[j] = ((bits[(start + j) >> 3] >> (j & 7)) & 1) ? scale : 0.0f;
+  uint64_t keep = 0;
+  std::memcpy(&keep, bits + start / 8, static_cast<size_t>((count + 7) / 8));
+  Factors(keep, scale, factor);
 }
 
 template <typename T>
@@ -630,7 +654,8 @@ class MaskedSoftmaxDropoutGradOp : public OpKernel {
     OP_REQUIRES(ctx, ddropped.shape() == probs.shape() && probs.dims() >= 1 && mask.NumElements() == (n + 7) / 8,
                 InvalidArgument("TfMrcMaskedSoftmaxDropoutGrad: shapes do not match"));
     const int64_t keys = probs.dim_size(probs.dims() - 1);
-    OP_REQUIRES(ctx, keys % 8 == 0, InvalidArgument("TfMrcMaskedSoftmaxDropoutGrad: keys must be a multiple of 8"));
+    OP_REQUIRES(ctx, keys % kWord == 0,
+                InvalidArgument("TfMrcMaskedSoftmaxDropoutGrad: keys must be a multiple of 64"));
     Tensor* dscores = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, probs.shape(), &dscores));
     const float keep_scale = 1.0f / (1.0f - rate);
@@ -641,7 +666,9 @@ class MaskedSoftmaxDropoutGradOp : public OpKernel {
     Parallel(ctx, keys ? n / keys : 0, keys * 10, [&](int64_t begin, int64_t end) {
       Array dd_scratch, p_scratch, dp, factor(keys);
       for (int64_t r = begin; r < end; ++r) {
-        MaskFactors(bits, r * keys, keys, keep_scale, factor.data());
+        for (int64_t w = 0; w < keys / kWord; ++w) {
+          MaskFactors(bits, r * keys + w * kWord, kWord, keep_scale, factor.data() + w * kWord);
+        }
         dp = Elements<T>::In(dd_in + r * keys, keys, &dd_scratch) * factor;
         ConstRow p = Elements<T>::In(p_in + r * keys, keys, &p_scratch);
         const float dot = (dp * p).sum();
