@@ -468,3 +468,16 @@ def test_the_portable_build_passes_the_dropout_tests(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert " passed" in output and "failed" not in output
     assert list((tmp_path / "home" / "native").glob("*/tf_mrc_kernels.so"))
+
+
+def test_global_norm_of_many_tensors_equals_tf_global_norm_and_numpy():
+    rng = np.random.RandomState(9)
+    values = [rng.randn(*shape).astype(np.float32) for shape in [(3,), (300, 700), (65536,), (65537, 2), (1, 1)]]
+    with tf.Graph().as_default():
+        tensors = [tf.constant(v) for v in values]
+        ours, theirs = native.global_norm(tensors), tf.global_norm(tensors)
+        with tf.Session() as session:
+            ours, theirs = session.run([ours, theirs])
+    expected = np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in values))
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)

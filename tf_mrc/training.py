@@ -56,7 +56,11 @@ def global_norm_scale(grads, clip_norm, multiplier=None):
     accumulation settings; AdamWeightDecay applies the scale inside its update where the native kernel runs.
     """
     with tf.name_scope("clip_by_global_norm"):
-        norm = tf.global_norm(grads)
+        present = [g for g in grads if g is not None]
+        if present and native.usable(*present) and all(g.dtype.base_dtype == tf.float32 for g in present):
+            norm = native.global_norm(present)  # one op over all gradients
+        else:
+            norm = tf.global_norm(grads)  # an L2Loss per gradient and their sum
         if multiplier is not None:
             norm *= multiplier
         scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)

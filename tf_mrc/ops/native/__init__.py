@@ -174,6 +174,11 @@ def dropout(x, rate):
     return y
 
 
+def global_norm(tensors):
+    """sqrt(sum of squares of every element of every tensor), one op (all float32)."""
+    return tf.sqrt(library().tf_mrc_sum_of_squares(tensors))
+
+
 def updates_variable(var, grad):
     """Whether the native AdamW op applies to ``var`` and its gradient (the resource-variable form exists on TF 2
     only; see kernels.cc)."""
@@ -257,5 +262,6 @@ def _register_gradients(library):
     tf.NotDifferentiable("TfMrcMaskedSoftmaxDropout")  # used only inside dropped_attention's custom gradient
     tf.NotDifferentiable("TfMrcMaskedSoftmaxDropoutGrad")
     tf.NotDifferentiable("TfMrcApplyAdamW")
+    tf.NotDifferentiable("TfMrcSumOfSquares")
     tf.NotDifferentiable("TfMrcApplyAdamWRef")
 

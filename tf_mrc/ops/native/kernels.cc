@@ -678,6 +678,37 @@ class MaskedSoftmaxDropoutGradOp : public OpKernel {
   }
 };
 
+// ------------------------------------------------------------------------------------------- global norm
+// sum of g^2 over every element of every input: the global norm's square in one op instead of an L2Loss per
+// gradient and their sum. The elements of all inputs are cut into fixed blocks, summed per block in float, and
+// the block sums added in block order in double: the result does not depend on the thread count.
+
+class SumOfSquaresOp : public OpKernel {
+ public:
+  explicit SumOfSquaresOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const int64_t block = 1 << 16;
+    std::vector<std::pair<int, int64_t>> blocks;  // (input, first element)
+    for (int i = 0; i < ctx->num_inputs(); ++i) {
+      for (int64_t start = 0; start < ctx->input(i).NumElements(); start += block) blocks.emplace_back(i, start);
+    }
+    std::vector<double> sums(blocks.size(), 0.0);
+    Parallel(ctx, static_cast<int64_t>(blocks.size()), block * 2, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const Tensor& input = ctx->input(blocks[b].first);
+        const int64_t start = blocks[b].second, n = std::min<int64_t>(block, input.NumElements() - start);
+        sums[b] = ConstRow(Data<float>(input) + start, n).square().sum();
+      }
+    });
+    Tensor* total = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &total));
+    double sum = 0.0;
+    for (double part : sums) sum += part;
+    total->scalar<float>()() = static_cast<float>(sum);
+  }
+};
+
 // ---------------------------------------------------------------------------------------------------- AdamW
 // One pass per variable of google BERT's AdamWeightDecay with the clipping multiply folded in:
 //   g = grad * grad_scale; m += (g - m)(1 - beta1); v += (g^2 - v)(1 - beta2);
@@ -880,6 +911,11 @@ REGISTER_OP("TfMrcDropoutGrad")
     .Output("dx: T")
     .Attr("T: {float, bfloat16} = DT_FLOAT")
     .SetShapeFn(tensorflow::shape_inference::UnchangedShape);
+REGISTER_OP("TfMrcSumOfSquares")
+    .Input("inputs: N * float")
+    .Output("sum: float")
+    .Attr("N: int >= 1")
+    .SetShapeFn(tensorflow::shape_inference::ScalarShape);
 #if TF_MAJOR_VERSION >= 2
 REGISTER_OP("TfMrcApplyAdamW")
     .Input("var: resource")
@@ -932,6 +968,7 @@ REGISTER_OP("TfMrcApplyAdamWRef")
 using tensorflow::DEVICE_CPU;
 TF_MRC_ELEMENTWISE_KERNELS(float, float)
 REGISTER_KERNEL_BUILDER(Name("TfMrcLayerNorm").Device(DEVICE_CPU), tf_mrc::LayerNormOp);
+REGISTER_KERNEL_BUILDER(Name("TfMrcSumOfSquares").Device(DEVICE_CPU), tf_mrc::SumOfSquaresOp);
 #if TF_MAJOR_VERSION >= 2
 TF_MRC_ELEMENTWISE_KERNELS(tensorflow::bfloat16, tf_mrc::bf16)
 #endif
