@@ -39,7 +39,8 @@ def test_wheel_holds_packages_data_and_commands(installed):
     names = set(zipfile.ZipFile(str(wheel)).namelist())
     for expected in ("run_finetune.py", "tf_mrc/experiment.py", "tf_mrc/tasks/cmrc2018.py", "export/to_pb.py",
                      "serving_demo/__main__.py", "serving_demo/static/page.html", "tf_mrc/resources/tiny/vocab.txt",
-                     "tf_mrc/resources/tiny/passages.json", "serving_demo/samples/samples.json"):
+                     "tf_mrc/resources/tiny/passages.json", "serving_demo/samples/samples.json",
+                     "tf_mrc/ops/native/kernels.cc"):  # the native kernels' source, compiled on first use
         assert expected in names
     entry_points = zipfile.ZipFile(str(wheel)).read(
         next(n for n in names if n.endswith("entry_points.txt"))).decode()
