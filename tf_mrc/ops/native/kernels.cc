@@ -794,6 +794,20 @@ class ApplyAdamWOp : public OpKernel {
 using tensorflow::Status;
 using tensorflow::shape_inference::InferenceContext;
 
+// Outputs 0 .. kMask - 1 have input 0's shape; output kMask is its packed keep mask, a byte per 8 elements.
+template <int kMask>
+Status ShapesWithMask(InferenceContext* c) {
+  for (int i = 0; i < kMask; ++i) c->set_output(i, c->input(0));
+  int64_t size = c->kUnknownDim;
+  if (c->FullyDefined(c->input(0))) {
+    size = 1;
+    for (int i = 0; i < c->Rank(c->input(0)); ++i) size *= c->Value(c->Dim(c->input(0), i));
+    size = (size + 7) / 8;
+  }
+  c->set_output(kMask, c->Vector(size));
+  return Status();
+}
+
 REGISTER_OP("TfMrcGelu")
     .Input("x: T")
     .Output("y: T")
@@ -860,17 +874,7 @@ REGISTER_OP("TfMrcDropout")
     .Attr("seed: int = 0")
     .Attr("seed2: int = 0")
     .SetIsStateful()
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      int64_t size = c->kUnknownDim;
-      if (c->FullyDefined(c->input(0))) {
-        size = 1;
-        for (int i = 0; i < c->Rank(c->input(0)); ++i) size *= c->Value(c->Dim(c->input(0), i));
-        size = (size + 7) / 8;
-      }
-      c->set_output(1, c->Vector(size));
-      return Status();
-    });
+    .SetShapeFn(ShapesWithMask<1>);
 REGISTER_OP("TfMrcMaskedSoftmaxDropout")
     .Input("scores: T")
     .Input("bias: float")
@@ -883,18 +887,7 @@ REGISTER_OP("TfMrcMaskedSoftmaxDropout")
     .Attr("seed: int = 0")
     .Attr("seed2: int = 0")
     .SetIsStateful()
-    .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(0));
-      int64_t size = c->kUnknownDim;
-      if (c->FullyDefined(c->input(0))) {
-        size = 1;
-        for (int i = 0; i < c->Rank(c->input(0)); ++i) size *= c->Value(c->Dim(c->input(0), i));
-        size = (size + 7) / 8;
-      }
-      c->set_output(2, c->Vector(size));
-      return Status();
-    });
+    .SetShapeFn(ShapesWithMask<2>);
 REGISTER_OP("TfMrcMaskedSoftmaxDropoutGrad")
     .Input("ddropped: T")
     .Input("probs: T")
