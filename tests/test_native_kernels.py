@@ -321,6 +321,10 @@ def test_without_the_library_the_composite_ops_run_and_the_log_says_why(tmp_path
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert lines[0] == "['Tanh']"
     assert lines[1].startswith(expected) and lines[1].endswith("the composite fused kernels run")
+    if "fake-c++" in environment.get("CXX", ""):  # a failed build is not tried again on every run
+        again = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=str(tmp_path), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=300)
+        assert "this build failed before, see %s" % tmp_path in again.stdout.decode().splitlines()[1]
 
 
 @pytest.mark.skipif(IS_TF1, reason="the resource-variable AdamW op exists on TF 2 only (see kernels.cc)")

@@ -9,10 +9,11 @@ non-matmul half of a training step shrinks, and dropout keeps a bit per element 
 The library is compiled on first use on the machine that runs it (g++ against the installed TensorFlow's headers;
 about 15 s) and cached under ``$TF_MRC_HOME/native/<key>/`` (default ``~/.cache/tf_mrc``), keyed by the source,
 the TensorFlow and Python versions, the compiler and the CPU's flags (it is built with -march=native); a
-concurrent build by another rank or process is harmless (each renames its own complete file into place).
-It is used only where it applies: float32 or bfloat16 tensors, no GPU visible (the kernels are CPU-only), the fused backend,
-and ``TF_MRC_NATIVE_KERNELS`` not set to 0. Anywhere else, or if the build fails (the reason is logged once), the
-composite ops run: the same results up to float rounding, as the tests check op by op.
+concurrent build by another rank or process is harmless (each renames its own complete file into place). A build
+that failed leaves its log there and is not tried again for the same key (delete the log to retry).
+It is used only where it applies: float32 or bfloat16 tensors, no GPU visible (the kernels are CPU-only), the
+fused backend, and ``TF_MRC_NATIVE_KERNELS`` not set to 0. Anywhere else, or if the build fails (the reason is
+logged once), the composite ops run: the same results up to float rounding, as the tests check op by op.
 """
 import contextlib
 import hashlib
@@ -90,6 +91,10 @@ def _load():
         return None, "unavailable (no C++ compiler %r): the composite fused kernels run" % compiler
     compile_flags, link_flags = native_build_flags()
     path = os.path.join(_cache_root(), _build_key(compiler_version, compile_flags), _LIBRARY_NAME)
+    failed_log = os.path.join(os.path.dirname(path), "build.log")
+    if not os.path.exists(path) and os.path.exists(failed_log):
+        return None, ("unavailable (this build failed before, see %s; delete it to retry): the composite fused "
+                      "kernels run" % failed_log)
     how = "cached"
     try:
         if not os.path.exists(path):
