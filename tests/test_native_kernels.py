@@ -465,9 +465,9 @@ def test_the_portable_build_passes_the_dropout_tests(tmp_path):
     compiler.write_text('#!/bin/sh\nexec g++ "$@" -mno-avx512f -mno-avx512bw\n')
     compiler.chmod(0o755)
     env = dict(os.environ, CXX=str(compiler), TF_MRC_HOME=str(tmp_path / "home"), PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                             "(dropout or dropped or library_builds) and not portable"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, timeout=600)
+    selection = "(dropout or dropped or library_builds) and not portable"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", selection],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
     output = result.stdout.decode()
     assert result.returncode == 0, output[-3000:]
     assert " passed" in output and "failed" not in output

@@ -4,8 +4,9 @@ Backends (``--kernels``):
   reference   plain TF ops; autodiff keeps every intermediate.
   fused       tf.custom_gradient versions whose backward pass keeps only what it needs
               (GELU keeps its input and recomputes; softmax keeps its output); fp16/bf16 computed in fp32.
-              Default. In float32 and bfloat16 on CPU these run as native C++ ops (tf_mrc.ops.native: one pass forward and
-              one backward each, dropout with a bit mask), compiled on first use; elsewhere as TF composites.
+              Default. In float32 and bfloat16 on CPU these run as native C++ ops (tf_mrc.ops.native: one
+              pass forward and one backward each, dropout with a bit mask), compiled on first use; elsewhere
+              as TF composites.
   blocksparse OpenAI blocksparse GPU kernels (TF 1.13 + CUDA 10 only): softmax and the sigmoid GELU;
               the tanh and erf GELU forms run fused (see blocksparse_backend).
   auto        blocksparse when it imports, else fused.

@@ -12,9 +12,9 @@ that is x, tanh(.), 1 + tanh(.) and 0.5 x, four [tokens, 3072] tensors per layer
                   dbeta = sum(dy); the residual gets dx. Autodiff of moments + batch_normalization keeps x and
                   its moments and differentiates every intermediate op.
 dropout         tf.nn.dropout, or the native op below.
-Where tf_mrc.ops.native applies (float32 or bfloat16 on CPU, the library built), each op is instead one native C++ op pair
-with the same arithmetic and the same saved tensors (dropout: a bit mask instead of a bool mask); the composite
-spelling below is the portable form and the one the native ops are tested against.
+Where tf_mrc.ops.native applies (float32 or bfloat16 on CPU, the library built), each op is instead one native
+C++ op pair with the same arithmetic and the same saved tensors (dropout: a bit mask instead of a bool mask); the
+composite spelling below is the portable form and the one the native ops are tested against.
 fp16/bf16 inputs are computed in fp32 and returned in the input dtype; the tensor kept for backprop stays in
 the input dtype, so this costs no saved memory, only short-lived fp32 copies inside one op. The GELU forms are
 spelled so that x << 0 does not cancel where the dtype would show it (see ``gelu``; the errors of each spelling are
