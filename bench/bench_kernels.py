@@ -1,10 +1,14 @@
-"""Memory and time of one forward+backward pass of GELU and the attention softmax, reference vs fused.
+"""Memory and time of one forward+backward pass of each fused op: reference vs composite vs fused (native).
 
     python bench/bench_kernels.py [--layers 2] [--repeats 5] [--dtypes float32,float16] [--batch 8] [--seq 512]
-                                  [--cases softmax,gelu,layer_norm]
+                                  [--cases softmax,gelu,layer_norm,dropout,attention]
 
+Backends: reference (plain TF autodiff), composite (the fused backend with its native kernels off: tf.custom_gradient
+chains of stock ops) and fused (the default: the native C++ kernels where they apply, i.e. fp32 / bf16 on CPU).
 Cases: softmax over [B, N=12, T, T] scores with a [B, 1, T] padding mask (scale 1/8), GELU over [B*T, 3072]
-(tanh form, google BERT's), and LayerNorm of [B*T, 768] + a residual, each applied --layers times in a chain.
+(tanh form, google BERT's), LayerNorm of [B*T, 768] + a residual, dropout (rate 0.1) over [B, 12, T, T], each
+applied --layers times in a chain; and attention: dropout(softmax(scores)) @ V with V [B, 12, T, 64], once per
+layer on the same scores (the unit whose fused form keeps no dropped probabilities).
 Inputs and the upstream gradient are variables, so they exist before the step and are not counted; the
 upstream gradient is released only after the forward pass, as in a network. Each step computes the ops and their
 gradient (tf.gradients with that upstream gradient) and fetches a scalar sum of the input gradient.
@@ -22,10 +26,11 @@ Memory, three figures:
           graph mode on TF 2.15 CPU and also counts TF's own buffers, so it runs a little higher; TF 1.13 has
           no such call ('-').
 Ops run one at a time (inter_op_parallelism_threads=1), so both peaks follow one sequential order.
-Time: median wall time of --repeats untraced steps after one warm-up, reference and fused steps alternating.
+Time: median wall time of --repeats untraced steps after one warm-up, the backends' steps alternating.
 Single timings on this 2-core CPU swing 10-40 % between runs; compare the ratios, which come from one run.
 """
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -36,8 +41,9 @@ import numpy as np  # noqa: E402
 
 from tf_mrc import ops  # noqa: E402
 from tf_mrc.compat import tf  # noqa: E402
+from tf_mrc.ops import native  # noqa: E402
 
-BACKENDS = ("reference", "fused")
+BACKENDS = ("reference", "composite", "fused")
 SHAPE_ONLY_OPS = ("Shape", "ShapeN", "Rank", "Size")
 MB = 1024.0 * 1024.0
 
@@ -92,16 +98,32 @@ def allocator_peak_bytes(session, fetch):
 def build_case(case, backend, dtype, layers, batch=8, length=512):
     """The op applied ``layers`` times in a chain, each output feeding the next, on variable inputs with a
     variable upstream gradient. Returns (fetch, forward ops, gradient tensors, upstream)."""
+    with (native.off() if backend == "composite" else contextlib.nullcontext()):
+        return _build_case(case, "fused" if backend == "composite" else backend, dtype, layers, batch, length)
+
+
+def _build_case(case, backend, dtype, layers, batch, length):
     def variable(name, shape, stddev=1.0):
         initializer = tf.random_normal_initializer(stddev=stddev, seed=len(name))
         return tf.get_variable(name, shape, dtype=dtype, initializer=initializer).value()
 
-    if case == "softmax":
+    lengths = np.random.RandomState(0).randint(length // 2, length + 1, size=batch)
+    mask = tf.constant((np.arange(length)[None, None, :] < lengths[:, None, None]).astype(np.float32))
+    if case == "attention":
+        inputs = variable("scores", [batch, 12, length, length], stddev=4.0)
+        value = variable("value", [batch, 12, length, 64])
+        upstream = variable("upstream", [batch, 12, length, 64])
+        output = tf.add_n([ops.dropped_attention(inputs * (1.0 + layer), mask, 0.125, 0.1, value, kernels=backend)
+                           for layer in range(layers)])
+    elif case == "dropout":
+        inputs = output = variable("x", [batch, 12, length, length])
+        upstream = variable("upstream", [batch, 12, length, length])
+        for _ in range(layers):
+            output = ops.dropout(output, 0.1, kernels=backend)
+    elif case == "softmax":
         heads = 12
         inputs = output = variable("scores", [batch, heads, length, length], stddev=4.0)
         upstream = variable("upstream", [batch, heads, length, length])
-        lengths = np.random.RandomState(0).randint(length // 2, length + 1, size=batch)
-        mask = tf.constant((np.arange(length)[None, None, :] < lengths[:, None, None]).astype(np.float32))
         for _ in range(layers):
             output = ops.masked_softmax(output, mask, 0.125, kernels=backend)
     elif case == "gelu":
@@ -159,8 +181,8 @@ def megabytes(value):
     return "-" if value is None else "%.0f" % (value / MB)
 
 
-def ratio(fused, reference):
-    return "-" if fused is None or not reference else "%.2f" % (float(fused) / reference)
+def ratio(value, reference):
+    return "-" if value is None or not reference else "%.2f" % (float(value) / reference)
 
 
 def main():
@@ -172,15 +194,17 @@ def main():
                              "is still alive while the next runs, as in an encoder")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=512)
-    parser.add_argument("--cases", default="softmax,gelu,layer_norm")
+    parser.add_argument("--cases", default="softmax,gelu,layer_norm,dropout,attention")
     args = parser.parse_args()
     print("forward+backward of %d chained layer(s); TF %s; MB = 2**20 bytes" % (args.layers, tf.VERSION))
     b, t = args.batch, args.seq
     labels = {"softmax": "softmax [%d,12,%d,%d]" % (b, t, t), "gelu": "gelu tanh [%d,3072]" % (b * t),
-              "layer_norm": "layer_norm+res [%d,768]" % (b * t)}
+              "layer_norm": "layer_norm+res [%d,768]" % (b * t), "dropout": "dropout [%d,12,%d,%d]" % (b, t, t),
+              "attention": "drop(softmax) @ V [%d,12,%d,%d]" % (b, t, t)}
     cases = [(case, labels[case]) for case in args.cases.split(",")]
-    header = "%-24s %-8s %-10s %9s %9s %9s %9s" % ("case", "dtype", "backend", "saved MB", "peak MB",
-                                                 "alloc MB", "time ms")
+    print("fused kernels: %s" % native.status())
+    header = "%-30s %-8s %-14s %9s %9s %9s %9s" % ("case", "dtype", "backend", "saved MB", "peak MB",
+                                                   "alloc MB", "time ms")
     print(header)
     print("-" * len(header))
     for case, label in cases:
@@ -189,15 +213,17 @@ def main():
             results = measure(case, dtype, args.layers, args.repeats, b, t)
             for backend in BACKENDS:
                 r = results[backend]
-                print("%-24s %-8s %-10s %9s %9s %9s %9.0f" % (label, dtype_name, backend, megabytes(r["saved"]),
+                print("%-30s %-8s %-14s %9s %9s %9s %9.1f" % (label, dtype_name, backend, megabytes(r["saved"]),
                                                               megabytes(r["peak"]), megabytes(r["alloc"]),
                                                               1000 * r["time"]))
-            fused, reference = results["fused"], results["reference"]
-            print("%-24s %-8s %-10s %9s %9s %9s %9s" % (label, dtype_name, "fused/ref",
-                                                        ratio(fused["saved"], reference["saved"]),
-                                                        ratio(fused["peak"], reference["peak"]),
-                                                        ratio(fused["alloc"], reference["alloc"]),
-                                                        ratio(fused["time"], reference["time"])))
+            reference = results["reference"]
+            for backend in BACKENDS[1:]:
+                r = results[backend]
+                print("%-30s %-8s %-14s %9s %9s %9s %9s" % (label, dtype_name, backend + "/ref",
+                                                            ratio(r["saved"], reference["saved"]),
+                                                            ratio(r["peak"], reference["peak"]),
+                                                            ratio(r["alloc"], reference["alloc"]),
+                                                            ratio(r["time"], reference["time"])))
         print()
 
 

@@ -6,6 +6,8 @@
 //
 // Parallelism: every kernel splits its rows or elements over TF's intra-op thread pool (Shard); within a range,
 // arithmetic runs on Eigen arrays (vectorized exp) or in plain loops the compiler vectorizes.
+// Memory: an output takes over its main input's buffer where TF allows it (no other reader left), so a chain of
+// these ops allocates little; every kernel reads a row or chunk before it writes the same place.
 // Precision: arithmetic is float32 whatever the tensors' type; bfloat16 elements are widened on the way in and
 // rounded to nearest even on the way out, as TF's Cast rounds (the composite ops cast around fp32 arithmetic).
 #include <algorithm>
@@ -175,7 +177,7 @@ class GeluOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
     const T* in = Data<T>(x);
     T* out = MutableData<T>(y);
     const GeluForm form = form_;
@@ -202,7 +204,7 @@ class GeluGradOp : public OpKernel {
     const Tensor& x = ctx->input(1);
     OP_REQUIRES(ctx, dy.shape() == x.shape(), InvalidArgument("TfMrcGeluGrad: dy and x differ in shape"));
     Tensor* dx = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &dx));
     const T* dy_in = Data<T>(dy);
     const T* x_in = Data<T>(x);
     T* out = MutableData<T>(dx);
@@ -265,7 +267,7 @@ class MaskedSoftmaxOp : public OpKernel {
     BiasRows bias_rows;
     OP_REQUIRES_OK(ctx, bias_rows.Init(scores, bias));
     Tensor* probs = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, scores.shape(), &probs));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, scores.shape(), &probs));
     const int64_t keys = scores.dim_size(3);
     const int64_t rows = scores.NumElements() / std::max<int64_t>(keys, 1);
     const T* in = Data<T>(scores);
@@ -294,7 +296,7 @@ class MaskedSoftmaxGradOp : public OpKernel {
     OP_REQUIRES(ctx, dprobs.shape() == probs.shape(),
                 InvalidArgument("TfMrcMaskedSoftmaxGrad: dprobs and probs differ in shape"));
     Tensor* dscores = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, probs.shape(), &dscores));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, probs.shape(), &dscores));
     const int64_t keys = probs.dims() ? probs.dim_size(probs.dims() - 1) : 1;
     const int64_t rows = probs.NumElements() / std::max<int64_t>(keys, 1);
     const T* dp_in = Data<T>(dprobs);
@@ -363,7 +365,7 @@ class LayerNormOp : public OpKernel {
     }
     const int64_t rows = width ? x.NumElements() / width : 0;
     Tensor *y = nullptr, *xhat = nullptr, *rstd = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x.shape(), &xhat));
     TensorShape row_shape = x.shape();
     row_shape.RemoveLastDims(1);
@@ -413,7 +415,7 @@ class LayerNormGradOp : public OpKernel {
     OP_REQUIRES(ctx, rstd.NumElements() == rows && gamma.NumElements() == width,
                 InvalidArgument("TfMrcLayerNormGrad: rstd or gamma has the wrong size"));
     Tensor *dx = nullptr, *dgamma = nullptr, *dbeta = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, dy.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, dy.shape(), &dx));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, gamma.shape(), &dgamma));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gamma.shape(), &dbeta));
     const int64_t block_rows = 64;
@@ -431,11 +433,11 @@ class LayerNormGradOp : public OpKernel {
         Row sum_dbeta(partial.data() + block * 2 * width + width, width);
         for (int64_t r = block * block_rows; r < std::min<int64_t>(rows, (block + 1) * block_rows); ++r) {
           ConstRow d(dy_in + r * width, width), h(xhat_in + r * width, width);
+          sum_dgamma += d * h;  // before dx is written: dx may be dy's buffer (forwarded)
+          sum_dbeta += d;
           scaled = d * g;
           const float mean_g = scaled.mean(), mean_gh = (scaled * h).mean();
           Elements<T>::Out(rstd_in[r] * (scaled - mean_g - h * mean_gh), dx_out + r * width, width);
-          sum_dgamma += d * h;
-          sum_dbeta += d;
         }
       }
     });
@@ -534,7 +536,7 @@ class DropoutOp : public OpKernel {
     OP_REQUIRES(ctx, rate >= 0.0f && rate < 1.0f, InvalidArgument("TfMrcDropout: rate must be in [0, 1)"));
     const int64_t n = x.NumElements();
     Tensor *y = nullptr, *mask = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({(n + 7) / 8}), &mask));
     const DropoutDraws draws(&generator_, rate);
     const T* in = Data<T>(x);
@@ -567,7 +569,7 @@ class DropoutGradOp : public OpKernel {
     OP_REQUIRES(ctx, mask.NumElements() == (n + 7) / 8,
                 InvalidArgument("TfMrcDropoutGrad: the mask does not match dy's size"));
     Tensor* dx = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, dy.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, dy.shape(), &dx));
     const float scale = 1.0f / (1.0f - rate);
     const T* in = Data<T>(dy);
     const uint8_t* bits = Data<uint8_t>(mask);
@@ -609,7 +611,7 @@ class MaskedSoftmaxDropoutOp : public OpKernel {
     const int64_t keys = scores.dim_size(3), n = scores.NumElements();
     OP_REQUIRES(ctx, keys % kWord == 0, InvalidArgument("TfMrcMaskedSoftmaxDropout: keys must be a multiple of 64"));
     Tensor *dropped = nullptr, *probs = nullptr, *mask = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, scores.shape(), &dropped));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, scores.shape(), &dropped));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, scores.shape(), &probs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({(n + 7) / 8}), &mask));
     const DropoutDraws draws(&generator_, rate);
@@ -657,7 +659,7 @@ class MaskedSoftmaxDropoutGradOp : public OpKernel {
     OP_REQUIRES(ctx, keys % kWord == 0,
                 InvalidArgument("TfMrcMaskedSoftmaxDropoutGrad: keys must be a multiple of 64"));
     Tensor* dscores = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, probs.shape(), &dscores));
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, probs.shape(), &dscores));
     const float keep_scale = 1.0f / (1.0f - rate);
     const T* dd_in = Data<T>(ddropped);
     const T* p_in = Data<T>(probs);
