@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 
 
-def _cpu_flags(path="/proc/cpuinfo"):
+def cpu_flags(path="/proc/cpuinfo"):
     try:
         with open(path) as cpuinfo:
             for line in cpuinfo:
@@ -33,7 +33,7 @@ def choose_onednn(environ=os.environ, flags=None):
         return "decided by whoever imported TensorFlow before tf_mrc.compat"
     if ONEDNN_VARIABLE in environ:
         return "%s=%s from the environment" % (ONEDNN_VARIABLE, environ[ONEDNN_VARIABLE])
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_flags() if flags is None else flags
     if "avx2" not in flags:
         return "TF's default (the CPU reports no AVX2)"
     environ[ONEDNN_VARIABLE] = "1"

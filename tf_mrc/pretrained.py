@@ -18,6 +18,7 @@ import re
 import shutil
 import tempfile
 
+from tf_mrc import cache_dir
 from tf_mrc.errors import UserError
 
 CONFIG_NAME = "config.json"
@@ -27,10 +28,6 @@ RELEASE_CONFIG = re.compile(r"^(bert_config|albert_config(_\w+)?|xlnet_config)\.
 RELEASE_VOCABS = {"vocab_file": ("vocab.txt", "vocab_chinese.txt"), "spm_model": ("spiece.model",)}
 
 Converted = collections.namedtuple("Converted", ["checkpoint", "config_file", "vocab_file", "spm_model", "source"])
-
-
-def cache_root():
-    return os.path.join(os.environ.get("TF_MRC_HOME") or os.path.expanduser("~/.cache/tf_mrc"), "converted")
 
 
 def transformers_source(path):
@@ -85,7 +82,7 @@ def convert_cached(path, convert=True, log=print):
         return None
     directory, weights = source
     config_path = os.path.join(directory, CONFIG_NAME)
-    target = os.path.join(cache_root(), _content_key([config_path] + _weight_files(weights)))
+    target = os.path.join(cache_dir("converted"), _content_key([config_path] + _weight_files(weights)))
     checkpoint = os.path.join(target, "model.ckpt")
     if not os.path.isfile(checkpoint + ".index"):
         if not convert:

@@ -25,7 +25,8 @@ import tempfile
 import threading
 import time
 
-from tf_mrc.compat import IS_TF1, gpu_visible, native_build_flags, op_seeds, tf
+from tf_mrc import cache_dir
+from tf_mrc.compat import IS_TF1, cpu_flags, gpu_visible, native_build_flags, op_seeds, tf
 
 SWITCH = "TF_MRC_NATIVE_KERNELS"
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cc")
@@ -34,10 +35,6 @@ _BUILD_TIMEOUT_S = 600
 
 _lock = threading.Lock()
 _state = {"off": 0}  # "library" (module or None), "status" (one line for the run log), "gpu", "off" (depth)
-
-
-def _cache_root():
-    return os.path.join(os.environ.get("TF_MRC_HOME") or os.path.expanduser("~/.cache/tf_mrc"), "native")
 
 
 def _compiler_version(compiler):
@@ -49,12 +46,11 @@ def _compiler_version(compiler):
 
 
 def _build_key(compiler_version, compile_flags):
-    from tf_mrc.compat import _cpu_flags
     digest = hashlib.sha256()
     with open(_SOURCE, "rb") as source:
         digest.update(source.read())
     for part in (tf.__version__, sys.version, platform.machine(), compiler_version, " ".join(compile_flags),
-                 " ".join(sorted(_cpu_flags()))):
+                 " ".join(sorted(cpu_flags()))):
         digest.update(b"\0" + str(part).encode("utf-8"))
     return digest.hexdigest()[:16]
 
@@ -90,7 +86,7 @@ def _load():
     if compiler_version is None:
         return None, "unavailable (no C++ compiler %r): the composite fused kernels run" % compiler
     compile_flags, link_flags = native_build_flags()
-    path = os.path.join(_cache_root(), _build_key(compiler_version, compile_flags), _LIBRARY_NAME)
+    path = os.path.join(cache_dir("native"), _build_key(compiler_version, compile_flags), _LIBRARY_NAME)
     failed_log = os.path.join(os.path.dirname(path), "build.log")
     if not os.path.exists(path) and os.path.exists(failed_log):
         return None, ("unavailable (this build failed before, see %s; delete it to retry): the composite fused "
