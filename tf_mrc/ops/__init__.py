@@ -73,11 +73,7 @@ def dropped_attention(scores, mask, scale, rate, value, kernels="fused"):
     """dropout(masked_softmax(scores, mask, scale), rate) @ value (value [B, N, Tk, D]): attention-probability
     dropout (BERT's placement) and the matmul that follows, as one unit, so that a backend can keep less for
     backprop (the fused one keeps the probabilities and a bit mask, not the dropped probabilities)."""
-    backend = resolve_backend(kernels)
-    if hasattr(backend, "dropped_attention"):
-        return backend.dropped_attention(scores, mask, scale, rate, value)
-    probs = backend.masked_softmax(scores, mask, scale)
-    return tf.matmul(backend.dropout(tf.cast(probs, value.dtype), rate), value)
+    return resolve_backend(kernels).dropped_attention(scores, mask, scale, rate, value)
 
 
 def attention_dropout(x, rate, site, placement="probs", dropout_fn=None):

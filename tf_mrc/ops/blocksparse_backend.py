@@ -22,8 +22,10 @@ Mapping, from blocksparse 1.13.1's blocksparse/ewops.py, blocksparse/transformer
   the bias by scale instead would overflow fp16 (-10000 / 0.125 = -80000). In fp16, s - 10000 rounds to a
   multiple of 8, which changes only rows whose every key is masked (outputs BERT never uses).
 """
+import functools
+
 from tf_mrc.compat import blocksparse_ops, tf
-from tf_mrc.ops import fused
+from tf_mrc.ops import fused, reference
 from tf_mrc.ops.reference import mask_bias
 
 _blocksparse = blocksparse_ops()
@@ -45,3 +47,6 @@ def masked_softmax(scores, mask, scale):
     else:
         scale = tf.cast(scale, tf.float32)
     return _blocksparse.softmax(scores + mask_bias(mask, scores.dtype), scale)
+
+
+dropped_attention = functools.partial(reference.dropped_attention, softmax=masked_softmax, drop=dropout)

@@ -26,7 +26,7 @@ keyword arguments), and they read no variables, so the TF 1.13 and TF 2.x decora
 import math
 
 from tf_mrc.compat import tf
-from tf_mrc.ops import native
+from tf_mrc.ops import native, reference
 from tf_mrc.ops.reference import mask_bias
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -161,7 +161,7 @@ def dropped_attention(scores, mask, scale, rate, value):
         if (native.usable(scores, value) and scores.dtype.base_dtype == value.dtype.base_dtype and
                 _broadcasts_per_dimension(bias, scores)):
             return native.dropped_attention(scores, bias, scale, rate, value)
-        return tf.matmul(dropout(masked_softmax(scores, mask, scale), rate), value)
+        return reference.dropped_attention(scores, mask, scale, rate, value, masked_softmax, dropout)
 
 
 def dropout(x, rate):

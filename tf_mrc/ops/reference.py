@@ -42,3 +42,9 @@ def dropout(x, rate):
     if isinstance(rate, (int, float)) and rate == 0:
         return x
     return tf.nn.dropout(x, rate=rate)
+
+
+def dropped_attention(scores, mask, scale, rate, value, softmax=masked_softmax, drop=dropout):
+    """drop(softmax(scores, mask, scale), rate) @ value, from a backend's own softmax and dropout (these by
+    default): the composition every backend uses where it has nothing leaner."""
+    return tf.matmul(drop(tf.cast(softmax(scores, mask, scale), value.dtype), rate), value)
