@@ -1,12 +1,14 @@
 """Shared test helpers: the committed test data (tests/data, see its README), the task files made from the
-shipped passages, a hand-numbered tokenizer, how to start a Horovod job from a test."""
+shipped passages, a hand-numbered tokenizer, how to start a Horovod job from a test, GELU in float64."""
 import json
+import math
 import os
 import pathlib
 import re
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -225,3 +227,17 @@ def chid_file(path):
                                  "answer": candidates.index(text)}, ensure_ascii=False))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(path)
+
+
+def numpy_gelu(x, form):
+    """GELU and its derivative in float64, from the published definitions."""
+    if form == "tanh":
+        c = math.sqrt(2.0 / math.pi)
+        t = np.tanh(c * (x + 0.044715 * x ** 3))
+        return 0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * x * x)
+    if form == "erf":
+        from scipy.special import erf
+        cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+        return x * cdf, cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+    s = 1.0 / (1.0 + np.exp(-1.702 * x))
+    return x * s, s + 1.702 * x * s * (1.0 - s)
