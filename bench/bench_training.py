@@ -14,7 +14,8 @@ update (tf_mrc.training.create_train_op). Inputs are constants (no input pipelin
   composite   fused with the native ops off (TF_MRC_NATIVE_KERNELS=0): the same ops as chains of stock TF ops
   context     fused + --attention_dropout_placement=context
   recompute   fused + --recompute                        gradient checkpointing per transformer block
-  xla         fused + --xla (with TF_XLA_FLAGS=--tf_xla_cpu_global_jit, without which CPU is not clustered)
+  xla         composite + --xla (with TF_XLA_FLAGS=--tf_xla_cpu_global_jit, without which CPU is not clustered;
+              XLA cannot compile the native ops)
   <name>_fp16 the same with --precision=fp16. fp16 matmuls are emulated on CPU (~50x slower), so these settings
               get only the graph figure ("saved") unless --run_fp16.
   <name>_bf16 the same with --precision=bf16 (TF 2 only); MFU against a bf16 matmul peak of the same run.

@@ -233,10 +233,7 @@ def apply_adamw(var, m, v, grad, lr, decay, grad_scale, beta1, beta2, epsilon, r
 
 
 def _register_gradients(library):
-    if _state.get("gradients"):
-        return
-    _state["gradients"] = True
-
+    """Once per process: library() loads the library once."""
     @tf.RegisterGradient("TfMrcGelu")
     def _gelu_grad(op, dy):
         return library.tf_mrc_gelu_grad(dy, op.inputs[0], form=op.get_attr("form"))
