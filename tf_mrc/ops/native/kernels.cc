@@ -39,7 +39,6 @@ using tensorflow::OpKernelContext;
 using tensorflow::Tensor;
 using tensorflow::TensorShape;
 using tensorflow::errors::InvalidArgument;
-namespace shape_inference = tensorflow::shape_inference;
 
 typedef Eigen::Array<float, Eigen::Dynamic, 1> Array;
 typedef Eigen::Map<const Array> ConstRow;
