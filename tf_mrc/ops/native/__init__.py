@@ -32,6 +32,9 @@ SWITCH = "TF_MRC_NATIVE_KERNELS"
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cc")
 _LIBRARY_NAME = "tf_mrc_kernels.so"
 _BUILD_TIMEOUT_S = 600
+# -fno-math-errno lets the compiler use the vector square root (the same correctly rounded result; only errno
+# is never set), without which the AdamW loop stays scalar. No -ffast-math: the arithmetic is the composite's.
+_OPTIMIZATION_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off"]
 
 _lock = threading.Lock()
 _state = {"off": 0}  # "library" (module or None), "status" (one line for the run log), "gpu", "off" (depth)
@@ -49,7 +52,8 @@ def _build_key(compiler_version, compile_flags):
     digest = hashlib.sha256()
     with open(_SOURCE, "rb") as source:
         digest.update(source.read())
-    for part in (tf.__version__, sys.version, platform.machine(), compiler_version, " ".join(compile_flags),
+    for part in (tf.__version__, sys.version, platform.machine(), compiler_version,
+                 " ".join(_OPTIMIZATION_FLAGS + compile_flags),
                  " ".join(sorted(cpu_flags()))):
         digest.update(b"\0" + str(part).encode("utf-8"))
     return digest.hexdigest()[:16]
@@ -61,8 +65,7 @@ def _build(path, compile_flags, link_flags, compiler):
     os.makedirs(directory, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=directory)
     os.close(handle)
-    command = ([compiler, "-O3", "-march=native", "-fPIC", "-shared", _SOURCE, "-o", partial] + compile_flags +
-               link_flags)
+    command = [compiler] + _OPTIMIZATION_FLAGS + ["-fPIC", "-shared", _SOURCE, "-o", partial] + compile_flags + link_flags
     try:
         result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=_BUILD_TIMEOUT_S)
         if result.returncode != 0:

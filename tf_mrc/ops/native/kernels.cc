@@ -771,19 +771,22 @@ class ApplyAdamWOp : public OpKernel {
     const float one_minus_beta2 = 1.0f - ctx->input(8).scalar<float>()();
     const float epsilon = ctx->input(9).scalar<float>()();
     const float* g_in = grad.flat<float>().data();
-    Parallel(ctx, n, 24, [&](int64_t begin, int64_t end) {
+    // Captured by value: a scalar read through a reference could alias the stores, which keeps the loop scalar.
+    Parallel(ctx, n, 24, [=](int64_t begin, int64_t end) {
       const float* __restrict gg = g_in;
       float* __restrict ww = w;
       float* __restrict mm = m;
       float* __restrict vv = v;
+      const float scale = grad_scale, rate = lr, decay_rate = decay, b1 = one_minus_beta1, b2 = one_minus_beta2,
+                  eps = epsilon;
       for (int64_t i = begin; i < end; ++i) {
-        const float g = gg[i] * grad_scale;
-        const float m_new = mm[i] + (g - mm[i]) * one_minus_beta1;
-        const float v_new = vv[i] + (g * g - vv[i]) * one_minus_beta2;
+        const float g = gg[i] * scale;
+        const float m_new = mm[i] + (g - mm[i]) * b1;
+        const float v_new = vv[i] + (g * g - vv[i]) * b2;
         mm[i] = m_new;
         vv[i] = v_new;
-        const float decayed = ww[i] - decay * ww[i];
-        ww[i] = decayed - (m_new * lr) / (std::sqrt(v_new) + epsilon);
+        const float decayed = ww[i] - decay_rate * ww[i];
+        ww[i] = decayed - (m_new * rate) / (std::sqrt(v_new) + eps);
       }
     });
   }
